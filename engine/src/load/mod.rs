@@ -1,0 +1,1082 @@
+//! Loading a dataset folder into a [`Store`], applying every loading rule of the data contract.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! files ──read──▶ raw batches ──convert──▶ typed, checked, references resolved ──finalize──▶ table
+//!        (CSV/Parquet)        (in parallel, per batch)                        (unique keys, identities)
+//! ```
+//!
+//! Tables load in dependency order (a table after every table it references), so that a reference
+//! is resolved to the referenced row's position while the batch is converted. Every input row is
+//! either loaded or rejected with a reason, and the report reconciles per table. A file that cannot
+//! be read at all fails the load with a message naming it.
+
+pub mod convert;
+pub mod read;
+pub mod report;
+
+use crate::calendar::{Calendar, WorkingHours};
+use crate::contract::{ColumnDef, ColumnType, TableDef, TableId};
+use crate::error::{Error, Result};
+use crate::store::pool::{IdentityPool, KeyIndex};
+use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable};
+use crate::time;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int8Array, StringArray, StringBuilder, UInt32Array,
+};
+use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::compute;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use convert::{Text, Typed};
+use rayon::prelude::*;
+use read::{Encoding, Format, RawBatch, SourceFile};
+use report::{LoadReport, Reject, RejectReason, TableReport};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Marks an identity that was not in the pool yet when its batch was converted.
+const MISS: u32 = u32::MAX - 1;
+
+/// Called as rows are read: the table and how many more rows.
+pub type Progress = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
+/// How to load.
+#[derive(Clone)]
+pub struct LoadOptions {
+    /// The encoding of CSV files.
+    pub encoding: Encoding,
+    /// Rows per batch read from a file.
+    pub batch_rows: usize,
+    /// Working hours for the calendar (default 09:00–12:00, 14:00–18:00).
+    pub working_hours: WorkingHours,
+    /// Progress callback.
+    pub progress: Option<Progress>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            encoding: Encoding::Auto,
+            batch_rows: 64 * 1024,
+            working_hours: WorkingHours::default(),
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("encoding", &self.encoding)
+            .field("batch_rows", &self.batch_rows)
+            .finish()
+    }
+}
+
+/// Loads a dataset folder.
+pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
+    let started = Instant::now();
+    let found = read::discover(dir)?;
+    let mut ctx = Ctx::default();
+    let mut reports = Vec::new();
+    let mut rejects_all = Vec::new();
+    let mut encodings = BTreeMap::new();
+    for table in TableId::ALL {
+        let Some(files) = found.tables.get(&table) else {
+            ctx.tables.push(StoredTable::empty(table));
+            reports.push(TableReport::new(table, Vec::new(), 0, &[]));
+            continue;
+        };
+        let loaded = load_table(table, files, &mut ctx, opts)?;
+        encodings.extend(loaded.encodings);
+        let mut rep = TableReport::new(
+            table,
+            loaded.table.files.clone(),
+            loaded.read,
+            &loaded.rejects,
+        );
+        rep.extra_columns = loaded.extras;
+        reports.push(rep);
+        rejects_all.extend(loaded.rejects);
+        ctx.tables.push(loaded.table);
+    }
+    let manifest = found.manifest.unwrap_or_default();
+    let as_of = match &manifest.as_of {
+        Some(s) => time::parse_as_of(s)
+            .map_err(|why| Error::Load(format!("manifest.json: as_of {s:?} is {why}")))?,
+        None => now(),
+    };
+    let mut calendar = Calendar::china();
+    calendar.hours = opts.working_hours.clone();
+    let cal = &ctx.tables[TableId::Calendar as usize];
+    if cal.rows > 0 {
+        let dates = cal.dates("date")?;
+        let work = cal.bools("is_workday")?;
+        for i in 0..cal.rows {
+            calendar.set(dates.value(i), work.value(i));
+        }
+    }
+    let report = LoadReport {
+        dataset: dir.display().to_string(),
+        tables: reports,
+        ignored: found.ignored,
+        encodings,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let rejects = report::rejects_batch(&rejects_all)?;
+    ctx.identity.freeze();
+    let identities = Arc::new(ctx.identity.values().clone());
+    Ok(Store::new(
+        ctx.tables, identities, manifest, as_of, calendar, report, rejects,
+    ))
+}
+
+/// The current instant.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[derive(Default)]
+struct Ctx {
+    tables: Vec<StoredTable>,
+    identity: IdentityPool,
+}
+
+impl Ctx {
+    fn table(&self, id: TableId) -> Result<&StoredTable> {
+        self.tables
+            .get(id as usize)
+            .ok_or_else(|| Error::Internal(format!("{} is not loaded yet", id.name())))
+    }
+}
+
+/// How a file's columns map to the contract's.
+#[derive(Debug, Clone)]
+struct ColumnMap {
+    /// For each contract column, the file's column.
+    contract: Vec<Option<usize>>,
+    /// The file's other columns: position and name.
+    extras: Vec<(usize, String)>,
+}
+
+impl ColumnMap {
+    fn new(def: &TableDef, names: &[String], file: &str) -> Result<ColumnMap> {
+        let mut contract = vec![None; def.columns.len()];
+        let mut extras = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            match def
+                .columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(n))
+            {
+                Some(ci) => {
+                    if contract[ci].is_some() {
+                        return Err(Error::Load(format!(
+                            "{file}: column {} appears twice",
+                            def.columns[ci].name
+                        )));
+                    }
+                    contract[ci] = Some(i);
+                }
+                None => {
+                    if n.is_empty() {
+                        return Err(Error::Load(format!(
+                            "{file}: column {} of the header has no name",
+                            i + 1
+                        )));
+                    }
+                    if extras.iter().any(|(_, e): &(usize, String)| e == n) {
+                        return Err(Error::Load(format!("{file}: column {n} appears twice")));
+                    }
+                    extras.push((i, n.clone()));
+                }
+            }
+        }
+        let missing: Vec<&str> = def
+            .columns
+            .iter()
+            .zip(&contract)
+            .filter(|(c, m)| c.required && m.is_none())
+            .map(|(c, _)| c.name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Load(format!(
+                "{file}: required column{} {} missing (the file has: {})",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", ") + if missing.len() > 1 { " are" } else { " is" },
+                names.join(", ")
+            )));
+        }
+        Ok(ColumnMap { contract, extras })
+    }
+}
+
+/// A column of a converted batch.
+enum Built {
+    /// Text kept as text (a table's own key, free text, months).
+    Text(Text),
+    /// Numbers, booleans, dates, timestamps.
+    Array(ArrayRef),
+    /// Enum codes.
+    Codes(Int8Array),
+    /// Keys: a resolved reference, or an identity (`MISS` where not pooled yet).
+    Keys(Vec<u32>),
+}
+
+/// Row numbers of a batch: a run (Parquet) or a list (CSV, where quoted line breaks skip lines).
+enum RowNumbers {
+    Run(u64, usize),
+    List(Vec<u64>),
+}
+
+impl RowNumbers {
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            RowNumbers::Run(first, _) => first + i as u64,
+            RowNumbers::List(v) => v[i],
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            RowNumbers::Run(_, n) => *n,
+            RowNumbers::List(v) => v.len(),
+        }
+    }
+}
+
+struct BatchOut {
+    file: usize,
+    rows: RowNumbers,
+    cols: Vec<Built>,
+    extras: Vec<(String, ArrayRef)>,
+    rejects: Vec<(usize, Reject)>,
+    /// Identity values not in the pool yet: (column, row, value).
+    misses: Vec<(usize, usize, String)>,
+}
+
+struct LoadedTable {
+    table: StoredTable,
+    read: u64,
+    rejects: Vec<Reject>,
+    extras: Vec<String>,
+    encodings: BTreeMap<String, String>,
+}
+
+fn load_table(
+    table: TableId,
+    files: &[SourceFile],
+    ctx: &mut Ctx,
+    opts: &LoadOptions,
+) -> Result<LoadedTable> {
+    let def = table.def();
+    let mut outs: Vec<BatchOut> = Vec::new();
+    let mut early: Vec<Reject> = Vec::new();
+    let mut encodings = BTreeMap::new();
+    let group = rayon::current_num_threads().max(1) * 2;
+    for (fi, file) in files.iter().enumerate() {
+        match file.format {
+            Format::Csv => {
+                let mut pending: Vec<RawBatch> = Vec::new();
+                let mut map: Option<ColumnMap> = None;
+                let cx: &Ctx = ctx;
+                let (enc, rej) =
+                    read::read_csv(file, table, opts.encoding, opts.batch_rows, |raw| {
+                        if map.is_none() {
+                            map = Some(ColumnMap::new(def, &raw.names, &file.name)?);
+                        }
+                        pending.push(raw);
+                        if pending.len() >= group
+                            && let Some(m) = &map
+                        {
+                            let done = convert_group(
+                                def,
+                                m,
+                                std::mem::take(&mut pending),
+                                fi,
+                                file,
+                                cx,
+                                opts,
+                            )?;
+                            outs.extend(done);
+                        }
+                        Ok(())
+                    })?;
+                if let Some(m) = &map {
+                    let done = convert_group(def, m, pending, fi, file, cx, opts)?;
+                    outs.extend(done);
+                }
+                encodings.insert(
+                    file.name.clone(),
+                    match enc {
+                        Encoding::Gb18030 => "GB18030",
+                        _ => "UTF-8",
+                    }
+                    .to_string(),
+                );
+                early.extend(rej);
+            }
+            Format::Parquet => {
+                let (schema, groups) = read::parquet_layout(file)?;
+                let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                let map = ColumnMap::new(def, &names, &file.name)?;
+                let cx: &Ctx = ctx;
+                let done: Vec<Result<Vec<BatchOut>>> = groups
+                    .par_iter()
+                    .map(|g| {
+                        let mut v = Vec::new();
+                        read::read_parquet_row_group(file, &schema, *g, opts.batch_rows, |raw| {
+                            let n = raw.len() as u64;
+                            v.push(convert_batch(def, &map, raw, fi, file, cx)?);
+                            if let Some(p) = &opts.progress {
+                                p(def.name, n);
+                            }
+                            Ok(())
+                        })?;
+                        Ok(v)
+                    })
+                    .collect();
+                for d in done {
+                    outs.extend(d?);
+                }
+            }
+        }
+    }
+    let files: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    finalize(def, files, outs, early, ctx, encodings)
+}
+
+fn convert_group(
+    def: &'static TableDef,
+    map: &ColumnMap,
+    raws: Vec<RawBatch>,
+    fi: usize,
+    file: &SourceFile,
+    ctx: &Ctx,
+    opts: &LoadOptions,
+) -> Result<Vec<BatchOut>> {
+    let rows: u64 = raws.iter().map(|r| r.len() as u64).sum();
+    let out = raws
+        .into_par_iter()
+        .map(|raw| convert_batch(def, map, raw, fi, file, ctx))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(p) = &opts.progress {
+        p(def.name, rows);
+    }
+    Ok(out)
+}
+
+/// Renders a raw row as the file had it (CSV: the record; Parquet: the values, comma separated).
+fn render_raw(raw: &RawBatch, row: usize) -> String {
+    let opts = FormatOptions::default().with_null("");
+    let values: Vec<String> = raw
+        .columns
+        .iter()
+        .map(|c| match ArrayFormatter::try_new(c.as_ref(), &opts) {
+            Ok(f) => f.value(row).to_string(),
+            Err(_) => String::new(),
+        })
+        .collect();
+    read::record_to_csv(values.iter().map(String::as_str))
+}
+
+fn convert_batch(
+    def: &'static TableDef,
+    map: &ColumnMap,
+    raw: RawBatch,
+    fi: usize,
+    file: &SourceFile,
+    ctx: &Ctx,
+) -> Result<BatchOut> {
+    let n = raw.len();
+    // The first problem of each row: (column, reason, detail).
+    let mut fault: Vec<Option<(Option<usize>, RejectReason, String)>> = vec![None; n];
+    let mut typed = Vec::with_capacity(def.columns.len());
+    for (ci, col) in def.columns.iter().enumerate() {
+        let input = map.contract[ci].map(|i| &raw.columns[i]);
+        let (t, errors) = convert::convert(&file.name, col, input, n)?;
+        for (row, reason, detail) in errors {
+            if fault[row].is_none() {
+                fault[row] = Some((Some(ci), reason, detail));
+            }
+        }
+        typed.push(t);
+    }
+    cross_checks(def, &typed, &mut fault);
+    let mut cols = Vec::with_capacity(typed.len());
+    let mut misses = Vec::new();
+    for (ci, (col, t)) in def.columns.iter().zip(typed).enumerate() {
+        let built = match (col.references, col.identity, t) {
+            (Some(target), _, Typed::Text(text)) => {
+                Built::Keys(resolve(ctx, col, target, &text, ci, &mut fault)?)
+            }
+            (None, true, Typed::Text(text)) => {
+                let found = text.map(|s| ctx.identity.get(s));
+                let mut keys = Vec::with_capacity(n);
+                for (row, f) in found.into_iter().enumerate() {
+                    keys.push(match f {
+                        None => NONE,
+                        Some(Some(k)) => k,
+                        Some(None) => {
+                            if fault[row].is_none() {
+                                misses.push((ci, row, text.get(row).unwrap_or("").to_string()));
+                            }
+                            MISS
+                        }
+                    });
+                }
+                Built::Keys(keys)
+            }
+            (_, _, Typed::Text(text)) => Built::Text(text),
+            (_, _, Typed::Array(a)) => Built::Array(a),
+            (_, _, Typed::Codes(c)) => Built::Codes(c),
+        };
+        cols.push(built);
+    }
+    let mut rejects = Vec::new();
+    for (row, f) in fault.into_iter().enumerate() {
+        if let Some((ci, reason, detail)) = f {
+            rejects.push((
+                row,
+                Reject {
+                    table: def.name,
+                    file: file.name.clone(),
+                    row: raw.rows[row],
+                    column: ci.map(|c| def.columns[c].name.to_string()),
+                    reason,
+                    detail,
+                    raw: render_raw(&raw, row),
+                },
+            ));
+        }
+    }
+    let mut extras = Vec::with_capacity(map.extras.len());
+    for (i, name) in &map.extras {
+        let a = &raw.columns[*i];
+        let a = match convert::as_text(a)? {
+            Some(t) => Arc::new(t.to_plain()?) as ArrayRef,
+            None => a.clone(),
+        };
+        extras.push((name.clone(), a));
+    }
+    let rows = if raw.csv {
+        RowNumbers::List(raw.rows)
+    } else {
+        RowNumbers::Run(raw.rows.first().copied().unwrap_or(1), n)
+    };
+    Ok(BatchOut {
+        file: fi,
+        rows,
+        cols,
+        extras,
+        rejects,
+        misses,
+    })
+}
+
+/// Resolves a reference column to the rows of the target table.
+fn resolve(
+    ctx: &Ctx,
+    col: &ColumnDef,
+    target: TableId,
+    text: &Text,
+    ci: usize,
+    fault: &mut [Option<(Option<usize>, RejectReason, String)>],
+) -> Result<Vec<u32>> {
+    let t = ctx.table(target)?;
+    let key_name = target.def().single_key().unwrap_or("");
+    let keys = t.strings(key_name)?;
+    let index = t.key_index.as_ref();
+    let found = text.map(|s| index.and_then(|ix| ix.get(keys, s)));
+    let mut out = Vec::with_capacity(found.len());
+    for (row, f) in found.into_iter().enumerate() {
+        out.push(match f {
+            None => NONE,
+            Some(Some(k)) => k,
+            Some(None) => {
+                if fault[row].is_none() {
+                    let v = text.get(row).unwrap_or("");
+                    fault[row] = Some((
+                        Some(ci),
+                        RejectReason::UnknownReference,
+                        format!(
+                            "{} {v:?} is not a {key_name} of {}{}",
+                            col.name,
+                            target.name(),
+                            if t.rows == 0 {
+                                " (which has no loaded rows)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                NONE
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that involve several columns of a row.
+fn cross_checks(
+    def: &TableDef,
+    typed: &[Typed],
+    fault: &mut [Option<(Option<usize>, RejectReason, String)>],
+) {
+    let text = |name: &str| -> Option<&Text> {
+        match def.position(name).map(|i| &typed[i]) {
+            Some(Typed::Text(t)) => Some(t),
+            _ => None,
+        }
+    };
+    let array = |name: &str| -> Option<&ArrayRef> {
+        match def.position(name).map(|i| &typed[i]) {
+            Some(Typed::Array(a)) => Some(a),
+            _ => None,
+        }
+    };
+    match def.id() {
+        TableId::Grids => {
+            let Some(grid) = text("grid_code") else {
+                return;
+            };
+            for (name, len) in [
+                ("community_code", 12),
+                ("street_code", 9),
+                ("district_code", 6),
+            ] {
+                let (Some(code), Some(ci)) = (text(name), def.position(name)) else {
+                    continue;
+                };
+                for (row, f) in fault.iter_mut().enumerate() {
+                    if f.is_some() {
+                        continue;
+                    }
+                    if let (Some(g), Some(c)) = (grid.get(row), code.get(row))
+                        && g.get(..len) != Some(c)
+                    {
+                        *f = Some((
+                            Some(ci),
+                            RejectReason::GridCodeMismatch,
+                            format!(
+                                "{name} {c} disagrees with grid_code {g} (expected {})",
+                                g.get(..len).unwrap_or(g)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        TableId::Leases => {
+            let (Some(s), Some(e), Some(ci)) = (
+                array("start_date"),
+                array("end_date"),
+                def.position("end_date"),
+            ) else {
+                return;
+            };
+            let (Some(s), Some(e)) = (
+                s.as_primitive_opt::<arrow::datatypes::Date32Type>(),
+                e.as_primitive_opt::<arrow::datatypes::Date32Type>(),
+            ) else {
+                return;
+            };
+            for (row, f) in fault.iter_mut().enumerate() {
+                if f.is_none() && !s.is_null(row) && !e.is_null(row) && e.value(row) < s.value(row)
+                {
+                    *f = Some((
+                        Some(ci),
+                        RejectReason::EndBeforeStart,
+                        format!(
+                            "end_date {} is before start_date {}",
+                            time::format_date(e.value(row)),
+                            time::format_date(s.value(row))
+                        ),
+                    ));
+                }
+            }
+        }
+        TableId::Incidents => {
+            let stages = [
+                "reported_at",
+                "accepted_at",
+                "dispatched_at",
+                "handled_at",
+                "verified_at",
+                "closed_at",
+            ];
+            let cols: Vec<(usize, &arrow::array::TimestampMicrosecondArray)> = stages
+                .iter()
+                .filter_map(|s| {
+                    let i = def.position(s)?;
+                    let a = array(s)?
+                        .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()?;
+                    Some((i, a))
+                })
+                .collect();
+            for (row, f) in fault.iter_mut().enumerate() {
+                if f.is_some() {
+                    continue;
+                }
+                let mut prev: Option<(usize, i64)> = None;
+                for &(ci, a) in &cols {
+                    if a.is_null(row) {
+                        continue;
+                    }
+                    let t = a.value(row);
+                    if let Some((pi, pt)) = prev
+                        && t < pt
+                    {
+                        *f = Some((
+                            Some(ci),
+                            RejectReason::StageOrder,
+                            format!(
+                                "{} {} is before {} {}",
+                                def.columns[ci].name,
+                                time::format_timestamp(t),
+                                def.columns[pi].name,
+                                time::format_timestamp(pt)
+                            ),
+                        ));
+                        break;
+                    }
+                    prev = Some((ci, t));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where a global row came from: (batch, row within the batch).
+fn locate(starts: &[usize], row: usize) -> (usize, usize) {
+    let b = starts.partition_point(|&s| s <= row) - 1;
+    (b, row - starts[b])
+}
+
+fn finalize(
+    def: &'static TableDef,
+    files: Vec<String>,
+    outs: Vec<BatchOut>,
+    early: Vec<Reject>,
+    ctx: &mut Ctx,
+    encodings: BTreeMap<String, String>,
+) -> Result<LoadedTable> {
+    let table = def.id();
+    let mut starts = Vec::with_capacity(outs.len());
+    let mut total = 0usize;
+    for o in &outs {
+        starts.push(total);
+        total += o.rows.len();
+    }
+    let read = (total + early.len()) as u64;
+    let mut alive = vec![true; total];
+    let mut rejects: Vec<(usize, Reject)> = Vec::new();
+    for (b, o) in outs.iter().enumerate() {
+        for (r, rej) in &o.rejects {
+            alive[starts[b] + r] = false;
+            rejects.push((starts[b] + r, rej.clone()));
+        }
+    }
+    // Concatenate the batches column by column.
+    let ncols = def.columns.len();
+    let mut columns: Vec<Built> = Vec::with_capacity(ncols);
+    for ci in 0..ncols {
+        columns.push(concat_built(
+            def.columns[ci],
+            outs.iter().map(|o| &o.cols[ci]),
+            total,
+        )?);
+    }
+    // Unique keys: every copy after the first is rejected.
+    let mut key_index = None;
+    let where_of = |row: usize| -> (String, u64) {
+        let (b, r) = locate(&starts, row);
+        (files[outs[b].file].clone(), outs[b].rows.get(r))
+    };
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    if let Some(key) = def.single_key() {
+        let ci = def.position(key).unwrap_or(0);
+        if let Built::Text(Text::Plain(values)) = &columns[ci] {
+            let (index, reps) = KeyIndex::build(values, |r| !alive[r]);
+            duplicates = reps;
+            key_index = Some(index);
+        }
+    } else if !def.key.is_empty() {
+        duplicates = composite_duplicates(def, &columns, &alive);
+    }
+    let mut misses: Vec<(usize, usize, String)> = outs
+        .iter()
+        .enumerate()
+        .flat_map(|(b, o)| {
+            let start = starts[b];
+            o.misses
+                .iter()
+                .map(move |(c, r, v)| (*c, start + r, v.clone()))
+        })
+        .collect();
+    // Row order (then column order): the order identities are interned in, and binary search.
+    misses.sort_unstable_by_key(|(c, r, _)| (*r, *c));
+    for (row, first) in &duplicates {
+        alive[*row] = false;
+        let (ffile, frow) = where_of(*first);
+        let (file, rown) = where_of(*row);
+        let key_desc = def
+            .key
+            .iter()
+            .map(|k| {
+                let ci = def.position(k).unwrap_or(0);
+                format!(
+                    "{k} {}",
+                    value_string(def, ctx, &columns, &misses, ci, *row)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        rejects.push((
+            *row,
+            Reject {
+                table: def.name,
+                file,
+                row: rown,
+                column: Some(def.key.join("+")),
+                reason: RejectReason::DuplicateKey,
+                detail: format!("{key_desc} repeats {ffile} row {frow}"),
+                raw: render_built(def, ctx, &columns, &misses, *row),
+            },
+        ));
+    }
+    // Identities not pooled yet are interned in row order, so that positions are deterministic.
+    for (ci, row, v) in &misses {
+        if alive[*row]
+            && let Built::Keys(keys) = &mut columns[*ci]
+        {
+            keys[*row] = ctx.identity.intern(v);
+        }
+    }
+    ctx.identity.freeze();
+    // Keep the loaded rows.
+    let keep = BooleanArray::from(alive.clone());
+    let mut new_row = vec![NONE; total];
+    let mut next = 0u32;
+    for (i, a) in alive.iter().enumerate() {
+        if *a {
+            new_row[i] = next;
+            next += 1;
+        }
+    }
+    let rows = next as usize;
+    let mut stored = Vec::with_capacity(ncols);
+    for (ci, built) in columns.into_iter().enumerate() {
+        stored.push(store_column(def.columns[ci], built, &keep, &alive, rows)?);
+    }
+    if let Some(ix) = key_index.as_mut() {
+        ix.renumber(&new_row);
+    }
+    // Extra columns, in order of first appearance.
+    let mut extra_names: Vec<String> = Vec::new();
+    for o in &outs {
+        for (n, _) in &o.extras {
+            if !extra_names.contains(n) {
+                extra_names.push(n.clone());
+            }
+        }
+    }
+    let mut fields: Vec<Field> = def
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for name in &extra_names {
+        let parts: Vec<Option<&ArrayRef>> = outs
+            .iter()
+            .map(|o| o.extras.iter().find(|(n, _)| n == name).map(|(_, a)| a))
+            .collect();
+        let types: Vec<&DataType> = parts.iter().flatten().map(|a| a.data_type()).collect();
+        let dt = if types.windows(2).all(|w| w[0] == w[1]) {
+            types
+                .first()
+                .map(|t| (*t).clone())
+                .unwrap_or(DataType::Utf8)
+        } else {
+            DataType::Utf8
+        };
+        let arrays: Vec<ArrayRef> = parts
+            .iter()
+            .zip(&outs)
+            .map(|(p, o)| match p {
+                Some(a) if a.data_type() == &dt => Ok((*a).clone()),
+                Some(a) => Ok(compute::cast(a, &dt)?),
+                None => Ok(arrow::array::new_null_array(&dt, o.rows.len())),
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+        let all = if refs.is_empty() {
+            arrow::array::new_empty_array(&dt)
+        } else {
+            compute::concat(&refs)?
+        };
+        stored.push(StoredColumn::Array(compute::filter(&all, &keep)?));
+        fields.push(Field::new(name, dt, true));
+    }
+    rejects.sort_by_key(|(r, _)| *r);
+    let mut all_rejects = early;
+    all_rejects.extend(rejects.into_iter().map(|(_, r)| r));
+    Ok(LoadedTable {
+        table: StoredTable {
+            id: table,
+            rows,
+            columns: stored,
+            schema: Arc::new(Schema::new(fields)),
+            files,
+            key_index: key_index.map(Arc::new),
+        },
+        read,
+        rejects: all_rejects,
+        extras: extra_names,
+        encodings,
+    })
+}
+
+fn concat_built<'a>(
+    col: ColumnDef,
+    parts: impl Iterator<Item = &'a Built>,
+    total: usize,
+) -> Result<Built> {
+    let parts: Vec<&Built> = parts.collect();
+    if parts.is_empty() {
+        return Ok(match col.ty {
+            ColumnType::Enum(_) => Built::Codes(Int8Array::from(Vec::<i8>::new())),
+            ColumnType::Text | ColumnType::Month if col.references.is_none() && !col.identity => {
+                Built::Text(Text::Plain(StringArray::from(Vec::<&str>::new())))
+            }
+            ColumnType::Text => Built::Keys(Vec::new()),
+            _ => Built::Array(arrow::array::new_empty_array(&col.arrow_type())),
+        });
+    }
+    Ok(match parts[0] {
+        Built::Keys(_) => {
+            let mut v = Vec::with_capacity(total);
+            for p in &parts {
+                if let Built::Keys(k) = p {
+                    v.extend_from_slice(k);
+                }
+            }
+            Built::Keys(v)
+        }
+        Built::Codes(_) => {
+            let arrays: Vec<&dyn Array> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Built::Codes(c) => Some(c as &dyn Array),
+                    _ => None,
+                })
+                .collect();
+            let c = compute::concat(&arrays)?;
+            Built::Codes(c.as_primitive::<arrow::datatypes::Int8Type>().clone())
+        }
+        Built::Array(_) => {
+            let arrays: Vec<&dyn Array> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Built::Array(a) => Some(a.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            Built::Array(compute::concat(&arrays)?)
+        }
+        Built::Text(_) => {
+            let plain: Vec<StringArray> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Built::Text(t) => Some(t.to_plain()),
+                    _ => None,
+                })
+                .collect::<Result<_>>()?;
+            let arrays: Vec<&dyn Array> = plain.iter().map(|a| a as &dyn Array).collect();
+            let c = compute::concat(&arrays)?;
+            Built::Text(Text::Plain(c.as_string::<i32>().clone()))
+        }
+    })
+}
+
+fn store_column(
+    col: ColumnDef,
+    built: Built,
+    keep: &BooleanArray,
+    alive: &[bool],
+    rows: usize,
+) -> Result<StoredColumn> {
+    Ok(match built {
+        Built::Keys(keys) => {
+            let mut v: Vec<u32> = Vec::with_capacity(rows);
+            for (k, a) in keys.iter().zip(alive) {
+                if *a {
+                    v.push(*k);
+                }
+            }
+            let nulls = NullBuffer::from(v.iter().map(|&k| k != NONE).collect::<Vec<bool>>());
+            let nulls = (nulls.null_count() > 0).then_some(nulls);
+            let keys = UInt32Array::new(ScalarBuffer::from(v), nulls);
+            let pool = match col.references {
+                Some(t) => Pool::Table(t),
+                None => Pool::Identity,
+            };
+            StoredColumn::Keys { keys, pool }
+        }
+        Built::Codes(c) => {
+            let f = compute::filter(&c, keep)?;
+            StoredColumn::Codes {
+                codes: f.as_primitive::<arrow::datatypes::Int8Type>().clone(),
+                values: Arc::new(StringArray::from(col.enum_values().unwrap_or(&[]).to_vec())),
+            }
+        }
+        Built::Array(a) => StoredColumn::Array(compute::filter(&a, keep)?),
+        Built::Text(t) => {
+            let plain = t.to_plain()?;
+            let f = compute::filter(&plain, keep)?;
+            if col.ty == ColumnType::Month {
+                // Months are held in their canonical form, YYYY-MM.
+                let s = f.as_string::<i32>();
+                let mut b = StringBuilder::with_capacity(s.len(), s.len() * 7);
+                for v in s.iter() {
+                    match v.map(|v| time::parse_month(v.trim())) {
+                        Some(Ok(m)) => b.append_value(time::format_month(m)),
+                        _ => b.append_null(),
+                    }
+                }
+                StoredColumn::Array(Arc::new(b.finish()))
+            } else {
+                StoredColumn::Array(f)
+            }
+        }
+    })
+}
+
+/// A row's value of a contract column, as text, before the table is finalized.
+fn value_string(
+    def: &TableDef,
+    ctx: &Ctx,
+    columns: &[Built],
+    misses: &[(usize, usize, String)],
+    ci: usize,
+    row: usize,
+) -> String {
+    let col = &def.columns[ci];
+    match &columns[ci] {
+        Built::Text(t) => t.get(row).unwrap_or("").to_string(),
+        Built::Codes(c) => {
+            if c.is_null(row) {
+                String::new()
+            } else {
+                col.enum_values()
+                    .and_then(|v| v.get(c.value(row) as usize))
+                    .unwrap_or(&"")
+                    .to_string()
+            }
+        }
+        Built::Array(a) => {
+            let opts = FormatOptions::default().with_null("");
+            ArrayFormatter::try_new(a.as_ref(), &opts)
+                .map(|f| f.value(row).to_string())
+                .unwrap_or_default()
+        }
+        Built::Keys(k) => {
+            let key = k[row];
+            if key == NONE {
+                return String::new();
+            }
+            if key == MISS {
+                return misses
+                    .binary_search_by_key(&(row, ci), |(c, r, _)| (*r, *c))
+                    .map(|i| misses[i].2.clone())
+                    .unwrap_or_default();
+            }
+            match col.references {
+                Some(t) => ctx
+                    .table(t)
+                    .ok()
+                    .and_then(|t| {
+                        let key_name = t.id.def().single_key()?;
+                        let s = t.strings(key_name).ok()?;
+                        Some(s.value(key as usize).to_string())
+                    })
+                    .unwrap_or_default(),
+                None => {
+                    let v = ctx.identity.values();
+                    if (key as usize) < v.len() {
+                        v.value(key as usize).to_string()
+                    } else {
+                        String::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn render_built(
+    def: &TableDef,
+    ctx: &Ctx,
+    columns: &[Built],
+    misses: &[(usize, usize, String)],
+    row: usize,
+) -> String {
+    let values: Vec<String> = (0..def.columns.len())
+        .map(|ci| value_string(def, ctx, columns, misses, ci, row))
+        .collect();
+    read::record_to_csv(values.iter().map(String::as_str))
+}
+
+/// Rows whose composite key repeats an earlier live row's: (row, first row).
+fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Vec<(usize, usize)> {
+    let parts: Vec<usize> = def.key.iter().filter_map(|k| def.position(k)).collect();
+    let n = alive.len();
+    // Encode each row's key as bytes: fixed-width parts as their bits, text with its length.
+    let encode = |row: usize| -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        for &ci in &parts {
+            match &columns[ci] {
+                Built::Keys(k) => out.extend_from_slice(&k[row].to_le_bytes()),
+                Built::Codes(c) => out.push(c.value(row) as u8),
+                Built::Array(a) => {
+                    if let Some(d) = a.as_primitive_opt::<arrow::datatypes::Date32Type>() {
+                        out.extend_from_slice(&d.value(row).to_le_bytes());
+                    }
+                }
+                Built::Text(t) => {
+                    let s = t.get(row).unwrap_or("");
+                    let s = if def.columns[ci].ty == ColumnType::Month {
+                        time::parse_month(s.trim())
+                            .map(time::format_month)
+                            .unwrap_or_else(|_| s.to_string())
+                    } else {
+                        s.to_string()
+                    };
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+        out
+    };
+    let mut seen: ahash::AHashMap<Vec<u8>, usize> = ahash::AHashMap::with_capacity(n);
+    let mut dups = Vec::new();
+    for (row, a) in alive.iter().enumerate() {
+        if !*a {
+            continue;
+        }
+        match seen.entry(encode(row)) {
+            std::collections::hash_map::Entry::Occupied(e) => dups.push((row, *e.get())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(row);
+            }
+        }
+    }
+    dups
+}

@@ -1,0 +1,402 @@
+//! The in-memory store: a loaded city, immutable once built.
+//!
+//! Each table keeps its rows in Arrow form, but a column that refers to another table's key
+//! (`people.room_id` → `rooms`) or to an identity number is held as dense `u32` keys into the
+//! referenced strings, and an enum as `i8` codes. Rules read the keys directly (a join is an array
+//! lookup); SQL sees ordinary Arrow batches, materialized on demand by [`StoredTable::batch`].
+
+pub mod pool;
+
+use crate::calendar::Calendar;
+use crate::contract::{ColumnDef, ColumnType, TableId};
+use crate::error::{Error, Result};
+use crate::load::report::LoadReport;
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int8Array,
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute;
+use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use pool::KeyIndex;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The key that marks a null in a key column.
+pub const NONE: u32 = u32::MAX;
+
+/// Where the strings behind a key column live.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// The single-column key of another table: `keys[i]` is a row of that table.
+    Table(TableId),
+    /// The shared identity pool.
+    Identity,
+    /// The column's own dictionary of distinct values.
+    Local(Arc<StringArray>),
+}
+
+/// One column of a stored table.
+#[derive(Debug, Clone)]
+pub enum StoredColumn {
+    /// Held as an Arrow array of its SQL type.
+    Array(ArrayRef),
+    /// Dense keys into a pool of strings; `NONE` (and a null slot) for null.
+    Keys {
+        /// The keys.
+        keys: UInt32Array,
+        /// Where the strings are.
+        pool: Pool,
+    },
+    /// An enum, as positions in its list of values.
+    Codes {
+        /// The codes; null where the value is null.
+        codes: Int8Array,
+        /// The enum's values.
+        values: Arc<StringArray>,
+    },
+}
+
+impl StoredColumn {
+    /// Bytes of memory held by the column itself (not by shared pools).
+    pub fn memory(&self) -> usize {
+        match self {
+            StoredColumn::Array(a) => a.get_array_memory_size(),
+            StoredColumn::Keys { keys, pool } => {
+                keys.get_array_memory_size()
+                    + match pool {
+                        Pool::Local(v) => v.get_array_memory_size(),
+                        _ => 0,
+                    }
+            }
+            StoredColumn::Codes { codes, .. } => codes.get_array_memory_size(),
+        }
+    }
+}
+
+/// A loaded table.
+#[derive(Debug, Clone)]
+pub struct StoredTable {
+    /// Which table.
+    pub id: TableId,
+    /// Number of rows.
+    pub rows: usize,
+    /// Contract columns, in contract order, then extra columns.
+    pub columns: Vec<StoredColumn>,
+    /// The schema seen in SQL (same order as `columns`).
+    pub schema: SchemaRef,
+    /// The source files, relative to the dataset folder (empty if the table was not provided).
+    pub files: Vec<String>,
+    /// Value → row, for a table with a single-column key.
+    pub key_index: Option<Arc<KeyIndex>>,
+}
+
+impl StoredTable {
+    /// An empty table (an optional table the dataset did not provide).
+    pub fn empty(id: TableId) -> StoredTable {
+        let def = id.def();
+        let columns = def.columns.iter().map(|c| empty_column(c)).collect();
+        StoredTable {
+            id,
+            rows: 0,
+            columns,
+            schema: Arc::new(def.arrow_schema()),
+            files: Vec::new(),
+            key_index: None,
+        }
+    }
+
+    fn position(&self, name: &str) -> Result<usize> {
+        self.schema
+            .index_of(name)
+            .map_err(|_| Error::Internal(format!("{} has no column {name}", self.id.name())))
+    }
+
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Result<&StoredColumn> {
+        Ok(&self.columns[self.position(name)?])
+    }
+
+    /// The keys of a key column (`NONE` for null).
+    pub fn keys(&self, name: &str) -> Result<&[u32]> {
+        match self.column(name)? {
+            StoredColumn::Keys { keys, .. } => Ok(keys.values()),
+            _ => Err(Error::Internal(format!(
+                "{}.{name} is not a key column",
+                self.id.name()
+            ))),
+        }
+    }
+
+    /// The codes of an enum column.
+    pub fn codes(&self, name: &str) -> Result<&Int8Array> {
+        match self.column(name)? {
+            StoredColumn::Codes { codes, .. } => Ok(codes),
+            _ => Err(Error::Internal(format!(
+                "{}.{name} is not an enum",
+                self.id.name()
+            ))),
+        }
+    }
+
+    fn array<T: 'static>(&self, name: &str) -> Result<&T> {
+        match self.column(name)? {
+            StoredColumn::Array(a) => a.as_any().downcast_ref::<T>().ok_or_else(|| {
+                Error::Internal(format!(
+                    "{}.{name} has type {}",
+                    self.id.name(),
+                    a.data_type()
+                ))
+            }),
+            _ => Err(Error::Internal(format!(
+                "{}.{name} is not a plain column",
+                self.id.name()
+            ))),
+        }
+    }
+
+    /// A text column held as strings (the table's own key, free text, months).
+    pub fn strings(&self, name: &str) -> Result<&StringArray> {
+        self.array(name)
+    }
+    /// A date column.
+    pub fn dates(&self, name: &str) -> Result<&Date32Array> {
+        self.array(name)
+    }
+    /// A timestamp column (microseconds since the epoch).
+    pub fn timestamps(&self, name: &str) -> Result<&TimestampMicrosecondArray> {
+        self.array(name)
+    }
+    /// An integer column.
+    pub fn ints(&self, name: &str) -> Result<&Int64Array> {
+        self.array(name)
+    }
+    /// A float column.
+    pub fn floats(&self, name: &str) -> Result<&Float64Array> {
+        self.array(name)
+    }
+    /// A boolean column.
+    pub fn bools(&self, name: &str) -> Result<&BooleanArray> {
+        self.array(name)
+    }
+
+    /// Bytes of memory held by the table (not by shared pools).
+    pub fn memory(&self) -> usize {
+        self.columns.iter().map(StoredColumn::memory).sum()
+    }
+}
+
+fn empty_column(c: &ColumnDef) -> StoredColumn {
+    if let ColumnType::Enum(v) = c.ty {
+        return StoredColumn::Codes {
+            codes: Int8Array::from(Vec::<i8>::new()),
+            values: Arc::new(StringArray::from(v.to_vec())),
+        };
+    }
+    StoredColumn::Array(arrow::array::new_empty_array(&c.arrow_type()))
+}
+
+/// `manifest.json`: what the dataset is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Dataset name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The reference instant rules and KPIs are evaluated at, unless a caller gives another.
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// Where the data came from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// When the dataset was made.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// A loaded city: every table, the identity pool, the calendar, the load report and the
+/// rejected rows. Immutable; a reload builds a new one and swaps it in whole.
+#[derive(Debug)]
+pub struct Store {
+    tables: Vec<StoredTable>,
+    /// Every identity number seen in any source, by position.
+    pub identities: Arc<StringArray>,
+    /// The manifest, if the dataset had one.
+    pub manifest: Manifest,
+    /// The default `as_of` (the manifest's, else the load time).
+    pub as_of: i64,
+    /// The working calendar: the shipped default with the dataset's `calendar` table applied.
+    pub calendar: Calendar,
+    /// What was loaded and rejected.
+    pub report: LoadReport,
+    /// The rejected rows, as the SQL table `rejects`.
+    pub rejects: RecordBatch,
+}
+
+impl Store {
+    /// Assembles a store. `tables` must hold every table of the contract, in `TableId::ALL`
+    /// order.
+    pub fn new(
+        tables: Vec<StoredTable>,
+        identities: Arc<StringArray>,
+        manifest: Manifest,
+        as_of: i64,
+        calendar: Calendar,
+        report: LoadReport,
+        rejects: RecordBatch,
+    ) -> Store {
+        Store {
+            tables,
+            identities,
+            manifest,
+            as_of,
+            calendar,
+            report,
+            rejects,
+        }
+    }
+
+    /// A table.
+    pub fn table(&self, id: TableId) -> &StoredTable {
+        &self.tables[id as usize]
+    }
+
+    /// Every table, in contract order.
+    pub fn tables(&self) -> &[StoredTable] {
+        &self.tables
+    }
+
+    /// The strings a key column's keys point into.
+    pub fn pool(&self, pool: &Pool) -> Result<ArrayRef> {
+        match pool {
+            Pool::Identity => Ok(self.identities.clone() as ArrayRef),
+            Pool::Local(v) => Ok(v.clone() as ArrayRef),
+            Pool::Table(t) => {
+                let table = self.table(*t);
+                let key = t.def().single_key().ok_or_else(|| {
+                    Error::Internal(format!("{} has no single-column key", t.name()))
+                })?;
+                match table.column(key)? {
+                    StoredColumn::Array(a) => Ok(a.clone()),
+                    _ => Err(Error::Internal(format!(
+                        "{}.{key} is not stored as text",
+                        t.name()
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The string behind a key of a key column.
+    pub fn key_str(&self, table: TableId, column: &str, row: usize) -> Result<Option<String>> {
+        match self.table(table).column(column)? {
+            StoredColumn::Keys { keys, pool } => {
+                let k = keys.values()[row];
+                if k == NONE {
+                    return Ok(None);
+                }
+                let p = self.pool(pool)?;
+                let s = p
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| Error::Internal("pool is not text".into()))?;
+                Ok(Some(s.value(k as usize).to_string()))
+            }
+            _ => Err(Error::Internal(format!("{column} is not a key column"))),
+        }
+    }
+
+    /// The identity number at a position of the pool.
+    pub fn identity(&self, key: u32) -> &str {
+        if key == NONE {
+            return "";
+        }
+        self.identities.value(key as usize)
+    }
+
+    /// Materializes one column for a set of rows (`None`: all rows) as its SQL-typed array.
+    pub fn materialize(
+        &self,
+        table: &StoredTable,
+        column: usize,
+        rows: Option<&UInt32Array>,
+    ) -> Result<ArrayRef> {
+        let field = table.schema.field(column);
+        let out: ArrayRef = match &table.columns[column] {
+            StoredColumn::Array(a) => match rows {
+                None => a.clone(),
+                Some(r) => compute::take(a.as_ref(), r, None)?,
+            },
+            StoredColumn::Keys { keys, pool } => {
+                let p = self.pool(pool)?;
+                match rows {
+                    None => compute::take(p.as_ref(), keys, None)?,
+                    Some(r) => {
+                        let k = compute::take(keys, r, None)?;
+                        compute::take(p.as_ref(), &k, None)?
+                    }
+                }
+            }
+            StoredColumn::Codes { codes, values } => {
+                let c = match rows {
+                    None => codes.clone(),
+                    Some(r) => {
+                        let t = compute::take(codes, r, None)?;
+                        t.as_any()
+                            .downcast_ref::<Int8Array>()
+                            .cloned()
+                            .ok_or_else(|| Error::Internal("codes".into()))?
+                    }
+                };
+                Arc::new(DictionaryArray::<Int8Type>::try_new(
+                    c,
+                    values.clone() as ArrayRef,
+                )?)
+            }
+        };
+        if out.data_type() != field.data_type() {
+            // Timestamps are stored without their zone; SQL sees them in +08:00.
+            return Ok(compute::cast(&out, field.data_type())?);
+        }
+        Ok(out)
+    }
+
+    /// Materializes a slice of rows of a table as a record batch, with the given columns
+    /// (`None`: all).
+    pub fn batch(
+        &self,
+        table: &StoredTable,
+        projection: Option<&[usize]>,
+        rows: Option<&UInt32Array>,
+    ) -> Result<RecordBatch> {
+        let all: Vec<usize> = (0..table.columns.len()).collect();
+        let cols = projection.unwrap_or(&all);
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|&i| table.schema.field(i).clone())
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let arrays = cols
+            .iter()
+            .map(|&i| self.materialize(table, i, rows))
+            .collect::<Result<Vec<_>>>()?;
+        let n = rows.map_or(table.rows, |r| r.len());
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    /// Bytes of memory held by the store's columns and pools.
+    pub fn memory(&self) -> usize {
+        self.tables.iter().map(StoredTable::memory).sum::<usize>()
+            + self.identities.get_array_memory_size()
+    }
+}
+
+/// The SQL type of a stored timestamp: microseconds in +08:00.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(
+        arrow::datatypes::TimeUnit::Microsecond,
+        Some(crate::contract::TZ.into()),
+    )
+}

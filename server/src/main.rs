@@ -1,0 +1,12 @@
+//! `gridlens`: the command line and HTTP API of the gridlens engine.
+//!
+//! One binary serves the three kinds of users: analysts (SQL), leadership (KPIs) and the batch
+//! sweeps that feed grid workers' task lists. Every subcommand takes `--help`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::run()
+}
