@@ -195,6 +195,8 @@ pub struct Room {
     pub kwh: [Option<f64>; 3],
     /// Made by a scenario: normal visits leave it alone.
     pub dedicated: bool,
+    /// A scenario set its power use on purpose.
+    pub power_set: bool,
 }
 
 /// A household.
@@ -585,6 +587,7 @@ impl<'a> Chunk<'a> {
             owner: None,
             kwh: [None; 3],
             dedicated: false,
+            power_set: false,
         });
         let r = self.rooms.len() - 1;
         self.buildings[building].rooms.push(r);

@@ -196,7 +196,7 @@ pub struct FileWriter {
 
 enum Inner {
     Parquet(Box<ArrowWriter<BufWriter<File>>>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
 }
 
 /// Rows per Parquet row group.
@@ -219,13 +219,13 @@ impl FileWriter {
                     .build();
                 Inner::Parquet(Box::new(ArrowWriter::try_new(w, schema, Some(props))?))
             }
-            OutputFormat::Csv => Inner::Csv(
+            OutputFormat::Csv => Inner::Csv(Box::new(
                 arrow::csv::WriterBuilder::new()
                     .with_header(true)
                     .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S".into())
                     .with_date_format("%Y-%m-%d".into())
                     .build(w),
-            ),
+            )),
         };
         Ok(FileWriter {
             path: path.to_path_buf(),
@@ -256,7 +256,7 @@ impl FileWriter {
                 w.close()?;
             }
             Inner::Csv(w) => {
-                let mut inner = w.into_inner();
+                let mut inner = (*w).into_inner();
                 inner.flush().map_err(|e| GenError::io(&self.path, e))?;
             }
         }

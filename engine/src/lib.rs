@@ -25,6 +25,7 @@ pub mod contract;
 pub mod error;
 pub mod idcard;
 pub mod load;
+pub mod rules;
 pub mod store;
 pub mod time;
 

@@ -482,7 +482,8 @@ fn convert_timestamp(
 }
 
 fn check_text(col: &ColumnDef, text: &Text, errors: &mut Vec<ValueError>) {
-    let ok: Option<Box<dyn Fn(&str) -> bool>> = match col.check {
+    type Test = Box<dyn Fn(&str) -> bool>;
+    let ok: Option<Test> = match col.check {
         Check::Digits(n) => Some(Box::new(move |s: &str| {
             s.len() == n && s.bytes().all(|b| b.is_ascii_digit())
         })),

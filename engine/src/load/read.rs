@@ -487,8 +487,11 @@ pub fn record_to_csv<'a>(fields: impl Iterator<Item = &'a str>) -> String {
         .to_string()
 }
 
-/// A Parquet file's schema and row groups (index, first row, rows).
-pub fn parquet_layout(file: &SourceFile) -> Result<(Arc<Schema>, Vec<(usize, u64, usize)>)> {
+/// A row group of a Parquet file: its index, its first row (from 0) and its number of rows.
+pub type RowGroup = (usize, u64, usize);
+
+/// A Parquet file's schema and row groups.
+pub fn parquet_layout(file: &SourceFile) -> Result<(Arc<Schema>, Vec<RowGroup>)> {
     let f = File::open(&file.path)
         .map_err(|e| Error::Load(format!("{}: cannot open the file: {e}", file.name)))?;
     let b = ParquetRecordBatchReaderBuilder::try_new(f)

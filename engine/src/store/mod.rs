@@ -5,6 +5,7 @@
 //! referenced strings, and an enum as `i8` codes. Rules read the keys directly (a join is an array
 //! lookup); SQL sees ordinary Arrow batches, materialized on demand by [`StoredTable::batch`].
 
+pub mod index;
 pub mod pool;
 
 use crate::calendar::Calendar;
@@ -17,6 +18,7 @@ use arrow::array::{
 };
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use index::Indexes;
 use pool::KeyIndex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -94,7 +96,7 @@ impl StoredTable {
     /// An empty table (an optional table the dataset did not provide).
     pub fn empty(id: TableId) -> StoredTable {
         let def = id.def();
-        let columns = def.columns.iter().map(|c| empty_column(c)).collect();
+        let columns = def.columns.iter().map(empty_column).collect();
         StoredTable {
             id,
             rows: 0,
@@ -183,6 +185,81 @@ impl StoredTable {
     pub fn memory(&self) -> usize {
         self.columns.iter().map(StoredColumn::memory).sum()
     }
+
+    /// The table with its rows in a new order (`order[i]` is the old row of new row `i`).
+    /// Tables with a key index keep row numbers referenced elsewhere, so only tables without
+    /// one may be reordered.
+    pub fn reorder(&self, order: &UInt32Array) -> Result<StoredTable> {
+        if self.key_index.is_some() {
+            return Err(Error::Internal(format!(
+                "{} cannot be reordered",
+                self.id.name()
+            )));
+        }
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                Ok(match c {
+                    StoredColumn::Array(a) => {
+                        StoredColumn::Array(compute::take(a.as_ref(), order, None)?)
+                    }
+                    StoredColumn::Keys { keys, pool } => {
+                        let k = compute::take(keys, order, None)?;
+                        let k = k
+                            .as_any()
+                            .downcast_ref::<UInt32Array>()
+                            .cloned()
+                            .ok_or_else(|| Error::Internal("keys".into()))?;
+                        StoredColumn::Keys {
+                            keys: k,
+                            pool: pool.clone(),
+                        }
+                    }
+                    StoredColumn::Codes { codes, values } => {
+                        let c = compute::take(codes, order, None)?;
+                        let c = c
+                            .as_any()
+                            .downcast_ref::<Int8Array>()
+                            .cloned()
+                            .ok_or_else(|| Error::Internal("codes".into()))?;
+                        StoredColumn::Codes {
+                            codes: c,
+                            values: values.clone(),
+                        }
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StoredTable {
+            id: self.id,
+            rows: self.rows,
+            columns,
+            schema: self.schema.clone(),
+            files: self.files.clone(),
+            key_index: None,
+        })
+    }
+
+    /// Sorts the rows by a key column (stably; a no-op when already sorted), so that the rows of
+    /// one key are a range.
+    pub fn sorted_by_key(self, column: &str) -> Result<StoredTable> {
+        let keys = self.keys(column)?;
+        if keys.windows(2).all(|w| w[0] <= w[1]) {
+            return Ok(self);
+        }
+        let n_keys = keys
+            .iter()
+            .copied()
+            .filter(|&k| k != NONE)
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        let csr = index::Csr::build(keys, n_keys, |_| true);
+        let order: Vec<u32> = (0..n_keys as u32)
+            .flat_map(|k| csr.get(k).iter().copied())
+            .collect();
+        self.reorder(&UInt32Array::from(order))
+    }
 }
 
 fn empty_column(c: &ColumnDef) -> StoredColumn {
@@ -229,11 +306,13 @@ pub struct Store {
     pub report: LoadReport,
     /// The rejected rows, as the SQL table `rejects`.
     pub rejects: RecordBatch,
+    /// Indexes over the tables.
+    pub indexes: Indexes,
 }
 
 impl Store {
-    /// Assembles a store. `tables` must hold every table of the contract, in `TableId::ALL`
-    /// order.
+    /// Assembles a store and builds its indexes. `tables` must hold every table of the
+    /// contract, in `TableId::ALL` order, with door events sorted by building.
     pub fn new(
         tables: Vec<StoredTable>,
         identities: Arc<StringArray>,
@@ -242,8 +321,9 @@ impl Store {
         calendar: Calendar,
         report: LoadReport,
         rejects: RecordBatch,
-    ) -> Store {
-        Store {
+    ) -> Result<Store> {
+        let indexes = Indexes::build(&tables, identities.len())?;
+        Ok(Store {
             tables,
             identities,
             manifest,
@@ -251,7 +331,8 @@ impl Store {
             calendar,
             report,
             rejects,
-        }
+            indexes,
+        })
     }
 
     /// A table.
@@ -386,10 +467,11 @@ impl Store {
         )?)
     }
 
-    /// Bytes of memory held by the store's columns and pools.
+    /// Bytes of memory held by the store's columns, pools and indexes.
     pub fn memory(&self) -> usize {
         self.tables.iter().map(StoredTable::memory).sum::<usize>()
             + self.identities.get_array_memory_size()
+            + self.indexes.memory()
     }
 }
 

@@ -1,8 +1,11 @@
 //! The command line: one subcommand per job, each in its own module.
 
 mod check;
+mod dataset;
 mod generate;
+mod output;
 mod progress;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +27,9 @@ enum Command {
     /// Load a dataset and print the load report (exit 1 if any row was rejected, 2 if the load
     /// failed). Without --data, checks a small city generated on the spot.
     Check(check::Args),
+    /// Run the cross-matching rules and write the anomalies (csv / json / parquet by extension);
+    /// prints the count per rule and the time taken.
+    Sweep(sweep::Args),
 }
 
 /// Parses the command line and runs it; errors are printed as one sentence.
@@ -33,6 +39,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Check(a) => check::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,104 @@
+//! R04 `ABSENT_RESIDENT` — 人走户在: registered, but not seen for a long time.
+//!
+//! For each active record registered at a room of building B where B has
+//! `access_control = true`, `access_control_since ≤ date(as_of) − 60 days` and B has at least one
+//! access event (any id) within the last **7** days (the system is alive), and there is **no**
+//! access event with the record's `id_number` at B within the last **60** days (`absent_days`).
+//! Exempt: age < **6** or ≥ **80** at `as_of`, records tagged `housebound`, and records with
+//! `registered_on` within the last 60 days (`registered_on > date(as_of) − 60`).
+
+use super::{Anomaly, Context, RuleId, date_json};
+use crate::contract::TableId;
+use crate::error::Result;
+use crate::store::NONE;
+use crate::time::{self, DAY};
+use arrow::array::Array;
+use rayon::prelude::*;
+
+/// Evaluates R04.
+pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
+    let p = ctx.params;
+    let buildings = ctx.table(TableId::Buildings);
+    let since = buildings.dates("access_control_since")?;
+    let events = ctx.table(TableId::AccessEvents);
+    let empty: &[u32] = &[];
+    let (ts, ids): (&[i64], &[u32]) = if events.rows > 0 {
+        (events.timestamps("ts")?.values(), events.keys("id_number")?)
+    } else {
+        (&[], empty)
+    };
+    let people = ctx.table(TableId::People);
+    let person_ids = people.keys("id_number")?;
+    let birth = people.dates("birth_date")?;
+    let registered = people.dates("registered_on")?;
+    let housebound = ctx.ix.tags.get("housebound");
+    let absent_from = ctx.as_of - p.r04_absent_days * DAY;
+    let alive_from = ctx.as_of - p.r04_alive_days * DAY;
+    let latest_since = ctx.today - p.r04_absent_days as i32;
+    let candidates: Vec<u32> = ctx
+        .ix
+        .access_buildings
+        .iter()
+        .filter(|&b| !since.is_null(b as usize) && since.value(b as usize) <= latest_since)
+        .collect();
+    let found: Vec<Vec<(u32, Option<i64>)>> = candidates
+        .par_iter()
+        .map(|&b| {
+            let range = ctx.ix.events_of(b);
+            let alive = range
+                .clone()
+                .any(|row| ts[row] > alive_from && ts[row] <= ctx.as_of);
+            if !alive {
+                return Vec::new();
+            }
+            // Who was seen within the window, and when each identity was last seen at all.
+            let mut seen: Vec<(u32, i64)> = range
+                .filter(|&row| ids[row] != NONE && ts[row] <= ctx.as_of)
+                .map(|row| (ids[row], ts[row]))
+                .collect();
+            seen.sort_unstable();
+            let last_seen = |id: u32| -> Option<i64> {
+                let end = seen.partition_point(|e| e.0 <= id);
+                (end > 0 && seen[end - 1].0 == id).then(|| seen[end - 1].1)
+            };
+            let mut out = Vec::new();
+            for &room in ctx.ix.rooms_of_building.get(b) {
+                for &person in ctx.ix.active_of_room.get(room) {
+                    let i = person as usize;
+                    let age = time::age_on(birth.value(i), ctx.today);
+                    if age < p.r04_min_age || age >= p.r04_max_age {
+                        continue;
+                    }
+                    if housebound.is_some_and(|h| h.contains(person)) {
+                        continue;
+                    }
+                    if registered.value(i) > ctx.today - p.r04_absent_days as i32 {
+                        continue;
+                    }
+                    let last = last_seen(person_ids[i]);
+                    if last.is_none_or(|t| t <= absent_from) {
+                        out.push((person, last));
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (person, last) in found.into_iter().flatten() {
+        let last_date = last.map(time::date_of);
+        let since_date = registered.value(person as usize);
+        let weight = (ctx.today - last_date.unwrap_or(since_date)) as i64;
+        out.push(ctx.person_anomaly(
+            RuleId::R04,
+            person,
+            weight,
+            serde_json::json!({
+                "last_seen": date_json(last_date),
+                "absent_days": p.r04_absent_days,
+                "age": time::age_on(birth.value(person as usize), ctx.today),
+            }),
+        )?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,87 @@
+//! R09 `OVERCROWDED` — 群租: more people than the room allows.
+//!
+//! For each residential room whose occupants exceed `max(1, floor(area_m2 / 5))`
+//! (`min_m2_per_person` = 5, the Guangzhou rule). Occupants = the distinct `id_number`s registered
+//! at the room, together with the tenants of leases active at `as_of` on the room.
+
+use super::{Anomaly, Context, RuleId};
+use crate::contract::TableId;
+use crate::error::Result;
+use arrow::array::Array;
+use std::collections::HashMap;
+
+/// The most occupants a room may have.
+pub fn capacity(area_m2: f64, min_m2_per_person: f64) -> i64 {
+    ((area_m2 / min_m2_per_person).floor() as i64).max(1)
+}
+
+/// Evaluates R09.
+pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
+    let rooms = ctx.table(TableId::Rooms);
+    let area = rooms.floats("area_m2")?;
+    let person_ids = ctx.table(TableId::People).keys("id_number")?;
+    // Tenants of leases active at as_of, by room.
+    let mut tenants: HashMap<u32, Vec<u32>> = HashMap::new();
+    let leases = ctx.table(TableId::Leases);
+    if leases.rows > 0 {
+        let room = leases.keys("room_id")?;
+        let tenant = leases.keys("tenant_id_number")?;
+        let start = leases.dates("start_date")?;
+        let end = leases.dates("end_date")?;
+        for i in 0..leases.rows {
+            if start.value(i) <= ctx.today && (end.is_null(i) || ctx.today <= end.value(i)) {
+                tenants.entry(room[i]).or_default().push(tenant[i]);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut ids: Vec<u32> = Vec::new();
+    for r in ctx.ix.residential_rooms.iter() {
+        let registered = ctx.ix.active_of_room.get(r);
+        let leased = tenants.get(&r).map(Vec::as_slice).unwrap_or(&[]);
+        let cap = capacity(area.value(r as usize), ctx.params.r09_min_m2_per_person);
+        if ((registered.len() + leased.len()) as i64) <= cap {
+            continue;
+        }
+        ids.clear();
+        ids.extend(registered.iter().map(|&p| person_ids[p as usize]));
+        let n_registered = {
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len()
+        };
+        ids.extend_from_slice(leased);
+        ids.sort_unstable();
+        ids.dedup();
+        let occupants = ids.len() as i64;
+        if occupants > cap {
+            out.push(ctx.room_anomaly(
+                RuleId::R09,
+                r,
+                occupants - cap,
+                serde_json::json!({
+                    "occupants": occupants,
+                    "capacity": cap,
+                    "area_m2": area.value(r as usize),
+                    "registered": n_registered,
+                    "unregistered_tenants": occupants as usize - n_registered,
+                }),
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capacity;
+
+    #[test]
+    fn capacity_is_floor_of_area_over_5_but_at_least_1() {
+        assert_eq!(capacity(20.0, 5.0), 4);
+        assert_eq!(capacity(24.9, 5.0), 4);
+        assert_eq!(capacity(9.5, 5.0), 1);
+        assert_eq!(capacity(4.0, 5.0), 1);
+        assert_eq!(capacity(0.5, 5.0), 1);
+    }
+}

@@ -1,0 +1,357 @@
+//! Indexes over the store, built once at load (in parallel) and reused by every sweep, KPI and
+//! scoped query.
+//!
+//! - **adjacency** as compressed rows (CSR): the rooms of a building, the active records of a
+//!   room, the active records of an identity number, the door events of a building (events are
+//!   held sorted by building, so that is a range);
+//! - **roaring bitmaps** of the sets rules and scopes filter on: active records, records per care
+//!   tag and residence kind, buildings with door access, residential and vacant rooms, and the
+//!   rows of every table per grid (from which communities, streets and districts are unions).
+
+use crate::contract::{TableId, codes};
+use crate::error::{Error, Result};
+use crate::store::{NONE, StoredTable};
+use arrow::array::Array;
+use roaring::RoaringBitmap;
+use std::collections::BTreeMap;
+
+/// Compressed rows: the items of key `k` are `values[offsets[k]..offsets[k + 1]]`.
+#[derive(Debug, Clone, Default)]
+pub struct Csr {
+    offsets: Vec<u32>,
+    values: Vec<u32>,
+}
+
+impl Csr {
+    /// Groups items `0..keys.len()` by their key (`NONE` and items failing `keep` are left out);
+    /// within a key, items stay in order.
+    pub fn build(keys: &[u32], n_keys: usize, keep: impl Fn(usize) -> bool) -> Csr {
+        let mut counts = vec![0u32; n_keys + 1];
+        for (i, &k) in keys.iter().enumerate() {
+            if k != NONE && (k as usize) < n_keys && keep(i) {
+                counts[k as usize + 1] += 1;
+            }
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let offsets = counts.clone();
+        let mut next = counts;
+        let mut values = vec![0u32; *offsets.last().unwrap_or(&0) as usize];
+        for (i, &k) in keys.iter().enumerate() {
+            if k != NONE && (k as usize) < n_keys && keep(i) {
+                let slot = &mut next[k as usize];
+                values[*slot as usize] = i as u32;
+                *slot += 1;
+            }
+        }
+        Csr { offsets, values }
+    }
+
+    /// The items of a key.
+    pub fn get(&self, key: u32) -> &[u32] {
+        let k = key as usize;
+        if k + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.values[self.offsets[k] as usize..self.offsets[k + 1] as usize]
+    }
+
+    /// Number of keys.
+    pub fn keys(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Bytes held.
+    pub fn memory(&self) -> usize {
+        (self.offsets.capacity() + self.values.capacity()) * 4
+    }
+}
+
+/// Rows of a table per grid.
+#[derive(Debug, Clone, Default)]
+pub struct GridRows {
+    /// Rows per grid (by grid row).
+    pub by_grid: Vec<RoaringBitmap>,
+}
+
+impl GridRows {
+    fn build(grid_of_row: impl Iterator<Item = u32>, n_grids: usize) -> GridRows {
+        let mut by_grid = vec![RoaringBitmap::new(); n_grids];
+        // Rows come in order, so pushing keeps each bitmap's inserts append-only.
+        for (row, g) in grid_of_row.enumerate() {
+            if (g as usize) < n_grids {
+                by_grid[g as usize].insert(row as u32);
+            }
+        }
+        GridRows { by_grid }
+    }
+
+    /// The rows of a set of grids.
+    pub fn rows_of(&self, grids: &RoaringBitmap) -> RoaringBitmap {
+        let mut out = RoaringBitmap::new();
+        for g in grids {
+            if let Some(b) = self.by_grid.get(g as usize) {
+                out |= b;
+            }
+        }
+        out
+    }
+
+    /// Bytes held.
+    pub fn memory(&self) -> usize {
+        self.by_grid.iter().map(|b| b.serialized_size()).sum()
+    }
+}
+
+/// Every index of a store.
+#[derive(Debug, Clone, Default)]
+pub struct Indexes {
+    /// Active `people` records.
+    pub active: RoaringBitmap,
+    /// `people` records by care tag (any status).
+    pub tags: BTreeMap<String, RoaringBitmap>,
+    /// `people` records by residence kind code.
+    pub residence: Vec<RoaringBitmap>,
+    /// The building of each record's room.
+    pub person_building: Vec<u32>,
+    /// The grid of each room.
+    pub room_grid: Vec<u32>,
+    /// Rooms of each building.
+    pub rooms_of_building: Csr,
+    /// Active records of each room.
+    pub active_of_room: Csr,
+    /// Active records of each identity number.
+    pub active_of_identity: Csr,
+    /// Active records pointing to each household.
+    pub active_of_household: Csr,
+    /// Door events of building `b` are rows `event_offsets[b]..event_offsets[b + 1]`.
+    pub event_offsets: Vec<usize>,
+    /// Buildings with door access.
+    pub access_buildings: RoaringBitmap,
+    /// Residential rooms.
+    pub residential_rooms: RoaringBitmap,
+    /// Rooms with tenure `vacant`.
+    pub vacant_rooms: RoaringBitmap,
+    /// Rows per grid, for every table that belongs to grids.
+    pub grid_rows: BTreeMap<TableId, GridRows>,
+    /// The parent codes of each grid row: community, street, district.
+    pub grid_parents: Vec<[String; 3]>,
+}
+
+fn table(tables: &[StoredTable], id: TableId) -> &StoredTable {
+    &tables[id as usize]
+}
+
+impl Indexes {
+    /// Builds every index. `tables` is every table in contract order; door events must already
+    /// be sorted by building.
+    pub fn build(tables: &[StoredTable], identities: usize) -> Result<Indexes> {
+        let people = table(tables, TableId::People);
+        let rooms = table(tables, TableId::Rooms);
+        let buildings = table(tables, TableId::Buildings);
+        let grids = table(tables, TableId::Grids);
+        let status = people.codes("status")?;
+        let n_people = people.rows;
+        let is_active = |i: usize| !status.is_null(i) && status.value(i) == codes::status::ACTIVE;
+        let person_room = people.keys("room_id")?;
+        let room_building = rooms.keys("building_id")?;
+        let building_grid = buildings.keys("grid_code")?;
+        let person_building: Vec<u32> = person_room
+            .iter()
+            .map(|&r| room_building.get(r as usize).copied().unwrap_or(NONE))
+            .collect();
+        let room_grid: Vec<u32> = room_building
+            .iter()
+            .map(|&b| building_grid.get(b as usize).copied().unwrap_or(NONE))
+            .collect();
+        let ((active, active_of_room), by_identity) = rayon::join(
+            || {
+                let active: RoaringBitmap = (0..n_people as u32)
+                    .filter(|&i| is_active(i as usize))
+                    .collect();
+                let by_room = Csr::build(person_room, rooms.rows, is_active);
+                (active, by_room)
+            },
+            || -> Result<(Csr, Csr)> {
+                let ids = people.keys("id_number")?;
+                let hh = people.keys("household_id")?;
+                let by_id = Csr::build(ids, identities, is_active);
+                let by_hh = Csr::build(hh, table(tables, TableId::Households).rows, is_active);
+                Ok((by_id, by_hh))
+            },
+        );
+        let (active_of_identity, active_of_household) = by_identity?;
+        let rooms_of_building = Csr::build(room_building, buildings.rows, |_| true);
+        let mut tags: BTreeMap<String, RoaringBitmap> = BTreeMap::new();
+        let care = people.strings("care_tags")?;
+        for i in 0..n_people {
+            if care.is_null(i) {
+                continue;
+            }
+            for t in care.value(i).split(';') {
+                let t = t.trim();
+                if !t.is_empty() {
+                    tags.entry(t.to_string()).or_default().insert(i as u32);
+                }
+            }
+        }
+        let kind = people.codes("residence_kind")?;
+        let mut residence = vec![RoaringBitmap::new(); 3];
+        for i in 0..n_people {
+            if !kind.is_null(i) && (kind.value(i) as usize) < residence.len() {
+                residence[kind.value(i) as usize].insert(i as u32);
+            }
+        }
+        let access = buildings.bools("access_control")?;
+        let access_buildings: RoaringBitmap = (0..buildings.rows as u32)
+            .filter(|&b| access.value(b as usize))
+            .collect();
+        let usage = rooms.codes("usage")?;
+        let tenure = rooms.codes("tenure")?;
+        let residential_rooms: RoaringBitmap = (0..rooms.rows as u32)
+            .filter(|&r| usage.value(r as usize) == codes::usage::RESIDENTIAL)
+            .collect();
+        let vacant_rooms: RoaringBitmap = (0..rooms.rows as u32)
+            .filter(|&r| tenure.value(r as usize) == codes::tenure::VACANT)
+            .collect();
+        // Door events are sorted by building: offsets by counting.
+        let events = table(tables, TableId::AccessEvents);
+        let mut event_offsets = vec![0usize; buildings.rows + 1];
+        if events.rows > 0 {
+            let eb = events.keys("building_id")?;
+            if eb.windows(2).any(|w| w[0] > w[1]) {
+                return Err(Error::Internal(
+                    "door events are not sorted by building".into(),
+                ));
+            }
+            for &b in eb {
+                event_offsets[b as usize + 1] += 1;
+            }
+            for i in 1..event_offsets.len() {
+                event_offsets[i] += event_offsets[i - 1];
+            }
+        }
+        let n_grids = grids.rows;
+        let mut grid_rows = BTreeMap::new();
+        grid_rows.insert(TableId::Grids, GridRows::build(0..n_grids as u32, n_grids));
+        grid_rows.insert(
+            TableId::Buildings,
+            GridRows::build(building_grid.iter().copied(), n_grids),
+        );
+        grid_rows.insert(
+            TableId::Rooms,
+            GridRows::build(room_grid.iter().copied(), n_grids),
+        );
+        let grid_of_building = |b: u32| building_grid.get(b as usize).copied().unwrap_or(NONE);
+        let grid_of_room = |r: u32| room_grid.get(r as usize).copied().unwrap_or(NONE);
+        grid_rows.insert(
+            TableId::People,
+            GridRows::build(
+                person_building.iter().map(|&b| grid_of_building(b)),
+                n_grids,
+            ),
+        );
+        for (t, col, via) in [
+            (TableId::Workers, "grid_code", 'g'),
+            (TableId::Incidents, "grid_code", 'g'),
+            (TableId::Households, "room_id", 'r'),
+            (TableId::Leases, "room_id", 'r'),
+            (TableId::UtilityReadings, "room_id", 'r'),
+            (TableId::AccessEvents, "building_id", 'b'),
+        ] {
+            let tb = table(tables, t);
+            if tb.rows == 0 {
+                grid_rows.insert(
+                    t,
+                    GridRows {
+                        by_grid: vec![RoaringBitmap::new(); n_grids],
+                    },
+                );
+                continue;
+            }
+            let keys = tb.keys(col)?;
+            let it = keys.iter().map(|&k| match via {
+                'g' => k,
+                'r' => grid_of_room(k),
+                _ => grid_of_building(k),
+            });
+            grid_rows.insert(t, GridRows::build(it, n_grids));
+        }
+        // Visits belong to the grid of their worker.
+        let visits = table(tables, TableId::Visits);
+        let worker_grid = table(tables, TableId::Workers).keys("grid_code")?;
+        let vw = if visits.rows > 0 {
+            visits.keys("worker_id")?
+        } else {
+            &[]
+        };
+        grid_rows.insert(
+            TableId::Visits,
+            GridRows::build(
+                vw.iter()
+                    .map(|&w| worker_grid.get(w as usize).copied().unwrap_or(NONE)),
+                n_grids,
+            ),
+        );
+        let gc = grids.strings("community_code")?;
+        let gs = grids.strings("street_code")?;
+        let gd = grids.strings("district_code")?;
+        let grid_parents = (0..n_grids)
+            .map(|g| {
+                [
+                    gc.value(g).to_string(),
+                    gs.value(g).to_string(),
+                    gd.value(g).to_string(),
+                ]
+            })
+            .collect();
+        Ok(Indexes {
+            active,
+            tags,
+            residence,
+            person_building,
+            room_grid,
+            rooms_of_building,
+            active_of_room,
+            active_of_identity,
+            active_of_household,
+            event_offsets,
+            access_buildings,
+            residential_rooms,
+            vacant_rooms,
+            grid_rows,
+            grid_parents,
+        })
+    }
+
+    /// The door-event rows of a building.
+    pub fn events_of(&self, building: u32) -> std::ops::Range<usize> {
+        let b = building as usize;
+        if b + 1 >= self.event_offsets.len() {
+            return 0..0;
+        }
+        self.event_offsets[b]..self.event_offsets[b + 1]
+    }
+
+    /// Whether the identity has an active record in a room of the building.
+    pub fn registered_at_building(&self, identity: u32, building: u32) -> bool {
+        self.active_of_identity
+            .get(identity)
+            .iter()
+            .any(|&p| self.person_building[p as usize] == building)
+    }
+
+    /// Bytes held by the indexes.
+    pub fn memory(&self) -> usize {
+        self.active.serialized_size()
+            + self.person_building.capacity() * 4
+            + self.room_grid.capacity() * 4
+            + self.rooms_of_building.memory()
+            + self.active_of_room.memory()
+            + self.active_of_identity.memory()
+            + self.active_of_household.memory()
+            + self.event_offsets.capacity() * 8
+            + self.grid_rows.values().map(GridRows::memory).sum::<usize>()
+    }
+}
