@@ -1242,6 +1242,14 @@ impl<'a> Chunk<'a> {
         }
     }
 
+    /// The worker who visits a grid's people: its own active worker, the B-role partner, or
+    /// failing both an active worker of another grid of the chunk (the street sends someone).
+    pub fn visitor_for(&self, grid: usize) -> usize {
+        self.worker_for(grid)
+            .or_else(|| self.workers.iter().position(|w| w.active))
+            .unwrap_or(0)
+    }
+
     /// The active worker of a grid, else the active worker covering it as B role.
     pub fn worker_for(&self, grid: usize) -> Option<usize> {
         self.workers
@@ -1448,9 +1456,7 @@ impl Chunk<'_> {
                 continue;
             }
             let grid = self.buildings[self.rooms[p.room].building].grid;
-            let Some(w) = self.worker_for(grid) else {
-                continue;
-            };
+            let w = self.visitor_for(grid);
             if let Some(v) = p.last_verified
                 && v >= first_day
                 && v < self.today

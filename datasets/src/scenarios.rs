@@ -139,8 +139,15 @@ impl Chunk<'_> {
     }
 
     /// An event on the night of day `d` (20:00 that day to 06:00 the next).
+    /// The event falls before `as_of` (a night still running at `as_of` ends there).
     fn night(&mut self, d: i32, building: usize, idn: &str) {
-        let t = time::midnight(d) + 20 * HOUR + self.rng.random_range(0..10 * HOUR);
+        let start = time::midnight(d) + 20 * HOUR;
+        let end = (start + 10 * HOUR).min(self.as_of);
+        let t = if end > start {
+            self.rng.random_range(start..end)
+        } else {
+            start
+        };
         self.event(t, building, idn);
     }
 
@@ -173,14 +180,6 @@ impl Chunk<'_> {
 
     fn person_grid(&self, p: usize) -> String {
         self.grid_of_room(self.people[p].room).to_string()
-    }
-
-    /// The worker who visits a grid: its own active worker, the B-role partner, or failing
-    /// both any active worker of the chunk.
-    fn visitor_for(&self, grid: usize) -> usize {
-        self.worker_for(grid)
-            .or_else(|| self.workers.iter().position(|w| w.active))
-            .unwrap_or(0)
     }
 }
 
