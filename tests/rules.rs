@@ -243,8 +243,9 @@ fn r05_to_r12_on_the_edges_fixture() {
         ]
         .into()
     );
-    // R3 is vacant with exactly 50 kWh in September and October; no November reading yet.
-    assert_eq!(found(&s, "2026-11-01", RuleId::R08), set(&["R3"]));
+    // R3 is vacant with exactly 50 kWh in September and October (R7 with more); no November
+    // reading yet.
+    assert_eq!(found(&s, "2026-11-01", RuleId::R08), set(&["R3", "R7"]));
     assert_eq!(found(&s, "2026-12-01", RuleId::R08), set(&[]));
     // R2 (9.5 m², room for 1): P10 registered, and TEN1 leasing.
     assert_eq!(found(&s, "2026-11-01", RuleId::R09), set(&["R2"]));

@@ -27,6 +27,7 @@ pub mod idcard;
 pub mod load;
 pub mod rules;
 pub mod store;
+pub mod tasks;
 pub mod time;
 
 pub use error::{Error, Result};

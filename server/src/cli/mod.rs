@@ -6,6 +6,7 @@ mod generate;
 mod output;
 mod progress;
 mod sweep;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum Command {
     /// Run the cross-matching rules and write the anomalies (csv / json / parquet by extension);
     /// prints the count per rule and the time taken.
     Sweep(sweep::Args),
+    /// Run a sweep and update the grid workers' persistent task lists; or close a task
+    /// (--close ID --outcome …), or show a worker's list (--show WORKER_ID).
+    Tasks(tasks::Args),
 }
 
 /// Parses the command line and runs it; errors are printed as one sentence.
@@ -40,6 +44,7 @@ pub fn run() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Check(a) => check::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Tasks(a) => tasks::run(a),
     };
     match result {
         Ok(code) => code,
