@@ -53,16 +53,17 @@ impl IdCheck {
 /// Checks a resident identity number against the record's birth date and sex (`male`).
 /// Returns the first failed check, or `None` when the number can be right.
 pub fn validate(id: &str, birth_date: i32, male: bool) -> Option<IdCheck> {
-    let b = id.as_bytes();
-    // Length is counted in characters, so that a multi-byte character is one.
-    if id.chars().count() != 18 || b.len() != 18 {
+    // Length is counted in characters: 18 characters with a full-width digit among them have
+    // the right length and fail the digits check.
+    if id.chars().count() != 18 {
         return Some(IdCheck::Length);
     }
-    if !b[..17].iter().all(u8::is_ascii_digit) {
+    let b = id.as_bytes();
+    if b.len() < 17 || !b[..17].iter().all(u8::is_ascii_digit) {
         return Some(IdCheck::Digits);
     }
     let expected = check_char(&b[..17])?;
-    if b[17].to_ascii_uppercase() != expected {
+    if b.len() != 18 || b[17].to_ascii_uppercase() != expected {
         return Some(IdCheck::Checksum);
     }
     let n = |r: std::ops::Range<usize>| {
