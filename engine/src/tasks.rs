@@ -602,3 +602,71 @@ fn reopen(t: &mut Task) {
     t.note = None;
     t.reopened += 1;
 }
+
+/// The schema of the `tasks` table.
+pub fn tasks_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let text = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    std::sync::Arc::new(Schema::new(vec![
+        text("task_id", false),
+        text("rule", false),
+        text("rule_name", false),
+        text("subject_kind", false),
+        text("subject_id", false),
+        text("grid_code", false),
+        text("worker_id", true),
+        text("assignment", false),
+        Field::new("priority", DataType::Int32, false),
+        Field::new("weight", DataType::Int64, false),
+        text("evidence", false),
+        text("status", false),
+        text("outcome", true),
+        text("note", true),
+        text("opened_at", false),
+        text("last_found_at", false),
+        text("closed_at", true),
+        Field::new("reopened", DataType::UInt32, false),
+    ]))
+}
+
+/// Tasks as the `tasks` table.
+pub fn tasks_batch<'a>(tasks: impl Iterator<Item = &'a Task>) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, UInt32Builder};
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut text: Vec<StringBuilder> = (0..15).map(|_| StringBuilder::new()).collect();
+    let (mut priority, mut weight, mut reopened) = (
+        Int32Builder::new(),
+        Int64Builder::new(),
+        UInt32Builder::new(),
+    );
+    for t in tasks {
+        text[0].append_value(&t.task_id);
+        text[1].append_value(&t.rule);
+        text[2].append_value(&t.rule_name);
+        text[3].append_value(&t.subject_kind);
+        text[4].append_value(&t.subject_id);
+        text[5].append_value(&t.grid_code);
+        text[6].append_option(t.worker_id.as_deref());
+        text[7].append_value(name(serde_json::to_value(t.assignment)?));
+        text[8].append_value(t.evidence.to_string());
+        text[9].append_value(name(serde_json::to_value(t.status)?));
+        text[10].append_option(t.outcome.map(Outcome::as_str));
+        text[11].append_option(t.note.as_deref());
+        text[12].append_value(&t.opened_at);
+        text[13].append_value(&t.last_found_at);
+        text[14].append_option(t.closed_at.as_deref());
+        priority.append_value(t.priority);
+        weight.append_value(t.weight);
+        reopened.append_value(t.reopened);
+    }
+    let mut cols: Vec<ArrayRef> = text
+        .iter_mut()
+        .map(|b| std::sync::Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let tail = cols.split_off(8);
+    cols.push(std::sync::Arc::new(priority.finish()));
+    cols.push(std::sync::Arc::new(weight.finish()));
+    cols.extend(tail);
+    cols.push(std::sync::Arc::new(reopened.finish()));
+    Ok(arrow::array::RecordBatch::try_new(tasks_schema(), cols)?)
+}

@@ -3,8 +3,10 @@
 mod check;
 mod dataset;
 mod generate;
+mod kpi;
 mod output;
 mod progress;
+mod sql;
 mod sweep;
 mod tasks;
 
@@ -34,6 +36,12 @@ enum Command {
     /// Run a sweep and update the grid workers' persistent task lists; or close a task
     /// (--close ID --outcome …), or show a worker's list (--show WORKER_ID).
     Tasks(tasks::Args),
+    /// Run one read-only SQL query over the loaded tables, the anomalies, the SLA stages and
+    /// the KPIs; prints a table, or writes csv / json / parquet / arrow.
+    Sql(sql::Args),
+    /// Write KPI tables: grid KPIs at a level (grid, community, street, district, city), or
+    /// incident KPIs (--incidents) over any grouping.
+    Kpi(kpi::Args),
 }
 
 /// Parses the command line and runs it; errors are printed as one sentence.
@@ -45,6 +53,8 @@ pub fn run() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Tasks(a) => tasks::run(a),
+        Command::Sql(a) => sql::run(a),
+        Command::Kpi(a) => kpi::run(a),
     };
     match result {
         Ok(code) => code,

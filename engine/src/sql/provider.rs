@@ -1,0 +1,684 @@
+//! The loaded tables as DataFusion tables, without copying.
+//!
+//! [`StoreTable`] answers filters on the grid hierarchy (`grid_code`, and on `grids` also
+//! `community_code`, `street_code`, `district_code`; `=`, `IN`, `LIKE 'prefix%'`, `OR`/`AND` of
+//! those), on enum columns (`=`, `IN`) and on date columns (`=`, `<`, `<=`, `>`, `>=`,
+//! `BETWEEN`, `IN`) from roaring bitmaps, and reports them `Exact`, so DataFusion does not
+//! re-check them and a query for one street reads only that street's rows. Every table that
+//! belongs to a grid but has no `grid_code` of its own (`people`, `rooms`, `households`,
+//! `leases`, `access_events`, `utility_readings`, `visits`) gets one as a last column, derived
+//! through its references. `EXPLAIN` shows the scan as `StoreScan` with the filters it answered
+//! and the rows it will read.
+
+use crate::contract::{ColumnType, TableId};
+use crate::store::{NONE, Store, StoredColumn, StoredTable};
+use arrow::array::{
+    Array, ArrayRef, DictionaryArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use arrow::compute;
+use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ScalarValue, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use roaring::MultiOps;
+use roaring::RoaringBitmap;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// The name of the derived grid column.
+pub const GRID_CODE: &str = "grid_code";
+
+/// How each row of a table reaches its grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GridPath {
+    /// The table is `grids`.
+    Itself,
+    /// Its own `grid_code` key column.
+    Own,
+    /// Through `room_id`.
+    Room,
+    /// Through `building_id`.
+    Building,
+    /// Through the record's room (`people`).
+    Person,
+    /// Through the visiting worker's grid.
+    Worker,
+    /// The table has no grid.
+    None,
+}
+
+fn grid_path(t: TableId) -> GridPath {
+    match t {
+        TableId::Grids => GridPath::Itself,
+        TableId::Workers | TableId::Buildings | TableId::Incidents => GridPath::Own,
+        TableId::Rooms => GridPath::Room,
+        TableId::Households | TableId::Leases | TableId::UtilityReadings => GridPath::Room,
+        TableId::AccessEvents => GridPath::Building,
+        TableId::People => GridPath::Person,
+        TableId::Visits => GridPath::Worker,
+        TableId::Deaths | TableId::SlaRules | TableId::Calendar => GridPath::None,
+    }
+}
+
+/// Which rows of a table to read.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every row.
+    All(usize),
+    /// The rows of a bitmap.
+    Rows(Arc<RoaringBitmap>),
+}
+
+impl Selection {
+    fn len(&self) -> usize {
+        match self {
+            Selection::All(n) => *n,
+            Selection::Rows(b) => b.len() as usize,
+        }
+    }
+}
+
+/// A loaded table as a DataFusion table.
+#[derive(Debug)]
+pub struct StoreTable {
+    store: Arc<Store>,
+    table: TableId,
+    schema: SchemaRef,
+    /// Whether `grid_code` is derived (the last column).
+    derived_grid: bool,
+    /// Per enum column: rows per code, built on first use.
+    enum_index: Mutex<BTreeMap<usize, Arc<Vec<RoaringBitmap>>>>,
+    /// Per date column: rows per date, built on first use.
+    date_index: Mutex<BTreeMap<usize, Arc<BTreeMap<i32, RoaringBitmap>>>>,
+}
+
+impl StoreTable {
+    /// The table `table` of `store`.
+    pub fn new(store: Arc<Store>, table: TableId) -> StoreTable {
+        let t = store.table(table);
+        let mut fields: Vec<Field> = t
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let path = grid_path(table);
+        let derived_grid = !matches!(path, GridPath::None | GridPath::Itself | GridPath::Own);
+        if derived_grid {
+            fields.push(Field::new(GRID_CODE, DataType::Utf8, true));
+        }
+        StoreTable {
+            schema: Arc::new(Schema::new(fields)),
+            store,
+            table,
+            derived_grid,
+            enum_index: Mutex::default(),
+            date_index: Mutex::default(),
+        }
+    }
+
+    fn stored(&self) -> &StoredTable {
+        self.store.table(self.table)
+    }
+
+    /// The grid (row of `grids`) of each of some rows of the table.
+    pub fn grids_of(&self, rows: &[u32]) -> Vec<u32> {
+        let store = &self.store;
+        let t = self.stored();
+        let ix = &store.indexes;
+        let key = |name: &str| t.keys(name).unwrap_or(&[]);
+        let building_grid = store
+            .table(TableId::Buildings)
+            .keys(GRID_CODE)
+            .unwrap_or(&[]);
+        let at = |v: &[u32], i: u32| v.get(i as usize).copied().unwrap_or(NONE);
+        match grid_path(self.table) {
+            GridPath::Itself => rows.to_vec(),
+            GridPath::Own => {
+                let g = key(GRID_CODE);
+                rows.iter().map(|&r| at(g, r)).collect()
+            }
+            GridPath::Room if self.table == TableId::Rooms => {
+                rows.iter().map(|&r| at(&ix.room_grid, r)).collect()
+            }
+            GridPath::Room => {
+                let room = key("room_id");
+                rows.iter()
+                    .map(|&r| at(&ix.room_grid, at(room, r)))
+                    .collect()
+            }
+            GridPath::Building => {
+                let b = key("building_id");
+                rows.iter().map(|&r| at(building_grid, at(b, r))).collect()
+            }
+            GridPath::Person => rows
+                .iter()
+                .map(|&r| at(building_grid, at(&ix.person_building, r)))
+                .collect(),
+            GridPath::Worker => {
+                let w = key("worker_id");
+                let wg = store.table(TableId::Workers).keys(GRID_CODE).unwrap_or(&[]);
+                rows.iter().map(|&r| at(wg, at(w, r))).collect()
+            }
+            GridPath::None => vec![NONE; rows.len()],
+        }
+    }
+
+    /// The grids whose code (or parent code, for a `grids` column) satisfies a test.
+    fn grids_where(&self, column: &str, test: impl Fn(&str) -> bool) -> Option<RoaringBitmap> {
+        let level = match column {
+            GRID_CODE => 3,
+            "community_code" if self.table == TableId::Grids => 0,
+            "street_code" if self.table == TableId::Grids => 1,
+            "district_code" if self.table == TableId::Grids => 2,
+            _ => return None,
+        };
+        if grid_path(self.table) == GridPath::None {
+            return None;
+        }
+        let grids = self.store.table(TableId::Grids);
+        let codes = grids.strings(GRID_CODE).ok()?;
+        let parents = &self.store.indexes.grid_parents;
+        Some(
+            (0..grids.rows as u32)
+                .filter(|&g| {
+                    let code = if level == 3 {
+                        codes.value(g as usize)
+                    } else {
+                        parents[g as usize][level].as_str()
+                    };
+                    test(code)
+                })
+                .collect(),
+        )
+    }
+
+    fn rows_of_grids(&self, grids: &RoaringBitmap) -> RoaringBitmap {
+        if self.table == TableId::Grids {
+            return grids.clone();
+        }
+        match self.store.indexes.grid_rows.get(&self.table) {
+            Some(gr) => gr.rows_of(grids),
+            None => RoaringBitmap::new(),
+        }
+    }
+
+    fn enum_rows(&self, col: usize) -> Option<Arc<Vec<RoaringBitmap>>> {
+        let StoredColumn::Codes { codes, values } = self.stored().columns.get(col)? else {
+            return None;
+        };
+        let mut cache = self.enum_index.lock().ok()?;
+        Some(
+            cache
+                .entry(col)
+                .or_insert_with(|| {
+                    let mut by = vec![RoaringBitmap::new(); values.len()];
+                    for (i, c) in codes.iter().enumerate() {
+                        if let Some(c) = c.and_then(|c| by.get_mut(c as usize)) {
+                            c.insert(i as u32);
+                        }
+                    }
+                    Arc::new(by)
+                })
+                .clone(),
+        )
+    }
+
+    fn date_rows(&self, col: usize) -> Option<Arc<BTreeMap<i32, RoaringBitmap>>> {
+        let def = self.table.def().columns.get(col)?;
+        if def.ty != ColumnType::Date {
+            return None;
+        }
+        let dates = self.stored().dates(def.name).ok()?;
+        let mut cache = self.date_index.lock().ok()?;
+        Some(
+            cache
+                .entry(col)
+                .or_insert_with(|| {
+                    let mut by: BTreeMap<i32, RoaringBitmap> = BTreeMap::new();
+                    for (i, d) in dates.iter().enumerate() {
+                        if let Some(d) = d {
+                            by.entry(d).or_default().insert(i as u32);
+                        }
+                    }
+                    Arc::new(by)
+                })
+                .clone(),
+        )
+    }
+
+    /// The rows that satisfy a filter, if the indexes answer it fully.
+    pub fn index_filter(&self, e: &Expr) -> Option<RoaringBitmap> {
+        match e {
+            Expr::BinaryExpr(b) if b.op == Operator::And => {
+                Some(self.index_filter(&b.left)? & self.index_filter(&b.right)?)
+            }
+            Expr::BinaryExpr(b) if b.op == Operator::Or => {
+                Some(self.index_filter(&b.left)? | self.index_filter(&b.right)?)
+            }
+            Expr::BinaryExpr(b) => {
+                let (col, op, lit) = match (column_of(&b.left), literal_of(&b.right)) {
+                    (Some(c), Some(l)) => (c, b.op, l),
+                    _ => match (literal_of(&b.left), column_of(&b.right)) {
+                        (Some(l), Some(c)) => (c, b.op.swap()?, l),
+                        _ => return None,
+                    },
+                };
+                self.compare(col, op, &lit)
+            }
+            Expr::InList(l) if !l.negated => {
+                let col = column_of(&l.expr)?;
+                let mut out = RoaringBitmap::new();
+                for item in &l.list {
+                    out |= self.compare(col, Operator::Eq, &literal_of(item)?)?;
+                }
+                Some(out)
+            }
+            Expr::Between(b) if !b.negated => {
+                let col = column_of(&b.expr)?;
+                let lo = self.compare(col, Operator::GtEq, &literal_of(&b.low)?)?;
+                let hi = self.compare(col, Operator::LtEq, &literal_of(&b.high)?)?;
+                Some(lo & hi)
+            }
+            Expr::Like(l) if !l.negated && !l.case_insensitive && l.escape_char.is_none() => {
+                let col = column_of(&l.expr)?;
+                let ScalarValue::Utf8(Some(p)) = literal_of(&l.pattern)? else {
+                    return None;
+                };
+                let prefix = p.strip_suffix('%')?;
+                if prefix.contains(['%', '_']) {
+                    return None;
+                }
+                let grids = self.grids_where(col, |c| c.starts_with(prefix))?;
+                Some(self.rows_of_grids(&grids))
+            }
+            _ => None,
+        }
+    }
+
+    fn compare(&self, col: &str, op: Operator, lit: &ScalarValue) -> Option<RoaringBitmap> {
+        if let ScalarValue::Utf8(Some(v)) = lit
+            && op == Operator::Eq
+        {
+            if let Some(grids) = self.grids_where(col, |c| c == v) {
+                return Some(self.rows_of_grids(&grids));
+            }
+            let i = self.stored().schema.index_of(col).ok()?;
+            if let StoredColumn::Codes { values, .. } = &self.stored().columns[i] {
+                let by = self.enum_rows(i)?;
+                let code = (0..values.len()).find(|&k| values.value(k) == v);
+                return Some(code.map(|k| by[k].clone()).unwrap_or_default());
+            }
+            return None;
+        }
+        let d = match lit {
+            ScalarValue::Date32(Some(d)) => *d,
+            _ => return None,
+        };
+        let i = self.stored().schema.index_of(col).ok()?;
+        let by = self.date_rows(i)?;
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let range = match op {
+            Operator::Eq => (Included(d), Included(d)),
+            Operator::Lt => (Unbounded, Excluded(d)),
+            Operator::LtEq => (Unbounded, Included(d)),
+            Operator::Gt => (Excluded(d), Unbounded),
+            Operator::GtEq => (Included(d), Unbounded),
+            _ => return None,
+        };
+        Some(by.range(range).map(|(_, b)| b).union())
+    }
+
+    /// Materializes some rows of the table with the given columns.
+    fn batch(&self, schema: &SchemaRef, projection: &[usize], rows: Rows) -> DfResult<RecordBatch> {
+        let t = self.stored();
+        let n = rows.len();
+        let mut arrays = Vec::with_capacity(projection.len());
+        for &c in projection {
+            let a = if c == t.columns.len() {
+                // The derived grid_code.
+                let ids: Vec<u32> = match &rows {
+                    Rows::Range(s, n) => (*s as u32..(*s + *n) as u32).collect(),
+                    Rows::Take(r) => r.values().to_vec(),
+                };
+                let grids = self.grids_of(&ids);
+                let keys = UInt32Array::from_iter(grids.iter().map(|&g| (g != NONE).then_some(g)));
+                let codes = self
+                    .store
+                    .table(TableId::Grids)
+                    .strings(GRID_CODE)
+                    .map_err(df)?;
+                compute::take(codes, &keys, None)?
+            } else {
+                column_rows(&self.store, t, c, &rows)?
+            };
+            arrays.push(a);
+        }
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+}
+
+/// Rows to materialize: a contiguous range, or picked rows.
+enum Rows {
+    Range(usize, usize),
+    Take(UInt32Array),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Range(_, n) => *n,
+            Rows::Take(r) => r.len(),
+        }
+    }
+}
+
+fn df(e: crate::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// One column of some rows, as its SQL-typed array.
+fn column_rows(store: &Store, t: &StoredTable, c: usize, rows: &Rows) -> DfResult<ArrayRef> {
+    let field = t.schema.field(c);
+    let out: ArrayRef = match (&t.columns[c], rows) {
+        (StoredColumn::Array(a), Rows::Range(s, n)) => a.slice(*s, *n),
+        (StoredColumn::Array(a), Rows::Take(r)) => compute::take(a.as_ref(), r, None)?,
+        (StoredColumn::Keys { keys, pool }, rows) => {
+            let p = store.pool(pool).map_err(df)?;
+            let k: ArrayRef = match rows {
+                Rows::Range(s, n) => Arc::new(keys.slice(*s, *n)),
+                Rows::Take(r) => compute::take(keys, r, None)?,
+            };
+            compute::take(p.as_ref(), &k, None)?
+        }
+        (StoredColumn::Codes { codes, values }, rows) => {
+            let c = match rows {
+                Rows::Range(s, n) => codes.slice(*s, *n),
+                Rows::Take(r) => {
+                    let t = compute::take(codes, r, None)?;
+                    t.as_any()
+                        .downcast_ref::<arrow::array::Int8Array>()
+                        .cloned()
+                        .ok_or_else(|| DataFusionError::Internal("codes".into()))?
+                }
+            };
+            Arc::new(DictionaryArray::<Int8Type>::try_new(
+                c,
+                values.clone() as ArrayRef,
+            )?)
+        }
+    };
+    if out.data_type() != field.data_type() {
+        return Ok(compute::cast(&out, field.data_type())?);
+    }
+    Ok(out)
+}
+
+fn column_of(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        _ => None,
+    }
+}
+
+fn literal_of(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s) => {
+                Some(ScalarValue::Utf8(s.clone()))
+            }
+            ScalarValue::Dictionary(_, inner) => literal_of(&Expr::Literal(*inner.clone(), None)),
+            v => Some(v.clone()),
+        },
+        Expr::Cast(c) => {
+            let v = literal_of(&c.expr)?;
+            if c.field.data_type() == &DataType::Date32 {
+                if let ScalarValue::Utf8(Some(s)) = &v {
+                    return crate::time::parse_date(s)
+                        .ok()
+                        .map(|d| ScalarValue::Date32(Some(d)));
+                }
+                return v.cast_to(&DataType::Date32).ok();
+            }
+            if matches!(c.field.data_type(), DataType::Dictionary(..)) {
+                return Some(v);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.index_filter(f).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(
+            Statistics::new_unknown(&self.schema)
+                .with_num_rows(Precision::Exact(self.stored().rows)),
+        )
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let n = self.stored().rows;
+        let mut answered = Vec::new();
+        let mut rows: Option<RoaringBitmap> = None;
+        for f in filters {
+            if let Some(b) = self.index_filter(f) {
+                answered.push(f.to_string());
+                rows = Some(match rows {
+                    Some(r) => r & b,
+                    None => b,
+                });
+            }
+        }
+        let mut selection = match rows {
+            Some(r) => Selection::Rows(Arc::new(r)),
+            None => Selection::All(n),
+        };
+        if let Some(l) = limit {
+            selection = match selection {
+                Selection::All(n) => Selection::All(n.min(l)),
+                Selection::Rows(r) => Selection::Rows(Arc::new(r.iter().take(l).collect())),
+            };
+        }
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let schema = Arc::new(self.schema.project(&projection)?);
+        let partitions = state.config().target_partitions().max(1);
+        let batch_size = state.config().batch_size().max(1);
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(StoreScan {
+            table: Arc::new(self.shallow()),
+            schema,
+            projection,
+            selection,
+            answered,
+            partitions,
+            batch_size,
+            props: Arc::new(props),
+        }))
+    }
+}
+
+impl StoreTable {
+    /// A handle on the same table sharing the store (caches are not shared).
+    fn shallow(&self) -> StoreTable {
+        StoreTable {
+            store: self.store.clone(),
+            table: self.table,
+            schema: self.schema.clone(),
+            derived_grid: self.derived_grid,
+            enum_index: Mutex::default(),
+            date_index: Mutex::default(),
+        }
+    }
+}
+
+/// Reads selected rows of a stored table.
+#[derive(Debug)]
+pub struct StoreScan {
+    table: Arc<StoreTable>,
+    schema: SchemaRef,
+    projection: Vec<usize>,
+    selection: Selection,
+    answered: Vec<String>,
+    partitions: usize,
+    batch_size: usize,
+    props: Arc<PlanProperties>,
+}
+
+impl StoreScan {
+    /// The row ranges (start, len) of a partition within the selection's positions.
+    fn part(&self, p: usize) -> (usize, usize) {
+        let n = self.selection.len();
+        let per = n.div_ceil(self.partitions);
+        let start = (p * per).min(n);
+        (start, (start + per).min(n) - start)
+    }
+}
+
+impl DisplayAs for StoreScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let cols: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "StoreScan: table={}, rows={} of {}",
+            self.table.table.name(),
+            self.selection.len(),
+            self.table.stored().rows
+        )?;
+        if !self.answered.is_empty() {
+            write!(f, ", index=[{}]", self.answered.join(", "))?;
+        }
+        write!(f, ", projection=[{}]", cols.join(", "))
+    }
+}
+
+impl ExecutionPlan for StoreScan {
+    fn name(&self) -> &str {
+        "StoreScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        let n = match partition {
+            Some(p) => self.part(p).1,
+            None => self.selection.len(),
+        };
+        Ok(Arc::new(
+            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(n)),
+        ))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let (start, len) = self.part(partition);
+        let table = self.table.clone();
+        let schema = self.schema.clone();
+        let projection = self.projection.clone();
+        let size = self.batch_size;
+        let selection = self.selection.clone();
+        // For a bitmap selection, the rows of this partition, in order.
+        let picked: Option<Arc<Vec<u32>>> = match &selection {
+            Selection::All(_) => None,
+            Selection::Rows(b) => Some(Arc::new(b.iter().skip(start).take(len).collect())),
+        };
+        let s = schema.clone();
+        let batches = (0..len.div_ceil(size)).map(move |i| {
+            let (lo, hi) = (i * size, ((i + 1) * size).min(len));
+            let rows = match &picked {
+                None => Rows::Range(start + lo, hi - lo),
+                Some(p) => Rows::Take(UInt32Array::from(p[lo..hi].to_vec())),
+            };
+            table.batch(&s, &projection, rows)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(batches),
+        )))
+    }
+}
