@@ -207,6 +207,9 @@ def child(job, data, reps):
         t = time.perf_counter()
         duckdb_load(con, data)
         print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_bytes": peak()}))
+    elif job == "duckdb-queries":
+        res = duckdb_queries(data, reps, os.environ["QUERIES"], os.environ["RESULTS"])
+        print(json.dumps({"queries": res, "peak_rss_bytes": peak()}))
     elif job == "duckdb-sweep":
         con = duckdb_connect(data)
         duckdb_load(con, data)
@@ -226,6 +229,48 @@ def child(job, data, reps):
                 w.writerows(rows)
         print(json.dumps({"median_seconds": statistics.median(times), "times": times,
                           "anomalies": len(rows), "peak_rss_bytes": peak()}))
+
+
+def duckdb_queries(data, reps, qdir, outdir):
+    con = duckdb_connect(data)
+    duckdb_load(con, data)
+    res = []
+    for f in sorted(glob.glob(os.path.join(qdir, "*.sql"))):
+        name = os.path.splitext(os.path.basename(f))[0]
+        sql = open(f).read()
+        times, rows, cols = [], None, None
+        for _ in range(reps):
+            t = time.perf_counter()
+            cur = con.execute(sql)
+            rows = cur.fetchall()
+            times.append(time.perf_counter() - t)
+            cols = [d[0] for d in cur.description]
+        with open(os.path.join(outdir, f"{name}.csv"), "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            w.writerows(rows)
+        res.append({"query": name, "rows": len(rows), "median_seconds": statistics.median(times)})
+    return res
+
+
+def normalize(v):
+    """A cell as both engines can agree on: numbers rounded, timestamps as wall-clock text."""
+    if v in ("", "None"):
+        return None
+    try:
+        x = float(v)
+        return round(x, 6) if abs(x) < 1e12 else x
+    except ValueError:
+        pass
+    if len(v) >= 19 and v[4] == "-" and v[10] in "T ":
+        return v[:10] + " " + v[11:19]
+    return v
+
+
+def read_rows(path):
+    with open(path) as f:
+        r = list(csv.reader(f))
+    return [tuple(normalize(x) for x in row) for row in r[1:]]
 
 
 def run_json(cmd, env=None):
@@ -286,6 +331,23 @@ def main():
                 if gr != dr:
                     print(f"    {rule}: only gridlens {sorted(gr - dr)[:3]} …, only duckdb {sorted(dr - gr)[:3]} …")
         report["sweep"] = {"gridlens": g, "duckdb": d, "identical": same}
+    if "queries" in jobs:
+        qdir = os.path.join(ROOT, "benches", "queries")
+        gdir, ddir = f"/tmp/gridlens-queries-{os.getpid()}", f"/tmp/duckdb-queries-{os.getpid()}"
+        os.makedirs(gdir, exist_ok=True)
+        os.makedirs(ddir, exist_ok=True)
+        g = run_json([a.bench, "queries", "--data", a.data, "--queries", qdir,
+                      "--repeat", str(a.repeat), "--results", gdir])
+        d = run_json(me + ["--child", "duckdb-queries"], env=dict(os.environ, QUERIES=qdir, RESULTS=ddir))
+        ratios = []
+        for gq, dq in zip(g["queries"], d["queries"]):
+            same = read_rows(os.path.join(gdir, gq["query"] + ".csv")) == read_rows(os.path.join(ddir, dq["query"] + ".csv"))
+            ratio = dq["median_seconds"] / gq["median_seconds"]
+            ratios.append(ratio)
+            print(f"  {gq['query']:<36} gridlens {gq['median_seconds'] * 1000:9.1f} ms   duckdb {dq['median_seconds'] * 1000:9.1f} ms"
+                  f"   duckdb/gridlens {ratio:6.2f}x   {gq['rows']:>6} rows  {'identical' if same else 'DIFFERENT'}")
+        print(f"queries  median duckdb/gridlens {statistics.median(ratios):5.2f}x over {len(ratios)} queries")
+        report["queries"] = {"gridlens": g, "duckdb": d, "median_ratio": statistics.median(ratios)}
     print(json.dumps(report), file=open(os.path.join("/tmp", "gridlens-compare-last.json"), "w"))
 
 

@@ -48,9 +48,39 @@ enum Cmd {
         #[arg(long)]
         anomalies: Option<PathBuf>,
     },
+    /// Load a city, sweep it once (not timed here), then time the SLA clocks, incident KPIs
+    /// (city and per grid) and grid KPIs at every level, `repeat` times; report medians.
+    Kpis {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Write the city-level figures here (JSON), for the comparison to check.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load a city, then run each `.sql` file of a folder through the SQL engine `repeat`
+    /// times; report medians and write each result as CSV into `--results`.
+    Queries {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "benches/queries")]
+        queries: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
+    // GRIDLENS_LOG=info shows where a load spends its time.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("GRIDLENS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match Cli::parse().cmd {
         Cmd::Generate { scale, seed, out } => {
             let t = Instant::now();
@@ -121,6 +151,144 @@ fn main() -> Result<()> {
                        "rss_after_load_bytes": after_load, "peak_rss_during_sweep_bytes": peak_rss()})
             );
         }
+        Cmd::Kpis { data, repeat, out } => kpis(&data, repeat, out)?,
+        Cmd::Queries {
+            data,
+            queries,
+            repeat,
+            results,
+        } => run_queries(&data, &queries, repeat, results)?,
     }
+    Ok(())
+}
+
+fn kpis(data: &std::path::Path, repeat: usize, out: Option<PathBuf>) -> Result<()> {
+    use gridlens_engine::kpis::{self, GridQuery, GroupBy, IncidentQuery, KpiParams, Level};
+    use gridlens_engine::sla;
+    let store = load(data, &LoadOptions::default())?;
+    let params = KpiParams::default();
+    let sw = sweep(&store, store.as_of, &[], &Params::default())?;
+    let (mut clocks_t, mut inc_city_t, mut inc_grid_t, mut grid_t, mut incident_total) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let clocks = sla::clocks(&store, store.as_of)?;
+        clocks_t.push(t.elapsed().as_secs_f64());
+        let q = |g: Vec<GroupBy>| IncidentQuery {
+            group_by: g,
+            from: None,
+            to: None,
+            params: params.clone(),
+        };
+        let t1 = Instant::now();
+        let city = kpis::incident_kpis(&store, &clocks, &q(Vec::new()))?;
+        inc_city_t.push(t1.elapsed().as_secs_f64());
+        let t2 = Instant::now();
+        let by_grid = kpis::incident_kpis(&store, &clocks, &q(vec![GroupBy::Level(Level::Grid)]))?;
+        inc_grid_t.push(t2.elapsed().as_secs_f64());
+        incident_total.push(t.elapsed().as_secs_f64());
+        let t3 = Instant::now();
+        let counts = kpis::grid_counts(&store, &sw, &clocks, &params)?;
+        let mut rows = 0;
+        let mut levels = Vec::new();
+        for level in Level::ALL {
+            let b = kpis::grid_kpis(
+                &counts,
+                &store,
+                &GridQuery {
+                    level,
+                    within: None,
+                    params: params.clone(),
+                },
+            )?;
+            rows += b.num_rows();
+            levels.push(b);
+        }
+        grid_t.push(t3.elapsed().as_secs_f64());
+        last = Some((city, by_grid, levels, rows));
+    }
+    let (city, by_grid, levels, rows) = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    if let Some(path) = out {
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::ArrayWriter::new(&mut buf);
+            w.write(&city)?;
+            w.write(
+                levels
+                    .last()
+                    .ok_or_else(|| anyhow::anyhow!("no city level"))?,
+            )?;
+            w.finish()?;
+        }
+        std::fs::write(&path, buf)?;
+    }
+    println!(
+        "{}",
+        json!({"job": "kpis", "repeat": repeat,
+               "incidents": store.table(gridlens_engine::contract::TableId::Incidents).rows,
+               "grids": store.table(gridlens_engine::contract::TableId::Grids).rows,
+               "sla_clocks_median_seconds": median(&mut clocks_t),
+               "incident_kpis_city_median_seconds": median(&mut inc_city_t),
+               "incident_kpis_by_grid_median_seconds": median(&mut inc_grid_t),
+               "incident_kpis_total_median_seconds": median(&mut incident_total),
+               "incident_groups_by_grid": by_grid.num_rows(),
+               "grid_kpis_all_levels_median_seconds": median(&mut grid_t),
+               "grid_kpi_rows_all_levels": rows,
+               "sweep_seconds_not_included": sw.seconds})
+    );
+    Ok(())
+}
+
+fn run_queries(
+    data: &std::path::Path,
+    dir: &std::path::Path,
+    repeat: usize,
+    results: Option<PathBuf>,
+) -> Result<()> {
+    use gridlens_engine::sql::SqlEngine;
+    let store = std::sync::Arc::new(load(data, &LoadOptions::default())?);
+    let engine = SqlEngine::new(store);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    if let Some(r) = &results {
+        std::fs::create_dir_all(r)?;
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let sql = std::fs::read_to_string(&f)?;
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..repeat.max(1) {
+            let t = Instant::now();
+            let r = rt.block_on(engine.query(&sql))?;
+            times.push(t.elapsed().as_secs_f64());
+            last = Some(r);
+        }
+        let r = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+        if let Some(dir) = &results {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(std::fs::File::create(dir.join(format!("{name}.csv")))?);
+            for b in &r.batches {
+                w.write(b)?;
+            }
+        }
+        out.push(json!({"query": name, "rows": r.rows(), "median_seconds": median(&mut times)}));
+    }
+    println!(
+        "{}",
+        json!({"job": "queries", "repeat": repeat, "queries": out})
+    );
     Ok(())
 }

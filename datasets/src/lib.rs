@@ -24,6 +24,7 @@
 
 pub mod bad_rows;
 pub mod city;
+pub mod la311;
 pub mod reference;
 pub mod scenarios;
 pub mod writer;
@@ -65,6 +66,9 @@ pub enum GenError {
     /// From csv.
     #[error("csv: {0}")]
     Csv(#[from] csv::Error),
+    /// An input file to import is not what it should be (the message names it).
+    #[error("{0}")]
+    Input(String),
 }
 
 impl GenError {

@@ -91,7 +91,14 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
             reports.push(TableReport::new(table, Vec::new(), 0, &[]));
             continue;
         };
+        let t0 = Instant::now();
         let loaded = load_table(table, files, &mut ctx, opts)?;
+        tracing::info!(
+            table = table.name(),
+            rows = loaded.table.rows,
+            seconds = t0.elapsed().as_secs_f64(),
+            "table loaded"
+        );
         encodings.extend(loaded.encodings);
         let mut rep = TableReport::new(
             table,
@@ -137,9 +144,11 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
     let rejects = report::rejects_batch(&rejects_all)?;
     ctx.identity.freeze();
     let identities = Arc::new(ctx.identity.values().clone());
+    let t0 = Instant::now();
     let mut store = Store::new(
         ctx.tables, identities, manifest, as_of, calendar, report, rejects,
     )?;
+    tracing::info!(seconds = t0.elapsed().as_secs_f64(), "indexes built");
     // The load is done when the indexes are built.
     store.report.seconds = started.elapsed().as_secs_f64();
     Ok(store)
@@ -283,78 +292,84 @@ fn load_table(
     opts: &LoadOptions,
 ) -> Result<LoadedTable> {
     let def = table.def();
-    let mut outs: Vec<BatchOut> = Vec::new();
+    let mut per_file: Vec<Vec<BatchOut>> = files.iter().map(|_| Vec::new()).collect();
     let mut early: Vec<Reject> = Vec::new();
     let mut encodings = BTreeMap::new();
     let group = rayon::current_num_threads().max(1) * 2;
+
+    // Parquet: every row group of every file is one unit of work, so that a table written as
+    // many one-group files loads on every core.
+    let mut layouts = Vec::new();
+    let mut units: Vec<(usize, (usize, u64, usize))> = Vec::new();
     for (fi, file) in files.iter().enumerate() {
-        match file.format {
-            Format::Csv => {
-                let mut pending: Vec<RawBatch> = Vec::new();
-                let mut map: Option<ColumnMap> = None;
-                let cx: &Ctx = ctx;
-                let (enc, rej) =
-                    read::read_csv(file, table, opts.encoding, opts.batch_rows, |raw| {
-                        if map.is_none() {
-                            map = Some(ColumnMap::new(def, &raw.names, &file.name)?);
-                        }
-                        pending.push(raw);
-                        if pending.len() >= group
-                            && let Some(m) = &map
-                        {
-                            let done = convert_group(
-                                def,
-                                m,
-                                std::mem::take(&mut pending),
-                                fi,
-                                file,
-                                cx,
-                                opts,
-                            )?;
-                            outs.extend(done);
-                        }
-                        Ok(())
-                    })?;
-                if let Some(m) = &map {
-                    let done = convert_group(def, m, pending, fi, file, cx, opts)?;
-                    outs.extend(done);
-                }
-                encodings.insert(
-                    file.name.clone(),
-                    match enc {
-                        Encoding::Gb18030 => "GB18030",
-                        _ => "UTF-8",
-                    }
-                    .to_string(),
-                );
-                early.extend(rej);
-            }
-            Format::Parquet => {
-                let (schema, groups) = read::parquet_layout(file)?;
-                let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-                let map = ColumnMap::new(def, &names, &file.name)?;
-                let cx: &Ctx = ctx;
-                let done: Vec<Result<Vec<BatchOut>>> = groups
-                    .par_iter()
-                    .map(|g| {
-                        let mut v = Vec::new();
-                        read::read_parquet_row_group(file, &schema, *g, opts.batch_rows, |raw| {
-                            let n = raw.len() as u64;
-                            v.push(convert_batch(def, &map, raw, fi, file, cx)?);
-                            if let Some(p) = &opts.progress {
-                                p(def.name, n);
-                            }
-                            Ok(())
-                        })?;
-                        Ok(v)
-                    })
-                    .collect();
-                for d in done {
-                    outs.extend(d?);
-                }
-            }
+        if file.format == Format::Parquet {
+            let (schema, groups) = read::parquet_layout(file)?;
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let map = ColumnMap::new(def, &names, &file.name)?;
+            units.extend(groups.iter().map(|&g| (layouts.len(), g)));
+            layouts.push((fi, schema, map));
         }
     }
+    let cx: &Ctx = ctx;
+    let done: Vec<Result<(usize, Vec<BatchOut>)>> = units
+        .par_iter()
+        .map(|&(li, g)| {
+            let (fi, schema, map) = &layouts[li];
+            let file = &files[*fi];
+            let mut v = Vec::new();
+            read::read_parquet_row_group(file, schema, g, opts.batch_rows, |raw| {
+                let n = raw.len() as u64;
+                v.push(convert_batch(def, map, raw, *fi, file, cx)?);
+                if let Some(p) = &opts.progress {
+                    p(def.name, n);
+                }
+                Ok(())
+            })?;
+            Ok((*fi, v))
+        })
+        .collect();
+    for d in done {
+        let (fi, v) = d?;
+        per_file[fi].extend(v);
+    }
+
+    // CSV: read in order, converted a group of batches at a time on every core.
+    for (fi, file) in files.iter().enumerate() {
+        if file.format != Format::Csv {
+            continue;
+        }
+        let mut outs: Vec<BatchOut> = Vec::new();
+        let mut pending: Vec<RawBatch> = Vec::new();
+        let mut map: Option<ColumnMap> = None;
+        let (enc, rej) = read::read_csv(file, table, opts.encoding, opts.batch_rows, |raw| {
+            if map.is_none() {
+                map = Some(ColumnMap::new(def, &raw.names, &file.name)?);
+            }
+            pending.push(raw);
+            if pending.len() >= group
+                && let Some(m) = &map
+            {
+                let done = convert_group(def, m, std::mem::take(&mut pending), fi, file, cx, opts)?;
+                outs.extend(done);
+            }
+            Ok(())
+        })?;
+        if let Some(m) = &map {
+            let done = convert_group(def, m, pending, fi, file, cx, opts)?;
+            outs.extend(done);
+        }
+        encodings.insert(
+            file.name.clone(),
+            match enc {
+                Encoding::Gb18030 => "GB18030",
+                _ => "UTF-8",
+            }
+            .to_string(),
+        );
+        early.extend(rej);
+        per_file[fi] = outs;
+    }
+    let outs: Vec<BatchOut> = per_file.into_iter().flatten().collect();
     let files: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
     finalize(def, files, outs, early, ctx, encodings)
 }
@@ -630,6 +645,26 @@ fn cross_checks(
                 .collect();
             for (row, f) in fault.iter_mut().enumerate() {
                 if f.is_some() {
+                    continue;
+                }
+                // A case that closes before it was reported says so first, whatever the
+                // stages between.
+                if let (Some(&(ri, r)), Some(&(ci, c))) = (cols.first(), cols.last())
+                    && !r.is_null(row)
+                    && !c.is_null(row)
+                    && c.value(row) < r.value(row)
+                {
+                    *f = Some((
+                        Some(ci),
+                        RejectReason::StageOrder,
+                        format!(
+                            "{} {} is before {} {}: the case closes before it opens",
+                            def.columns[ci].name,
+                            time::format_timestamp(c.value(row)),
+                            def.columns[ri].name,
+                            time::format_timestamp(r.value(row))
+                        ),
+                    ));
                     continue;
                 }
                 let mut prev: Option<(usize, i64)> = None;
@@ -1075,6 +1110,54 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
         }
         out
     };
+    // Fast path: at most two parts, each a fixed-width value (a key, a code, a date, a month),
+    // packed into one integer per row, computed on every core.
+    let fixed = |ci: usize, row: usize| -> Option<u64> {
+        match &columns[ci] {
+            Built::Keys(k) => Some(k[row] as u64),
+            Built::Codes(c) => Some(c.value(row) as u8 as u64),
+            Built::Array(a) => a
+                .as_primitive_opt::<arrow::datatypes::Date32Type>()
+                .map(|d| d.value(row) as u32 as u64),
+            Built::Text(t) if def.columns[ci].ty == ColumnType::Month => {
+                time::parse_month(t.get(row).unwrap_or("").trim())
+                    .ok()
+                    .map(|m| m as u32 as u64)
+            }
+            Built::Text(_) => None,
+        }
+    };
+    if parts.len() <= 2 {
+        let packed: Option<Vec<u128>> = (0..n)
+            .into_par_iter()
+            .map(|row| {
+                if !alive[row] {
+                    return Some(0);
+                }
+                let mut k = 0u128;
+                for &ci in &parts {
+                    k = (k << 64) | fixed(ci, row)? as u128;
+                }
+                Some(k)
+            })
+            .collect();
+        if let Some(packed) = packed {
+            let mut seen: ahash::AHashMap<u128, usize> = ahash::AHashMap::with_capacity(n);
+            let mut dups = Vec::new();
+            for (row, k) in packed.into_iter().enumerate() {
+                if !alive[row] {
+                    continue;
+                }
+                match seen.entry(k) {
+                    std::collections::hash_map::Entry::Occupied(e) => dups.push((row, *e.get())),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(row);
+                    }
+                }
+            }
+            return dups;
+        }
+    }
     let mut seen: ahash::AHashMap<Vec<u8>, usize> = ahash::AHashMap::with_capacity(n);
     let mut dups = Vec::new();
     for (row, a) in alive.iter().enumerate() {

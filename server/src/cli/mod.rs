@@ -3,6 +3,7 @@
 mod check;
 mod dataset;
 mod generate;
+mod import;
 mod kpi;
 mod output;
 mod progress;
@@ -27,6 +28,9 @@ pub struct Cli {
 enum Command {
     /// Write a synthetic city dataset, with manifest.json and the planted ground truth.
     Generate(generate::Args),
+    /// Turn another system's export into a dataset folder (--from la311: the Los Angeles 311
+    /// service-request log).
+    Import(import::Args),
     /// Load a dataset and print the load report (exit 1 if any row was rejected, 2 if the load
     /// failed). Without --data, checks a small city generated on the spot.
     Check(check::Args),
@@ -50,6 +54,7 @@ pub fn run() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Generate(a) => generate::run(a),
+        Command::Import(a) => import::run(a),
         Command::Check(a) => check::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Tasks(a) => tasks::run(a),
