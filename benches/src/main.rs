@@ -71,6 +71,24 @@ enum Cmd {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// Load-test a running `gridlens serve`: `clients` concurrent clients (one thread and one
+    /// keep-alive connection each) GET `path` for `seconds`; report p50 / p99 latency and
+    /// requests per second. Every answer must be 200.
+    HttpLoad {
+        /// e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: String,
+        /// e.g. /v1/kpis/grids?level=grid&code=440104001
+        #[arg(long)]
+        path: String,
+        /// A token allowed to call the path.
+        #[arg(long, env = "GRIDLENS_TOKEN")]
+        token: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -82,6 +100,13 @@ fn main() -> Result<()> {
             .try_init();
     }
     match Cli::parse().cmd {
+        Cmd::HttpLoad {
+            url,
+            path,
+            token,
+            clients,
+            seconds,
+        } => http_load(&url, &path, &token, clients, seconds)?,
         Cmd::Generate { scale, seed, out } => {
             let t = Instant::now();
             let s = gridlens_datasets::generate(&gridlens_datasets::GenerateOptions::new(
@@ -179,6 +204,7 @@ fn kpis(data: &std::path::Path, repeat: usize, out: Option<PathBuf>) -> Result<(
             group_by: g,
             from: None,
             to: None,
+            within: None,
             params: params.clone(),
         };
         let t1 = Instant::now();
@@ -290,5 +316,66 @@ fn run_queries(
         "{}",
         json!({"job": "queries", "repeat": repeat, "queries": out})
     );
+    Ok(())
+}
+
+/// Runs the HTTP load test and prints its figures as JSON.
+fn http_load(url: &str, path: &str, token: &str, clients: usize, seconds: f64) -> Result<()> {
+    let target = format!("{url}{path}");
+    let auth = format!("Bearer {token}");
+    let start = Instant::now();
+    let until = start + std::time::Duration::from_secs_f64(seconds);
+    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let (mut lat, mut bad) = (Vec::new(), 0usize);
+                    while Instant::now() < until {
+                        let t = Instant::now();
+                        match agent.get(&target).header("Authorization", &auth).call() {
+                            Ok(mut r) => {
+                                let ok = r.status() == 200;
+                                let body = r.body_mut().read_to_vec();
+                                if ok && body.is_ok() {
+                                    lat.push(t.elapsed().as_secs_f64());
+                                } else {
+                                    bad += 1;
+                                }
+                            }
+                            Err(_) => bad += 1,
+                        }
+                    }
+                    (lat, bad)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+            * 1e3
+    };
+    println!(
+        "{}",
+        json!({"job": "http-load", "path": path, "clients": clients, "seconds": elapsed,
+               "requests": lat.len(), "failed": failed, "rps": lat.len() as f64 / elapsed,
+               "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} requests failed");
+    }
     Ok(())
 }

@@ -465,6 +465,8 @@ pub struct IncidentQuery {
     pub from: Option<i64>,
     /// Incidents reported before this instant (`None`: up to `as_of`).
     pub to: Option<i64>,
+    /// Only incidents whose grid code starts with this code (a caller's scope); `None`: all.
+    pub within: Option<String>,
     /// Weights and windows.
     pub params: KpiParams,
 }
@@ -513,9 +515,30 @@ pub fn incident_kpis(store: &Store, clocks: &Clocks, q: &IncidentQuery) -> Resul
         .collect::<Result<Vec<_>>>()?;
     let n = clocks.reported.len();
     let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+    // Grids inside `within` (every grid when there is none).
+    let inside: Option<Vec<bool>> = match &q.within {
+        Some(w) => {
+            let codes = store.table(TableId::Grids).strings("grid_code")?;
+            Some(
+                (0..codes.len())
+                    .map(|g| codes.value(g).starts_with(w.as_str()))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let incident_grid = store.table(TableId::Incidents).keys("grid_code")?;
     let in_period = |i: usize| {
         let r = clocks.reported[i];
-        r != NO_TIME && r >= from && r < to
+        r != NO_TIME
+            && r >= from
+            && r < to
+            && inside.as_ref().is_none_or(|inside| {
+                inside
+                    .get(incident_grid[i] as usize)
+                    .copied()
+                    .unwrap_or(false)
+            })
     };
     // Mixed-radix group key over the dimensions.
     let radix: Vec<u128> = dims.iter().map(|d| d.labels.len().max(1) as u128).collect();

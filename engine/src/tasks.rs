@@ -231,7 +231,7 @@ pub enum SaveStage {
 }
 
 /// The task lists of a city, as kept in a state folder.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TaskBook {
     dir: PathBuf,
     /// Tasks by id.
@@ -562,6 +562,11 @@ impl TaskBook {
         t.note = note;
         t.closed_at = Some(time::format_timestamp(at));
         Ok(t)
+    }
+
+    /// Whether any sweep has been applied yet.
+    pub fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
     }
 
     /// A worker's tasks (all, or with one status), in the order the worker works them.

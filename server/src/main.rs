@@ -4,6 +4,7 @@
 //! sweeps that feed grid workers' task lists. Every subcommand takes `--help`.
 
 mod cli;
+mod serve;
 
 use std::process::ExitCode;
 

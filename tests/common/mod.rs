@@ -88,3 +88,5 @@ pub fn copy_dataset(from: &Path, to: &Path) {
         }
     }
 }
+
+pub mod server;

@@ -13,7 +13,10 @@
 //! `grid_kpis('level=street')` both work; any argument may be left out from the right.
 //! Queries are read-only: DDL, DML, `COPY` and `SET` are refused.
 
+pub mod access;
 pub mod provider;
+
+pub use access::Access;
 
 use crate::contract::TableId;
 use crate::error::{Error, Result};
@@ -28,11 +31,15 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
     self as sqlast, FunctionArg, FunctionArgExpr, TableFactor, VisitMut, VisitorMut,
@@ -58,6 +65,8 @@ pub struct Derived {
     clocks: Mutex<HashMap<i64, Arc<Clocks>>>,
     grids: Mutex<HashMap<i64, Arc<Vec<GridCounts>>>>,
     latest: RwLock<Option<Arc<Sweep>>>,
+    /// Held while computing into the sweeps, clocks and grids caches.
+    computing: [Mutex<()>; 3],
 }
 
 impl fmt::Debug for Derived {
@@ -68,9 +77,16 @@ impl fmt::Debug for Derived {
 
 fn cached<K: std::hash::Hash + Eq + Clone, V>(
     cache: &Mutex<HashMap<K, Arc<V>>>,
+    computing: &Mutex<()>,
     key: K,
     compute: impl FnOnce() -> Result<V>,
 ) -> Result<Arc<V>> {
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(v);
+    }
+    // One computation at a time per cache: callers asking for the same value at once wait for
+    // the first instead of computing it again.
+    let _computing = computing.lock();
     if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(v);
     }
@@ -96,6 +112,7 @@ impl Derived {
             clocks: Mutex::default(),
             grids: Mutex::default(),
             latest: RwLock::default(),
+            computing: Default::default(),
         }
     }
 
@@ -108,7 +125,7 @@ impl Derived {
     pub fn sweep(&self, as_of: i64, rules: &[RuleId]) -> Result<Arc<Sweep>> {
         let mut key_rules = rules.to_vec();
         key_rules.sort();
-        cached(&self.sweeps, (as_of, key_rules), || {
+        cached(&self.sweeps, &self.computing[0], (as_of, key_rules), || {
             rules::sweep(&self.store, as_of, rules, &self.params)
         })
     }
@@ -131,12 +148,14 @@ impl Derived {
 
     /// The SLA clocks of every incident.
     pub fn clocks(&self, as_of: i64) -> Result<Arc<Clocks>> {
-        cached(&self.clocks, as_of, || sla::clocks(&self.store, as_of))
+        cached(&self.clocks, &self.computing[1], as_of, || {
+            sla::clocks(&self.store, as_of)
+        })
     }
 
     /// Per-grid KPI counts.
     pub fn grid_counts(&self, as_of: i64) -> Result<Arc<Vec<GridCounts>>> {
-        cached(&self.grids, as_of, || {
+        cached(&self.grids, &self.computing[2], as_of, || {
             let sweep = self.sweep(as_of, &[])?;
             let clocks = self.clocks(as_of)?;
             kpis::grid_counts(&self.store, &sweep, &clocks, &self.kpi_params)
@@ -164,6 +183,7 @@ impl Derived {
         group_by: Vec<GroupBy>,
         from: Option<i64>,
         to: Option<i64>,
+        within: Option<String>,
     ) -> Result<RecordBatch> {
         let clocks = self.clocks(as_of)?;
         kpis::incident_kpis(
@@ -173,6 +193,7 @@ impl Derived {
                 group_by,
                 from,
                 to,
+                within,
                 params: self.kpi_params.clone(),
             },
         )
@@ -402,13 +423,21 @@ fn instant_arg(args: &HashMap<String, String>, name: &str) -> DfResult<Option<i6
 }
 
 #[derive(Debug)]
-struct SweepFn(Arc<Derived>);
+struct SweepFn(Arc<Derived>, Access);
 #[derive(Debug)]
-struct GridKpisFn(Arc<Derived>);
+struct GridKpisFn(Arc<Derived>, Access);
 #[derive(Debug)]
-struct IncidentKpisFn(Arc<Derived>);
+struct IncidentKpisFn(Arc<Derived>, Access);
 #[derive(Debug)]
-struct StagesFn(Arc<Derived>);
+struct StagesFn(Arc<Derived>, Access);
+
+/// Restricts a computed table's batch to the caller's scope (by `column`) and masks it.
+fn restricted(access: &Access, batch: RecordBatch, column: &str) -> Result<RecordBatch> {
+    if access.is_full() {
+        return Ok(batch);
+    }
+    Ok(access.restrict(batch, column)?)
+}
 
 impl TableFunctionImpl for SweepFn {
     fn call_with_args(
@@ -421,11 +450,14 @@ impl TableFunctionImpl for SweepFn {
             Some(r) => RuleId::parse_list(r).map_err(plan_err)?,
             None => Vec::new(),
         };
-        let d = self.0.clone();
+        let (d, access) = (self.0.clone(), self.1.clone());
         Ok(computed(
             "sweep",
             rules::anomalies_schema(),
-            Arc::new(move || d.sweep(as_of, &rules)?.to_batch(&d.store)),
+            Arc::new(move || {
+                let b = d.sweep(as_of, &rules)?.to_batch(&d.store)?;
+                restricted(&access, b, "grid_code")
+            }),
         ))
     }
 }
@@ -444,11 +476,13 @@ impl TableFunctionImpl for GridKpisFn {
             .unwrap_or(Level::Grid);
         let as_of = as_of_arg(&a, &self.0)?;
         let code = a.get("code").cloned();
-        let d = self.0.clone();
+        let (d, access) = (self.0.clone(), self.1.clone());
         Ok(computed(
             "grid_kpis",
             kpis::grid_schema(),
-            Arc::new(move || d.grid_kpis(as_of, level, code.as_deref())),
+            Arc::new(move || {
+                restricted(&access, d.grid_kpis(as_of, level, code.as_deref())?, "code")
+            }),
         ))
     }
 }
@@ -470,12 +504,12 @@ impl TableFunctionImpl for IncidentKpisFn {
         let as_of = as_of_arg(&a, &self.0)?;
         let from = instant_arg(&a, "from")?;
         let to = instant_arg(&a, "to")?;
-        let d = self.0.clone();
+        let (d, within) = (self.0.clone(), self.1.scope.clone());
         let schema = kpis::incident_schema(&group_by);
         Ok(computed(
             "incident_kpis",
             schema,
-            Arc::new(move || d.incident_kpis(as_of, group_by.clone(), from, to)),
+            Arc::new(move || d.incident_kpis(as_of, group_by.clone(), from, to, within.clone())),
         ))
     }
 }
@@ -487,11 +521,11 @@ impl TableFunctionImpl for StagesFn {
     ) -> DfResult<Arc<dyn TableProvider>> {
         let a = function_args("incident_stages", args.exprs(), &["as_of"])?;
         let as_of = as_of_arg(&a, &self.0)?;
-        let d = self.0.clone();
+        let (d, access) = (self.0.clone(), self.1.clone());
         Ok(computed(
             "incident_stages",
             stages_schema(),
-            Arc::new(move || d.incident_stages(as_of)),
+            Arc::new(move || restricted(&access, d.incident_stages(as_of)?, "grid_code")),
         ))
     }
 }
@@ -561,6 +595,8 @@ pub struct SqlEngine {
     derived: Arc<Derived>,
     tables: Vec<(String, Arc<dyn TableProvider>)>,
     state_dir: Option<PathBuf>,
+    access: Access,
+    memory_limit: Option<usize>,
 }
 
 impl SqlEngine {
@@ -585,7 +621,38 @@ impl SqlEngine {
             derived,
             tables,
             state_dir: None,
+            access: Access::full(),
+            memory_limit: None,
         }
+    }
+
+    /// The same engine as a caller with `access` sees it: every table and table function holds
+    /// only the rows inside the scope, with personal columns masked unless `access.pii`.
+    pub fn with_access(mut self, access: Access) -> SqlEngine {
+        let store = self.derived.store.clone();
+        self.tables = TableId::ALL
+            .iter()
+            .map(|&t| {
+                (
+                    t.name().to_string(),
+                    Arc::new(provider::StoreTable::scoped(store.clone(), t, &access))
+                        as Arc<dyn TableProvider>,
+                )
+            })
+            .collect();
+        self.access = access;
+        self
+    }
+
+    /// Limits the memory each query may use (bytes); a query past it stops with an error.
+    pub fn with_memory_limit(mut self, bytes: Option<usize>) -> SqlEngine {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// What the engine's caller may see.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Serves the task lists under a state folder as the `tasks` table.
@@ -607,83 +674,129 @@ impl SqlEngine {
             .set_str("datafusion.execution.time_zone", crate::contract::TZ)
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = match self.memory_limit {
+            Some(bytes) => {
+                // No spilling: a query past its memory stops, it does not fill the disk.
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_limit(bytes, 1.0)
+                    .with_disk_manager_builder(
+                        DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                    )
+                    .build_arc()
+                    .map_err(query_error)?;
+                SessionContext::new_with_config_rt(config, runtime)
+            }
+            None => SessionContext::new_with_config(config),
+        };
         for (name, t) in &self.tables {
             ctx.register_table(name.as_str(), t.clone())?;
         }
         let d = self.derived.clone();
         let store = d.store.clone();
-        let dd = d.clone();
+        let access = self.access.clone();
+        let (dd, a) = (d.clone(), access.clone());
         ctx.register_table(
             "anomalies",
             computed(
                 "anomalies",
                 rules::anomalies_schema(),
-                Arc::new(move || dd.latest()?.to_batch(&dd.store)),
+                Arc::new(move || restricted(&a, dd.latest()?.to_batch(&dd.store)?, "grid_code")),
             ),
         )?;
+        // Rejected rows are raw input text: the whole city's, unmasked; only for callers who
+        // may see both.
         let rejects = store.rejects.clone();
+        let a = access.clone();
         ctx.register_table(
             "rejects",
             computed(
                 "rejects",
                 rejects.schema(),
-                Arc::new(move || Ok(rejects.clone())),
+                Arc::new(move || {
+                    Ok(if a.is_full() {
+                        rejects.clone()
+                    } else {
+                        rejects.slice(0, 0)
+                    })
+                }),
             ),
         )?;
-        let dd = d.clone();
+        let (dd, a) = (d.clone(), access.clone());
         let as_of = store.as_of;
         ctx.register_table(
             "incident_stages",
             computed(
                 "incident_stages",
                 stages_schema(),
-                Arc::new(move || dd.incident_stages(as_of)),
+                Arc::new(move || restricted(&a, dd.incident_stages(as_of)?, "grid_code")),
             ),
         )?;
-        let dd = d.clone();
+        let (dd, a) = (d.clone(), access.clone());
         ctx.register_table(
             "grid_kpis",
             computed(
                 "grid_kpis",
                 kpis::grid_schema(),
-                Arc::new(move || dd.grid_kpis(as_of, Level::Grid, None)),
+                Arc::new(move || restricted(&a, dd.grid_kpis(as_of, Level::Grid, None)?, "code")),
             ),
         )?;
-        let dd = d.clone();
+        let (dd, within) = (d.clone(), access.scope.clone());
         let by_grid = vec![GroupBy::Level(Level::Grid)];
         ctx.register_table(
             "incident_kpis",
             computed(
                 "incident_kpis",
                 kpis::incident_schema(&by_grid),
-                Arc::new(move || dd.incident_kpis(as_of, by_grid.clone(), None, None)),
+                Arc::new(move || {
+                    dd.incident_kpis(as_of, by_grid.clone(), None, None, within.clone())
+                }),
             ),
         )?;
         let state_dir = self.state_dir.clone();
+        let a = access.clone();
         ctx.register_table(
             "tasks",
             computed(
                 "tasks",
                 tasks_schema(),
-                Arc::new(move || match &state_dir {
-                    Some(dir) if dir.join("tasks.json").exists() => {
-                        let book = TaskBook::open(dir)?;
-                        tasks_batch(book.tasks.values())
-                    }
-                    _ => tasks_batch(std::iter::empty()),
+                Arc::new(move || {
+                    let b = match &state_dir {
+                        Some(dir) if dir.join("tasks.json").exists() => {
+                            let book = TaskBook::open(dir)?;
+                            tasks_batch(book.tasks.values())?
+                        }
+                        _ => tasks_batch(std::iter::empty())?,
+                    };
+                    restricted(&a, b, "grid_code")
                 }),
             ),
         )?;
-        ctx.register_udtf("sweep", Arc::new(SweepFn(d.clone())));
-        ctx.register_udtf("grid_kpis", Arc::new(GridKpisFn(d.clone())));
-        ctx.register_udtf("incident_kpis", Arc::new(IncidentKpisFn(d.clone())));
-        ctx.register_udtf("incident_stages", Arc::new(StagesFn(d)));
+        ctx.register_udtf("sweep", Arc::new(SweepFn(d.clone(), access.clone())));
+        ctx.register_udtf("grid_kpis", Arc::new(GridKpisFn(d.clone(), access.clone())));
+        ctx.register_udtf(
+            "incident_kpis",
+            Arc::new(IncidentKpisFn(d.clone(), access.clone())),
+        );
+        ctx.register_udtf("incident_stages", Arc::new(StagesFn(d, access)));
         Ok(ctx)
     }
 
     /// Runs one read-only query.
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
+        let df = self.plan(sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(query_error)?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Runs one read-only query, its rows as a stream of batches (for answers too large to hold).
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let df = self.plan(sql).await?;
+        df.execute_stream().await.map_err(query_error)
+    }
+
+    /// Plans one read-only query.
+    async fn plan(&self, sql: &str) -> Result<DataFrame> {
         let ctx = self.context()?;
         let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
             .map_err(|e| Error::Query(format!("the SQL does not parse: {e}")))?;
@@ -710,10 +823,7 @@ impl SqlEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::Forbidden(format!("queries are read-only: {}", strip(&e))))?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(query_error)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(query_error)?;
-        Ok(QueryResult { schema, batches })
+        ctx.execute_logical_plan(plan).await.map_err(query_error)
     }
 
     /// Runs one query on a runtime of its own (for callers that are not async).
@@ -734,5 +844,10 @@ fn strip(e: &DataFusionError) -> String {
 }
 
 fn query_error(e: DataFusionError) -> Error {
-    Error::Query(strip(&e))
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => {
+            Error::ResourcesExhausted(format!("the query needs more memory than it may use: {m}"))
+        }
+        _ => Error::Query(strip(&e)),
+    }
 }

@@ -10,6 +10,7 @@
 //! through its references. `EXPLAIN` shows the scan as `StoreScan` with the filters it answered
 //! and the rows it will read.
 
+use super::access::{Access, Masker, mask_array, masker};
 use crate::contract::{ColumnType, TableId};
 use crate::store::{NONE, Store, StoredColumn, StoredTable};
 use arrow::array::{
@@ -104,6 +105,10 @@ pub struct StoreTable {
     enum_index: Mutex<BTreeMap<usize, Arc<Vec<RoaringBitmap>>>>,
     /// Per date column: rows per date, built on first use.
     date_index: Mutex<BTreeMap<usize, Arc<BTreeMap<i32, RoaringBitmap>>>>,
+    /// What the caller may see.
+    access: Access,
+    /// The rows inside the caller's scope (`None`: every row).
+    visible: Option<Arc<RoaringBitmap>>,
 }
 
 impl StoreTable {
@@ -128,6 +133,63 @@ impl StoreTable {
             derived_grid,
             enum_index: Mutex::default(),
             date_index: Mutex::default(),
+            access: Access::full(),
+            visible: None,
+        }
+    }
+
+    /// The table as a caller with `access` sees it: only the rows whose grid lies inside the
+    /// scope, personal columns masked. A table without a grid shows, under a scope smaller than
+    /// the city, only what ties to a visible row: `deaths` of the people inside the scope;
+    /// `sla_rules` and `calendar` nothing.
+    pub fn scoped(store: Arc<Store>, table: TableId, access: &Access) -> StoreTable {
+        let mut t = StoreTable::new(store, table);
+        t.access = access.clone();
+        if let Some(scope) = &access.scope {
+            let rows = match grid_path(table) {
+                GridPath::None if table == TableId::Deaths => t.deaths_in_scope(scope),
+                GridPath::None => RoaringBitmap::new(),
+                _ => match t.grids_where(GRID_CODE, |c| c.starts_with(scope.as_str())) {
+                    Some(grids) => t.rows_of_grids(&grids),
+                    None => RoaringBitmap::new(),
+                },
+            };
+            t.visible = Some(Arc::new(rows));
+        }
+        t
+    }
+
+    /// The rows of `deaths` whose identity number is that of a person inside the scope.
+    fn deaths_in_scope(&self, scope: &str) -> RoaringBitmap {
+        let people = StoreTable::new(self.store.clone(), TableId::People);
+        let Some(grids) = people.grids_where(GRID_CODE, |c| c.starts_with(scope)) else {
+            return RoaringBitmap::new();
+        };
+        let rows = people.rows_of_grids(&grids);
+        let (Ok(person_ids), Ok(death_ids)) = (
+            self.store.table(TableId::People).keys("id_number"),
+            self.stored().keys("id_number"),
+        ) else {
+            return RoaringBitmap::new();
+        };
+        let identities: RoaringBitmap = rows
+            .iter()
+            .map(|r| person_ids[r as usize])
+            .filter(|&i| i != NONE)
+            .collect();
+        death_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| identities.contains(**i))
+            .map(|(r, _)| r as u32)
+            .collect()
+    }
+
+    /// Rows the caller may see.
+    fn visible_rows(&self) -> usize {
+        match &self.visible {
+            Some(v) => v.len() as usize,
+            None => self.stored().rows,
         }
     }
 
@@ -364,7 +426,18 @@ impl StoreTable {
                     .map_err(df)?;
                 compute::take(codes, &keys, None)?
             } else {
-                column_rows(&self.store, t, c, &rows)?
+                let a = column_rows(&self.store, t, c, &rows)?;
+                let def = &self.table.def().columns[c];
+                if def.personal && !self.access.pii {
+                    let m = if def.identity {
+                        Masker::IdNumber
+                    } else {
+                        masker(def.name).unwrap_or(Masker::Name)
+                    };
+                    mask_array(&a, m)?
+                } else {
+                    a
+                }
             };
             arrays.push(a);
         }
@@ -496,7 +569,7 @@ impl TableProvider for StoreTable {
     fn statistics(&self) -> Option<Statistics> {
         Some(
             Statistics::new_unknown(&self.schema)
-                .with_num_rows(Precision::Exact(self.stored().rows)),
+                .with_num_rows(Precision::Exact(self.visible_rows())),
         )
     }
 
@@ -519,9 +592,11 @@ impl TableProvider for StoreTable {
                 });
             }
         }
-        let mut selection = match rows {
-            Some(r) => Selection::Rows(Arc::new(r)),
-            None => Selection::All(n),
+        let mut selection = match (rows, &self.visible) {
+            (Some(r), Some(v)) => Selection::Rows(Arc::new(r & v.as_ref())),
+            (Some(r), None) => Selection::Rows(Arc::new(r)),
+            (None, Some(v)) => Selection::Rows(v.clone()),
+            (None, None) => Selection::All(n),
         };
         if let Some(l) = limit {
             selection = match selection {
@@ -565,6 +640,8 @@ impl StoreTable {
             derived_grid: self.derived_grid,
             enum_index: Mutex::default(),
             date_index: Mutex::default(),
+            access: self.access.clone(),
+            visible: self.visible.clone(),
         }
     }
 }
@@ -605,8 +682,11 @@ impl DisplayAs for StoreScan {
             "StoreScan: table={}, rows={} of {}",
             self.table.table.name(),
             self.selection.len(),
-            self.table.stored().rows
+            self.table.visible_rows()
         )?;
+        if let Some(scope) = &self.table.access.scope {
+            write!(f, ", scope={scope}")?;
+        }
         if !self.answered.is_empty() {
             write!(f, ", index=[{}]", self.answered.join(", "))?;
         }

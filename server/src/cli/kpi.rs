@@ -77,7 +77,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             None if level == Level::City => Vec::new(),
             None => vec![GroupBy::Level(level)],
         };
-        let b = derived.incident_kpis(as_of, groups.clone(), from, to)?;
+        let b = derived.incident_kpis(as_of, groups.clone(), from, to, None)?;
         match &a.code {
             Some(code) => filter_code(&b, &groups, code)?,
             None => b,

@@ -1,7 +1,7 @@
 //! The command line: one subcommand per job, each in its own module.
 
 mod check;
-mod dataset;
+pub(crate) mod dataset;
 mod generate;
 mod import;
 mod kpi;
@@ -46,6 +46,11 @@ enum Command {
     /// Write KPI tables: grid KPIs at a level (grid, community, street, district, city), or
     /// incident KPIs (--incidents) over any grouping.
     Kpi(kpi::Args),
+    /// Serve the query API over HTTP: SQL, KPIs, sweeps, task lists, metrics; per-person
+    /// tokens with roles, scopes and masking. Without --data, serves a small default city.
+    Serve(crate::serve::Args),
+    /// Manage the API's per-person tokens: add (prints the token once), list, revoke.
+    Token(crate::serve::TokenArgs),
 }
 
 /// Parses the command line and runs it; errors are printed as one sentence.
@@ -60,6 +65,8 @@ pub fn run() -> ExitCode {
         Command::Tasks(a) => tasks::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Kpi(a) => kpi::run(a),
+        Command::Serve(a) => crate::serve::run(a),
+        Command::Token(a) => crate::serve::token(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,608 @@
+//! `gridlens serve`: the query API (tokio + axum), with per-person tokens, scopes, masking,
+//! limits, an audit log and Prometheus metrics. The endpoints are in [`api`].
+//!
+//! Queries run on a runtime of their own, so that a heavy query leaves the HTTP side free to
+//! answer health checks, KPIs and other callers. The served dataset is swapped whole on a
+//! reload (`POST /v1/admin/reload`, SIGHUP); a reload that fails leaves it untouched.
+
+pub mod api;
+pub mod auth;
+pub mod observe;
+pub mod sqlout;
+
+use crate::cli::dataset::{self, DataArgs};
+use anyhow::{Context, Result};
+use auth::{NewToken, Role, TokenFile, Tokens};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use gridlens_engine::contract::TableId;
+use gridlens_engine::rules::Sweep;
+use gridlens_engine::sql::{Access, Derived, SqlEngine};
+use gridlens_engine::store::Store;
+use gridlens_engine::tasks::{Task, TaskBook};
+use gridlens_engine::time;
+use observe::{ApiError, AuditLog, Metrics};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Arguments of `gridlens serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The state folder: task lists, and by default the token file and the audit log.
+    #[arg(long, default_value = "gridlens-state")]
+    state: PathBuf,
+    /// The token file (default: STATE/tokens.json), managed with `gridlens token`.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// The audit log, one JSON line per request (default: STATE/audit.jsonl).
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Seconds a query may run before it is stopped.
+    #[arg(long, default_value_t = 30.0)]
+    query_timeout: f64,
+    /// MiB of memory a query may use (DataFusion's memory pool) before it is stopped.
+    #[arg(long, default_value_t = 2048)]
+    query_memory_mb: usize,
+    /// Largest request body accepted, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_body_kb: usize,
+    /// Queries and sweeps run at once (default: the number of cores); more wait in line.
+    #[arg(long)]
+    max_queries: Option<usize>,
+    /// Milliseconds a query waits for its turn before the server answers 503.
+    #[arg(long, default_value_t = 10_000)]
+    queue_wait_ms: u64,
+    /// Queries one token may have running at once; more get 429.
+    #[arg(long, default_value_t = 2)]
+    per_token_queries: usize,
+    /// Most rows one query returns (a query's own "limit" may ask for fewer).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rows: usize,
+    /// Open tasks a worker sees at most a day.
+    #[arg(long, default_value_t = 20)]
+    daily_limit: usize,
+}
+
+/// Arguments of `gridlens token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+    /// The state folder holding the token file.
+    #[arg(long, global = true, default_value = "gridlens-state")]
+    state: PathBuf,
+    /// The token file (default: STATE/tokens.json).
+    #[arg(long, global = true)]
+    tokens: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Issue a token for one person; prints the token once (on standard output) and never again.
+    Add {
+        /// The person it is for.
+        #[arg(long)]
+        name: String,
+        /// admin, analyst, leader or worker.
+        #[arg(long)]
+        role: String,
+        /// What they see: "city", or a district (6 digits), street (9), community (12) or grid
+        /// (15) code.
+        #[arg(long, default_value = "city")]
+        scope: String,
+        /// May see personal data (identity numbers, names, phones) unmasked.
+        #[arg(long)]
+        pii: bool,
+        /// For a worker token: the worker's id.
+        #[arg(long)]
+        worker: Option<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List,
+    /// Revoke a token by its id; it stops working at once.
+    Revoke {
+        /// The token's id (see list).
+        id: String,
+    },
+}
+
+fn token_path(state: &std::path::Path, tokens: Option<&PathBuf>) -> PathBuf {
+    tokens.cloned().unwrap_or_else(|| state.join("tokens.json"))
+}
+
+fn now_text() -> String {
+    time::format_timestamp(gridlens_engine::load::now())
+}
+
+/// Runs `gridlens token`.
+pub fn token(a: TokenArgs) -> Result<ExitCode> {
+    let path = token_path(&a.state, a.tokens.as_ref());
+    let mut file = TokenFile::load(&path)?;
+    match a.command {
+        TokenCommand::Add {
+            name,
+            role,
+            scope,
+            pii,
+            worker,
+        } => {
+            let t = NewToken {
+                name,
+                role: role.parse()?,
+                scope: auth::parse_scope(Some(&scope))?,
+                pii,
+                worker_id: worker,
+            };
+            let (token, e) = file.issue(t, &now_text())?;
+            file.save(&path)?;
+            println!("{token}");
+            eprintln!(
+                "issued token {} for {} ({}, scope {}{}) in {}; it is shown this once",
+                e.id,
+                e.name,
+                e.role,
+                e.scope.as_deref().unwrap_or("city"),
+                if e.pii { ", pii" } else { "" },
+                path.display()
+            );
+        }
+        TokenCommand::List => {
+            println!(
+                "{:<9} {:<20} {:<8} {:<16} {:<4} {:<14} {:<26} revoked",
+                "id", "name", "role", "scope", "pii", "worker", "created"
+            );
+            for e in &file.tokens {
+                println!(
+                    "{:<9} {:<20} {:<8} {:<16} {:<4} {:<14} {:<26} {}",
+                    e.id,
+                    e.name,
+                    e.role,
+                    e.scope.as_deref().unwrap_or("city"),
+                    if e.pii { "yes" } else { "no" },
+                    e.worker_id.as_deref().unwrap_or("-"),
+                    e.created_at,
+                    e.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let e = file.revoke(&id, &now_text())?.clone();
+            file.save(&path)?;
+            println!("revoked token {} ({})", e.id, e.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dataset being served.
+pub struct Served {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Its sweeps, clocks and KPIs.
+    pub derived: Arc<Derived>,
+    /// Its name.
+    pub name: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+}
+
+impl Served {
+    /// Rows per loaded table.
+    pub fn table_rows(&self) -> Vec<(&'static str, usize)> {
+        TableId::ALL
+            .iter()
+            .map(|&t| (t.name(), self.store.table(t).rows))
+            .collect()
+    }
+}
+
+/// Limits on queries.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a query may run.
+    pub query_timeout: Duration,
+    /// Memory a query may use, bytes.
+    pub query_memory: usize,
+    /// Rows a query returns at most.
+    pub max_rows: usize,
+    /// Time a query waits for its turn.
+    pub queue_wait: Duration,
+    /// Queries per token at once.
+    pub per_token: usize,
+}
+
+/// Everything the endpoints share.
+pub struct App {
+    served: RwLock<Arc<Served>>,
+    data: DataArgs,
+    /// Tokens.
+    pub tokens: Tokens,
+    /// The task lists (saved on every change).
+    pub tasks: Mutex<TaskBook>,
+    state_dir: PathBuf,
+    audit: AuditLog,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Limits.
+    pub limits: Limits,
+    queries: Arc<tokio::sync::Semaphore>,
+    per_token: Arc<Mutex<HashMap<String, usize>>>,
+    /// Where queries run.
+    pub query_rt: tokio::runtime::Handle,
+    reloading: tokio::sync::Mutex<()>,
+    /// Start of the process.
+    pub started: Instant,
+    /// Sweeps run, for their ids.
+    pub sweep_seq: AtomicU64,
+    daily_limit: usize,
+    /// Largest request body accepted, bytes.
+    pub max_body: usize,
+}
+
+/// A running query's place in its token's allowance; released when dropped.
+pub struct TokenSlot(Arc<Mutex<HashMap<String, usize>>>, String);
+
+impl Drop for TokenSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl App {
+    /// The dataset served now.
+    pub fn served(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// An SQL engine as the caller sees the data.
+    pub fn engine(&self, caller: &api::Caller) -> SqlEngine {
+        SqlEngine::with_derived(self.served().derived.clone())
+            .with_state_dir(Some(self.state_dir.clone()))
+            .with_access(caller.access())
+            .with_memory_limit(Some(self.limits.query_memory))
+    }
+
+    /// Takes one of the token's query slots, or 429.
+    pub fn token_slot(&self, token_id: &str) -> Result<TokenSlot, ApiError> {
+        let mut m = self.per_token.lock().map_err(ApiError::internal)?;
+        let n = m.entry(token_id.to_string()).or_default();
+        if *n >= self.limits.per_token {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "this token already has {} queries running; wait for one to finish",
+                    self.limits.per_token
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(TokenSlot(self.per_token.clone(), token_id.to_string()))
+    }
+
+    /// Waits for a turn to run a query or sweep, or 503 when the wait is too long.
+    pub async fn query_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(self.limits.queue_wait, self.queries.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is busy with other queries; try again shortly",
+            )),
+        }
+    }
+
+    /// Applies a full sweep to the task lists and saves them.
+    pub fn apply_tasks(
+        &self,
+        served: &Served,
+        sweep: &Sweep,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut book = self.tasks.lock().map_err(ApiError::internal)?;
+        let mut next = book.clone();
+        let summary = next
+            .apply(&served.store, sweep, &api::task_options(self.daily_limit))
+            .map_err(ApiError::from_engine)?;
+        next.save().map_err(ApiError::internal)?;
+        *book = next;
+        Ok(serde_json::json!({
+            "new": summary.new,
+            "still_open": summary.still_open,
+            "reopened": summary.reopened,
+            "resolved_in_data": summary.resolved_in_data,
+            "false_alarms_left_closed": summary.suppressed,
+            "unassigned": summary.unassigned,
+        }))
+    }
+
+    /// Refuses (404, as for an unknown worker) a worker outside the caller's scope.
+    pub fn check_worker_in_scope(
+        &self,
+        worker_id: &str,
+        caller: &api::Caller,
+    ) -> Result<(), ApiError> {
+        let served = self.served();
+        let workers = served.store.table(TableId::Workers);
+        let ids = workers
+            .strings("worker_id")
+            .map_err(ApiError::from_engine)?;
+        let grid = workers.keys("grid_code").map_err(ApiError::from_engine)?;
+        let codes = served
+            .store
+            .table(TableId::Grids)
+            .strings("grid_code")
+            .map_err(ApiError::from_engine)?;
+        let found = (0..workers.rows).find(|&i| ids.value(i) == worker_id);
+        match found {
+            Some(i) if caller.access().contains(codes.value(grid[i] as usize)) => Ok(()),
+            _ => Err(ApiError::not_found(format!(
+                "there is no worker {worker_id} in this token's scope"
+            ))),
+        }
+    }
+
+    /// Loads the dataset again and swaps it in; the served data is untouched on failure.
+    pub async fn reload(self: Arc<Self>) -> Result<Arc<Served>, ApiError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let data = self.data.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_served(&data))
+            .await
+            .map_err(ApiError::internal)?;
+        match loaded {
+            Ok(s) => {
+                let s = Arc::new(s);
+                if let Ok(mut w) = self.served.write() {
+                    *w = s.clone();
+                }
+                self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
+                tracing::info!("reloaded {}", s.name);
+                Ok(s)
+            }
+            Err(e) => {
+                self.metrics.reloads[1].fetch_add(1, Ordering::Relaxed);
+                let mut message = format!("{e:#}");
+                // No server paths in answers: name files relative to the dataset folder.
+                if let Some(dir) = &self.data.data {
+                    let prefix = format!("{}/", dir.display());
+                    message = message.replace(&prefix, "");
+                    message = message.replace(&dir.display().to_string(), "the dataset folder");
+                }
+                tracing::error!("reload failed: {e:#}");
+                Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "reload_failed",
+                    format!("the reload failed and the data served is unchanged: {message}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Masks a task as a caller without `pii` sees it.
+pub fn mask_task(t: &Task, access: &Access) -> serde_json::Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    if !access.pii {
+        use gridlens_engine::sql::access::{Masker, mask_value};
+        if let Some(s) = v.get("subject_id").and_then(|s| s.as_str()) {
+            v["subject_id"] = mask_value(s, Masker::Text).into();
+        }
+        if let Some(e) = v.get("evidence") {
+            let text = mask_value(&e.to_string(), Masker::Text);
+            v["evidence"] = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        }
+    }
+    v
+}
+
+/// Loads the dataset (or generates the default city) and warms the caches the KPIs use.
+fn load_served(data: &DataArgs) -> Result<Served> {
+    let store = Arc::new(dataset::load_store(data)?);
+    let derived = Arc::new(Derived::new(store.clone()));
+    // The latest sweep, the SLA clocks and the grid counts at the dataset's as_of: the first
+    // KPI request is then as fast as the rest.
+    let t = Instant::now();
+    let sweep = derived.sweep(store.as_of, &[])?;
+    derived.set_latest(sweep);
+    derived.grid_counts(store.as_of)?;
+    tracing::info!(
+        "sweep, clocks and grid KPIs ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let name = store
+        .manifest
+        .name
+        .clone()
+        .unwrap_or_else(|| match &data.data {
+            Some(d) => d
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| d.display().to_string()),
+            None => "default city".to_string(),
+        });
+    Ok(Served {
+        store,
+        derived,
+        name,
+        loaded_at: now_text(),
+    })
+}
+
+/// Runs `gridlens serve`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tokens_path = token_path(&a.state, a.tokens.as_ref());
+    let mut file = TokenFile::load(&tokens_path)?;
+    if !file.has_admin() {
+        let (token, e) = file.issue(
+            NewToken {
+                name: "admin".into(),
+                role: Role::Admin,
+                scope: None,
+                pii: true,
+                worker_id: None,
+            },
+            &now_text(),
+        )?;
+        file.save(&tokens_path)?;
+        println!(
+            "created the admin token {} in {} (shown this once; keep it secret):\n{token}",
+            e.id,
+            tokens_path.display()
+        );
+    }
+    let _lock = TaskBook::lock(&a.state)
+        .with_context(|| format!("the state folder {} is in use", a.state.display()))?;
+    let mut book = TaskBook::open(&a.state)?;
+    let served = load_served(&a.data)?;
+    if !book.has_runs() {
+        let sweep = served.derived.latest()?;
+        book.apply(&served.store, &sweep, &api::task_options(a.daily_limit))?;
+        book.save()?;
+    }
+    let query_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("gridlens-query")
+        .enable_all()
+        .build()
+        .context("starting the query runtime")?;
+    let app = Arc::new(App {
+        served: RwLock::new(Arc::new(served)),
+        data: a.data.clone(),
+        tokens: Tokens::new(tokens_path)?,
+        tasks: Mutex::new(book),
+        state_dir: a.state.clone(),
+        audit: AuditLog::open(
+            &a.audit
+                .clone()
+                .unwrap_or_else(|| a.state.join("audit.jsonl")),
+        )?,
+        metrics: Metrics::default(),
+        limits: Limits {
+            query_timeout: Duration::from_secs_f64(a.query_timeout.max(0.001)),
+            query_memory: a.query_memory_mb.max(1) << 20,
+            max_rows: a.max_rows.max(1),
+            queue_wait: Duration::from_millis(a.queue_wait_ms),
+            per_token: a.per_token_queries.max(1),
+        },
+        queries: Arc::new(tokio::sync::Semaphore::new(
+            a.max_queries.unwrap_or(cores).max(1),
+        )),
+        per_token: Arc::default(),
+        query_rt: query_rt.handle().clone(),
+        reloading: tokio::sync::Mutex::new(()),
+        started: Instant::now(),
+        sweep_seq: AtomicU64::new(0),
+        daily_limit: a.daily_limit,
+        max_body: a.max_body_kb << 10,
+    });
+    let http_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("gridlens-http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let result = http_rt.block_on(serve(app, &a.listen));
+    query_rt.shutdown_background();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The router of every endpoint.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.max_body;
+    Router::new()
+        .route("/v1/health", get(api::health))
+        .route("/v1/tables", get(api::tables))
+        .route("/v1/sql", post(api::sql))
+        .route("/v1/kpis/grids", get(api::kpi_grids))
+        .route("/v1/kpis/incidents", get(api::kpi_incidents))
+        .route("/v1/sweeps", post(api::sweeps))
+        .route("/v1/tasks", get(api::tasks))
+        .route("/v1/tasks/{task_id}/close", post(api::close_task))
+        .route("/v1/metrics", get(api::metrics))
+        .route("/v1/admin/reload", post(api::reload))
+        .route("/v1/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            observe::observe,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}: cannot listen there"))?;
+    let addr = listener.local_addr()?;
+    let served = app.served();
+    println!(
+        "gridlens is serving {} (as_of {}) on http://{addr}",
+        served.name,
+        time::format_timestamp(served.store.as_of)
+    );
+    drop(served);
+    // SIGHUP reloads the dataset.
+    #[cfg(unix)]
+    {
+        let app = app.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                if let Err(e) = app.clone().reload().await {
+                    eprintln!("reload on SIGHUP failed: {}", e.message);
+                }
+            }
+        });
+    }
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    eprintln!("gridlens: shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,224 @@
+//! Query answers, encoded batch by batch as they are computed: JSON, CSV, the Arrow IPC stream
+//! format and Parquet.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::StreamWriter;
+use axum::body::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use std::str::FromStr;
+
+/// An answer's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"columns": […], "rows": [{…}, …], "row_count": N, "truncated": false}`.
+    Json,
+    /// CSV with a header line.
+    Csv,
+    /// The Arrow IPC stream format.
+    Arrow,
+    /// A Parquet file.
+    Parquet,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            "arrow" => Format::Arrow,
+            "parquet" => Format::Parquet,
+            _ => {
+                return Err(format!(
+                    "format {s:?} is not one of json, csv, arrow, parquet"
+                ));
+            }
+        })
+    }
+}
+
+impl Format {
+    /// The Content-Type of the answer.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+/// Rows of a batch as JSON objects (explicit nulls).
+pub fn json_rows(batch: &RecordBatch) -> anyhow::Result<serde_json::Value> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+        w.write(batch)?;
+        w.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(serde_json::Value::Array(Vec::new()));
+    }
+    Ok(serde_json::from_slice(&buf)?)
+}
+
+/// Encodes an answer batch by batch. Nothing is produced before the first batch.
+pub enum Encoder {
+    /// JSON.
+    Json {
+        /// The schema.
+        schema: SchemaRef,
+        /// Whether the header was written.
+        header: bool,
+        /// Whether a row was written.
+        rows: bool,
+    },
+    /// CSV.
+    Csv {
+        /// The schema.
+        schema: SchemaRef,
+        /// Whether the header line was written.
+        started: bool,
+    },
+    /// Arrow IPC stream.
+    Arrow(Box<StreamWriter<Vec<u8>>>),
+    /// Parquet.
+    Parquet(Box<ArrowWriter<Vec<u8>>>),
+}
+
+impl Encoder {
+    /// An encoder for answers of a schema.
+    pub fn new(format: Format, schema: SchemaRef) -> anyhow::Result<Encoder> {
+        Ok(match format {
+            Format::Json => Encoder::Json {
+                schema,
+                header: false,
+                rows: false,
+            },
+            Format::Csv => Encoder::Csv {
+                schema,
+                started: false,
+            },
+            Format::Arrow => Encoder::Arrow(Box::new(StreamWriter::try_new(Vec::new(), &schema)?)),
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(65_536))
+                    .build();
+                Encoder::Parquet(Box::new(ArrowWriter::try_new(
+                    Vec::new(),
+                    schema,
+                    Some(props),
+                )?))
+            }
+        })
+    }
+
+    fn json_header(schema: &SchemaRef) -> String {
+        let cols: Vec<serde_json::Value> = schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect();
+        format!(
+            "{{\"columns\":{},\"rows\":[",
+            serde_json::Value::Array(cols)
+        )
+    }
+
+    /// The bytes of one batch (with what comes before the rows, for the first).
+    pub fn batch(&mut self, batch: &RecordBatch) -> anyhow::Result<Bytes> {
+        match self {
+            Encoder::Json {
+                schema,
+                header,
+                rows,
+            } => {
+                let mut out = String::new();
+                if !*header {
+                    out.push_str(&Self::json_header(schema));
+                    *header = true;
+                }
+                let mut buf = Vec::new();
+                {
+                    let mut w = arrow::json::WriterBuilder::new()
+                        .with_explicit_nulls(true)
+                        .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+                    w.write(batch)?;
+                    w.finish()?;
+                }
+                let text = std::str::from_utf8(&buf)?;
+                let inner = text
+                    .trim()
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .unwrap_or("");
+                if !inner.is_empty() {
+                    if *rows {
+                        out.push(',');
+                    }
+                    out.push_str(inner);
+                    *rows = true;
+                }
+                Ok(Bytes::from(out))
+            }
+            Encoder::Csv { started, .. } => {
+                let mut buf = Vec::new();
+                {
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(!*started)
+                        .build(&mut buf);
+                    w.write(batch)?;
+                }
+                *started = true;
+                Ok(Bytes::from(buf))
+            }
+            Encoder::Arrow(w) => {
+                w.write(batch)?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+            Encoder::Parquet(w) => {
+                w.write(batch)?;
+                Ok(Bytes::from(std::mem::take(w.inner_mut())))
+            }
+        }
+    }
+
+    /// The bytes that end the answer.
+    pub fn finish(&mut self, rows: usize, truncated: bool) -> anyhow::Result<Bytes> {
+        match self {
+            Encoder::Json { schema, header, .. } => {
+                let mut out = String::new();
+                if !*header {
+                    out.push_str(&Self::json_header(schema));
+                }
+                out.push_str(&format!(
+                    "],\"row_count\":{rows},\"truncated\":{truncated}}}"
+                ));
+                Ok(Bytes::from(out))
+            }
+            Encoder::Csv { schema, started } if !*started => {
+                // No rows: the header line alone.
+                let mut buf = Vec::new();
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf)
+                    .write(&RecordBatch::new_empty(schema.clone()))?;
+                Ok(Bytes::from(buf))
+            }
+            Encoder::Csv { .. } => Ok(Bytes::new()),
+            Encoder::Arrow(w) => {
+                w.finish()?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+            Encoder::Parquet(w) => {
+                w.finish()?;
+                Ok(Bytes::from(std::mem::take(w.inner_mut())))
+            }
+        }
+    }
+}
