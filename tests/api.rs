@@ -5,19 +5,13 @@
 
 mod common;
 
+use common::count;
 use common::server::{Server, add_token, state_dir};
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::sql::SqlEngine;
 use std::io::{Read, Write};
 use std::sync::Arc;
-
-/// The figure a full-access engine gives for one integer query.
-fn truth_count(engine: &SqlEngine, sql: &str) -> i64 {
-    let r = engine.query_blocking(sql).expect("query");
-    let b = &r.batches[0];
-    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
-}
 
 #[test]
 fn every_endpoint_and_format() {
@@ -165,7 +159,7 @@ fn every_endpoint_and_format() {
     assert_eq!(g.status, 200, "{}", g.text());
     let g = g.json();
     let rows = g["rows"].as_array().unwrap();
-    let streets = truth_count(
+    let streets = count(
         &engine,
         "SELECT count(DISTINCT street_code) FROM grids WHERE district_code = '440104'",
     );
@@ -174,7 +168,7 @@ fn every_endpoint_and_format() {
         rows.iter()
             .all(|r| r["code"].as_str().unwrap().starts_with("440104"))
     );
-    let sql_households = truth_count(
+    let sql_households = count(
         &engine,
         "SELECT CAST(sum(households) AS BIGINT) FROM grid_kpis('street', '2026-11-01', '440104')",
     );
@@ -196,7 +190,7 @@ fn every_endpoint_and_format() {
         .iter()
         .map(|r| r["reported"].as_i64().unwrap())
         .sum();
-    let want_reported = truth_count(
+    let want_reported = count(
         &engine,
         "SELECT count(*) FROM incidents WHERE reported_at >= '2026-01-01' AND reported_at < '2026-11-01'",
     );

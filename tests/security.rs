@@ -6,6 +6,7 @@
 mod common;
 
 use arrow::array::Array;
+use common::count;
 use common::server::{Answer, Server, add_token, state_dir};
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
@@ -22,14 +23,6 @@ struct Fixture {
     other_grid: String,
     analyst: String,
     admin: String,
-}
-
-fn count(engine: &SqlEngine, sql: &str) -> i64 {
-    let r = engine
-        .query_blocking(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let b = &r.batches[0];
-    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
 }
 
 fn text(engine: &SqlEngine, sql: &str) -> String {

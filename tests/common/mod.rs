@@ -89,4 +89,14 @@ pub fn copy_dataset(from: &Path, to: &Path) {
     }
 }
 
+/// The single integer a query answers (its first column of the first row), computed by a
+/// full-access engine: the figure the server's answers are checked against.
+pub fn count(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> i64 {
+    let r = engine
+        .query_blocking(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let b = &r.batches[0];
+    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
+}
+
 pub mod server;

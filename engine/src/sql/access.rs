@@ -155,15 +155,21 @@ pub fn mask_value(v: &str, m: Masker) -> String {
 /// `440104199001011234` → `440104********1234`: the address code and the last four characters
 /// stay; anything shorter than 11 characters is masked whole.
 pub fn mask_id_number(v: &str) -> String {
+    keep_ends(v, 6, 4, 11)
+}
+
+/// Keeps the first `head` and last `tail` characters and stars the rest; a value shorter
+/// than `min` characters is starred whole.
+fn keep_ends(v: &str, head: usize, tail: usize, min: usize) -> String {
     let chars: Vec<char> = v.chars().collect();
-    if chars.len() < 11 {
-        return "*".repeat(chars.len());
-    }
     let n = chars.len();
-    chars[..6]
+    if n < min {
+        return "*".repeat(n);
+    }
+    chars[..head]
         .iter()
-        .chain(std::iter::repeat_n(&'*', n - 10))
-        .chain(&chars[n - 4..])
+        .chain(std::iter::repeat_n(&'*', n - head - tail))
+        .chain(&chars[n - tail..])
         .collect()
 }
 
@@ -179,16 +185,7 @@ pub fn mask_name(v: &str) -> String {
 /// `13812345678` → `138****5678`: the first three and last four characters stay; anything
 /// shorter than 8 characters is masked whole.
 pub fn mask_phone(v: &str) -> String {
-    let chars: Vec<char> = v.chars().collect();
-    let n = chars.len();
-    if n < 8 {
-        return "*".repeat(n);
-    }
-    chars[..3]
-        .iter()
-        .chain(std::iter::repeat_n(&'*', n - 7))
-        .chain(&chars[n - 4..])
-        .collect()
+    keep_ends(v, 3, 4, 8)
 }
 
 /// Masks identity numbers inside a text: a subject `<identity>@<place>` has its identity part

@@ -439,6 +439,21 @@ fn restricted(access: &Access, batch: RecordBatch, column: &str) -> Result<Recor
     Ok(access.restrict(batch, column)?)
 }
 
+impl SweepFn {
+    /// The anomalies of a sweep, as the caller may see them.
+    fn table(&self, as_of: i64, rules: Vec<RuleId>) -> Arc<dyn TableProvider> {
+        let (d, access) = (self.0.clone(), self.1.clone());
+        computed(
+            "sweep",
+            rules::anomalies_schema(),
+            Arc::new(move || {
+                let b = d.sweep(as_of, &rules)?.to_batch(&d.store)?;
+                restricted(&access, b, "grid_code")
+            }),
+        )
+    }
+}
+
 impl TableFunctionImpl for SweepFn {
     fn call_with_args(
         &self,
@@ -450,15 +465,21 @@ impl TableFunctionImpl for SweepFn {
             Some(r) => RuleId::parse_list(r).map_err(plan_err)?,
             None => Vec::new(),
         };
+        Ok(self.table(as_of, rules))
+    }
+}
+
+impl GridKpisFn {
+    /// Grid KPIs at a level, as the caller may see them (units inside the scope).
+    fn table(&self, level: Level, as_of: i64, code: Option<String>) -> Arc<dyn TableProvider> {
         let (d, access) = (self.0.clone(), self.1.clone());
-        Ok(computed(
-            "sweep",
-            rules::anomalies_schema(),
+        computed(
+            "grid_kpis",
+            kpis::grid_schema(),
             Arc::new(move || {
-                let b = d.sweep(as_of, &rules)?.to_batch(&d.store)?;
-                restricted(&access, b, "grid_code")
+                restricted(&access, d.grid_kpis(as_of, level, code.as_deref())?, "code")
             }),
-        ))
+        )
     }
 }
 
@@ -475,15 +496,26 @@ impl TableFunctionImpl for GridKpisFn {
             .map_err(plan_err)?
             .unwrap_or(Level::Grid);
         let as_of = as_of_arg(&a, &self.0)?;
-        let code = a.get("code").cloned();
-        let (d, access) = (self.0.clone(), self.1.clone());
-        Ok(computed(
-            "grid_kpis",
-            kpis::grid_schema(),
-            Arc::new(move || {
-                restricted(&access, d.grid_kpis(as_of, level, code.as_deref())?, "code")
-            }),
-        ))
+        Ok(self.table(level, as_of, a.get("code").cloned()))
+    }
+}
+
+impl IncidentKpisFn {
+    /// Incident KPIs over the incidents inside the caller's scope.
+    fn table(
+        &self,
+        group_by: Vec<GroupBy>,
+        from: Option<i64>,
+        to: Option<i64>,
+        as_of: i64,
+    ) -> Arc<dyn TableProvider> {
+        let (d, within) = (self.0.clone(), self.1.scope.clone());
+        let schema = kpis::incident_schema(&group_by);
+        computed(
+            "incident_kpis",
+            schema,
+            Arc::new(move || d.incident_kpis(as_of, group_by.clone(), from, to, within.clone())),
+        )
     }
 }
 
@@ -504,13 +536,19 @@ impl TableFunctionImpl for IncidentKpisFn {
         let as_of = as_of_arg(&a, &self.0)?;
         let from = instant_arg(&a, "from")?;
         let to = instant_arg(&a, "to")?;
-        let (d, within) = (self.0.clone(), self.1.scope.clone());
-        let schema = kpis::incident_schema(&group_by);
-        Ok(computed(
-            "incident_kpis",
-            schema,
-            Arc::new(move || d.incident_kpis(as_of, group_by.clone(), from, to, within.clone())),
-        ))
+        Ok(self.table(group_by, from, to, as_of))
+    }
+}
+
+impl StagesFn {
+    /// One row per incident and stage, inside the caller's scope.
+    fn table(&self, as_of: i64) -> Arc<dyn TableProvider> {
+        let (d, access) = (self.0.clone(), self.1.clone());
+        computed(
+            "incident_stages",
+            stages_schema(),
+            Arc::new(move || restricted(&access, d.incident_stages(as_of)?, "grid_code")),
+        )
     }
 }
 
@@ -520,13 +558,7 @@ impl TableFunctionImpl for StagesFn {
         args: datafusion::catalog::TableFunctionArgs,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let a = function_args("incident_stages", args.exprs(), &["as_of"])?;
-        let as_of = as_of_arg(&a, &self.0)?;
-        let (d, access) = (self.0.clone(), self.1.clone());
-        Ok(computed(
-            "incident_stages",
-            stages_schema(),
-            Arc::new(move || restricted(&access, d.incident_stages(as_of)?, "grid_code")),
-        ))
+        Ok(self.table(as_of_arg(&a, &self.0)?))
     }
 }
 
@@ -692,22 +724,38 @@ impl SqlEngine {
             ctx.register_table(name.as_str(), t.clone())?;
         }
         let d = self.derived.clone();
-        let store = d.store.clone();
         let access = self.access.clone();
+        let as_of = d.store.as_of;
+        let sweep = SweepFn(d.clone(), access.clone());
+        let grid_kpis = GridKpisFn(d.clone(), access.clone());
+        let incident_kpis = IncidentKpisFn(d.clone(), access.clone());
+        let stages = StagesFn(d.clone(), access.clone());
+        // The tables are the functions at the dataset's as_of, with their default arguments;
+        // `anomalies` is the latest sweep.
         let (dd, a) = (d.clone(), access.clone());
-        ctx.register_table(
-            "anomalies",
-            computed(
+        let mut tables = vec![
+            (
                 "anomalies",
-                rules::anomalies_schema(),
-                Arc::new(move || restricted(&a, dd.latest()?.to_batch(&dd.store)?, "grid_code")),
+                computed(
+                    "anomalies",
+                    rules::anomalies_schema(),
+                    Arc::new(move || {
+                        restricted(&a, dd.latest()?.to_batch(&dd.store)?, "grid_code")
+                    }),
+                ),
             ),
-        )?;
+            ("incident_stages", stages.table(as_of)),
+            ("grid_kpis", grid_kpis.table(Level::Grid, as_of, None)),
+            (
+                "incident_kpis",
+                incident_kpis.table(vec![GroupBy::Level(Level::Grid)], None, None, as_of),
+            ),
+        ];
         // Rejected rows are raw input text: the whole city's, unmasked; only for callers who
         // may see both.
-        let rejects = store.rejects.clone();
+        let rejects = d.store.rejects.clone();
         let a = access.clone();
-        ctx.register_table(
+        tables.push((
             "rejects",
             computed(
                 "rejects",
@@ -720,41 +768,10 @@ impl SqlEngine {
                     })
                 }),
             ),
-        )?;
-        let (dd, a) = (d.clone(), access.clone());
-        let as_of = store.as_of;
-        ctx.register_table(
-            "incident_stages",
-            computed(
-                "incident_stages",
-                stages_schema(),
-                Arc::new(move || restricted(&a, dd.incident_stages(as_of)?, "grid_code")),
-            ),
-        )?;
-        let (dd, a) = (d.clone(), access.clone());
-        ctx.register_table(
-            "grid_kpis",
-            computed(
-                "grid_kpis",
-                kpis::grid_schema(),
-                Arc::new(move || restricted(&a, dd.grid_kpis(as_of, Level::Grid, None)?, "code")),
-            ),
-        )?;
-        let (dd, within) = (d.clone(), access.scope.clone());
-        let by_grid = vec![GroupBy::Level(Level::Grid)];
-        ctx.register_table(
-            "incident_kpis",
-            computed(
-                "incident_kpis",
-                kpis::incident_schema(&by_grid),
-                Arc::new(move || {
-                    dd.incident_kpis(as_of, by_grid.clone(), None, None, within.clone())
-                }),
-            ),
-        )?;
+        ));
         let state_dir = self.state_dir.clone();
-        let a = access.clone();
-        ctx.register_table(
+        let a = access;
+        tables.push((
             "tasks",
             computed(
                 "tasks",
@@ -770,14 +787,14 @@ impl SqlEngine {
                     restricted(&a, b, "grid_code")
                 }),
             ),
-        )?;
-        ctx.register_udtf("sweep", Arc::new(SweepFn(d.clone(), access.clone())));
-        ctx.register_udtf("grid_kpis", Arc::new(GridKpisFn(d.clone(), access.clone())));
-        ctx.register_udtf(
-            "incident_kpis",
-            Arc::new(IncidentKpisFn(d.clone(), access.clone())),
-        );
-        ctx.register_udtf("incident_stages", Arc::new(StagesFn(d, access)));
+        ));
+        for (name, t) in tables {
+            ctx.register_table(name, t)?;
+        }
+        ctx.register_udtf("sweep", Arc::new(sweep));
+        ctx.register_udtf("grid_kpis", Arc::new(grid_kpis));
+        ctx.register_udtf("incident_kpis", Arc::new(incident_kpis));
+        ctx.register_udtf("incident_stages", Arc::new(stages));
         Ok(ctx)
     }
 
@@ -843,7 +860,9 @@ fn strip(e: &DataFusionError) -> String {
         .to_string()
 }
 
-fn query_error(e: DataFusionError) -> Error {
+/// An error of DataFusion as the engine reports it: a memory limit reached is
+/// [`Error::ResourcesExhausted`], anything else a query error with DataFusion's prefixes removed.
+pub fn query_error(e: DataFusionError) -> Error {
     match e.find_root() {
         DataFusionError::ResourcesExhausted(m) => {
             Error::ResourcesExhausted(format!("the query needs more memory than it may use: {m}"))

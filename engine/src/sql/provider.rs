@@ -12,12 +12,10 @@
 
 use super::access::{Access, Masker, mask_array, masker};
 use crate::contract::{ColumnType, TableId};
-use crate::store::{NONE, Store, StoredColumn, StoredTable};
-use arrow::array::{
-    Array, ArrayRef, DictionaryArray, RecordBatch, RecordBatchOptions, UInt32Array,
-};
+use crate::store::{NONE, RowSet, Store, StoredColumn, StoredTable};
+use arrow::array::{Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute;
-use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
@@ -38,7 +36,7 @@ use roaring::MultiOps;
 use roaring::RoaringBitmap;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The name of the derived grid column.
 pub const GRID_CODE: &str = "grid_code";
@@ -107,8 +105,9 @@ pub struct StoreTable {
     date_index: Mutex<BTreeMap<usize, Arc<BTreeMap<i32, RoaringBitmap>>>>,
     /// What the caller may see.
     access: Access,
-    /// The rows inside the caller's scope (`None`: every row).
-    visible: Option<Arc<RoaringBitmap>>,
+    /// The rows inside the caller's scope (`None`: every row), worked out on first use: a
+    /// session registers every table, a query reads a few.
+    visible: OnceLock<Option<Arc<RoaringBitmap>>>,
 }
 
 impl StoreTable {
@@ -134,7 +133,7 @@ impl StoreTable {
             enum_index: Mutex::default(),
             date_index: Mutex::default(),
             access: Access::full(),
-            visible: None,
+            visible: OnceLock::new(),
         }
     }
 
@@ -145,18 +144,25 @@ impl StoreTable {
     pub fn scoped(store: Arc<Store>, table: TableId, access: &Access) -> StoreTable {
         let mut t = StoreTable::new(store, table);
         t.access = access.clone();
-        if let Some(scope) = &access.scope {
-            let rows = match grid_path(table) {
-                GridPath::None if table == TableId::Deaths => t.deaths_in_scope(scope),
-                GridPath::None => RoaringBitmap::new(),
-                _ => match t.grids_where(GRID_CODE, |c| c.starts_with(scope.as_str())) {
-                    Some(grids) => t.rows_of_grids(&grids),
-                    None => RoaringBitmap::new(),
-                },
-            };
-            t.visible = Some(Arc::new(rows));
-        }
         t
+    }
+
+    /// The rows inside the caller's scope (`None`: every row).
+    fn visible(&self) -> Option<&Arc<RoaringBitmap>> {
+        self.visible
+            .get_or_init(|| {
+                let scope = self.access.scope.as_deref()?;
+                let rows = match grid_path(self.table) {
+                    GridPath::None if self.table == TableId::Deaths => self.deaths_in_scope(scope),
+                    GridPath::None => RoaringBitmap::new(),
+                    _ => match self.grids_where(GRID_CODE, |c| c.starts_with(scope)) {
+                        Some(grids) => self.rows_of_grids(&grids),
+                        None => RoaringBitmap::new(),
+                    },
+                };
+                Some(Arc::new(rows))
+            })
+            .as_ref()
     }
 
     /// The rows of `deaths` whose identity number is that of a person inside the scope.
@@ -187,7 +193,7 @@ impl StoreTable {
 
     /// Rows the caller may see.
     fn visible_rows(&self) -> usize {
-        match &self.visible {
+        match self.visible() {
             Some(v) => v.len() as usize,
             None => self.stored().rows,
         }
@@ -426,7 +432,11 @@ impl StoreTable {
                     .map_err(df)?;
                 compute::take(codes, &keys, None)?
             } else {
-                let a = column_rows(&self.store, t, c, &rows)?;
+                let set = match &rows {
+                    Rows::Range(s, n) => RowSet::Range(*s, *n),
+                    Rows::Take(r) => RowSet::Take(r),
+                };
+                let a = self.store.materialize(t, c, set).map_err(df)?;
                 let def = &self.table.def().columns[c];
                 if def.personal && !self.access.pii {
                     let m = if def.identity {
@@ -466,43 +476,6 @@ impl Rows {
 
 fn df(e: crate::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// One column of some rows, as its SQL-typed array.
-fn column_rows(store: &Store, t: &StoredTable, c: usize, rows: &Rows) -> DfResult<ArrayRef> {
-    let field = t.schema.field(c);
-    let out: ArrayRef = match (&t.columns[c], rows) {
-        (StoredColumn::Array(a), Rows::Range(s, n)) => a.slice(*s, *n),
-        (StoredColumn::Array(a), Rows::Take(r)) => compute::take(a.as_ref(), r, None)?,
-        (StoredColumn::Keys { keys, pool }, rows) => {
-            let p = store.pool(pool).map_err(df)?;
-            let k: ArrayRef = match rows {
-                Rows::Range(s, n) => Arc::new(keys.slice(*s, *n)),
-                Rows::Take(r) => compute::take(keys, r, None)?,
-            };
-            compute::take(p.as_ref(), &k, None)?
-        }
-        (StoredColumn::Codes { codes, values }, rows) => {
-            let c = match rows {
-                Rows::Range(s, n) => codes.slice(*s, *n),
-                Rows::Take(r) => {
-                    let t = compute::take(codes, r, None)?;
-                    t.as_any()
-                        .downcast_ref::<arrow::array::Int8Array>()
-                        .cloned()
-                        .ok_or_else(|| DataFusionError::Internal("codes".into()))?
-                }
-            };
-            Arc::new(DictionaryArray::<Int8Type>::try_new(
-                c,
-                values.clone() as ArrayRef,
-            )?)
-        }
-    };
-    if out.data_type() != field.data_type() {
-        return Ok(compute::cast(&out, field.data_type())?);
-    }
-    Ok(out)
 }
 
 fn column_of(e: &Expr) -> Option<&str> {
@@ -592,7 +565,7 @@ impl TableProvider for StoreTable {
                 });
             }
         }
-        let mut selection = match (rows, &self.visible) {
+        let mut selection = match (rows, self.visible()) {
             (Some(r), Some(v)) => Selection::Rows(Arc::new(r & v.as_ref())),
             (Some(r), None) => Selection::Rows(Arc::new(r)),
             (None, Some(v)) => Selection::Rows(v.clone()),

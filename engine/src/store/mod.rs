@@ -13,8 +13,8 @@ use crate::contract::{ColumnDef, ColumnType, TableId};
 use crate::error::{Error, Result};
 use crate::load::report::LoadReport;
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int8Array,
-    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int8Array,
+    Int64Array, PrimitiveArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
@@ -393,42 +393,26 @@ impl Store {
         self.identities.value(key as usize)
     }
 
-    /// Materializes one column for a set of rows (`None`: all rows) as its SQL-typed array.
+    /// Materializes one column for some rows as its SQL-typed array.
     pub fn materialize(
         &self,
         table: &StoredTable,
         column: usize,
-        rows: Option<&UInt32Array>,
+        rows: RowSet<'_>,
     ) -> Result<ArrayRef> {
         let field = table.schema.field(column);
         let out: ArrayRef = match &table.columns[column] {
             StoredColumn::Array(a) => match rows {
-                None => a.clone(),
-                Some(r) => compute::take(a.as_ref(), r, None)?,
+                RowSet::All => a.clone(),
+                RowSet::Range(s, n) => a.slice(s, n),
+                RowSet::Take(r) => compute::take(a.as_ref(), r, None)?,
             },
             StoredColumn::Keys { keys, pool } => {
-                let p = self.pool(pool)?;
-                match rows {
-                    None => compute::take(p.as_ref(), keys, None)?,
-                    Some(r) => {
-                        let k = compute::take(keys, r, None)?;
-                        compute::take(p.as_ref(), &k, None)?
-                    }
-                }
+                compute::take(self.pool(pool)?.as_ref(), &rows.pick(keys)?, None)?
             }
             StoredColumn::Codes { codes, values } => {
-                let c = match rows {
-                    None => codes.clone(),
-                    Some(r) => {
-                        let t = compute::take(codes, r, None)?;
-                        t.as_any()
-                            .downcast_ref::<Int8Array>()
-                            .cloned()
-                            .ok_or_else(|| Error::Internal("codes".into()))?
-                    }
-                };
                 Arc::new(DictionaryArray::<Int8Type>::try_new(
-                    c,
+                    rows.pick(codes)?,
                     values.clone() as ArrayRef,
                 )?)
             }
@@ -457,7 +441,7 @@ impl Store {
         let schema = Arc::new(Schema::new(fields));
         let arrays = cols
             .iter()
-            .map(|&i| self.materialize(table, i, rows))
+            .map(|&i| self.materialize(table, i, rows.map_or(RowSet::All, RowSet::Take)))
             .collect::<Result<Vec<_>>>()?;
         let n = rows.map_or(table.rows, |r| r.len());
         Ok(RecordBatch::try_new_with_options(
@@ -472,6 +456,31 @@ impl Store {
         self.tables.iter().map(StoredTable::memory).sum::<usize>()
             + self.identities.get_array_memory_size()
             + self.indexes.memory()
+    }
+}
+
+/// Which rows of a stored table to materialize.
+#[derive(Debug, Clone, Copy)]
+pub enum RowSet<'a> {
+    /// Every row.
+    All,
+    /// `len` rows from `start`.
+    Range(usize, usize),
+    /// The rows at these positions, in this order.
+    Take(&'a UInt32Array),
+}
+
+impl RowSet<'_> {
+    /// These rows of a primitive array.
+    fn pick<T: arrow::datatypes::ArrowPrimitiveType>(
+        self,
+        a: &PrimitiveArray<T>,
+    ) -> Result<PrimitiveArray<T>> {
+        Ok(match self {
+            RowSet::All => a.clone(),
+            RowSet::Range(s, n) => a.slice(s, n),
+            RowSet::Take(r) => compute::take(a, r, None)?.as_primitive::<T>().clone(),
+        })
     }
 }
 

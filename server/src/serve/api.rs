@@ -320,23 +320,6 @@ fn timeout_error(timeout: std::time::Duration) -> ApiError {
     )
 }
 
-fn stream_error(e: datafusion::error::DataFusionError) -> ApiError {
-    match e.find_root() {
-        datafusion::error::DataFusionError::ResourcesExhausted(m) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "memory_limit",
-            format!("the query needs more memory than a query may use and was stopped: {m}"),
-        ),
-        _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query_error",
-            e.to_string()
-                .trim_start_matches("External error: ")
-                .to_string(),
-        ),
-    }
-}
-
 /// Plans and runs a query, sending the encoded answer in chunks. Nothing is sent before the
 /// first batch (or the end), so an error until then gets a proper status.
 #[allow(clippy::too_many_arguments)]
@@ -378,7 +361,11 @@ async fn run_query(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let _ = tx.send(Err(stream_error(e))).await;
+                let _ = tx
+                    .send(Err(ApiError::from_engine(
+                        gridlens_engine::sql::query_error(e),
+                    )))
+                    .await;
                 return;
             }
             Ok(Some(Ok(b))) => b,

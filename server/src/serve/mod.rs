@@ -351,7 +351,10 @@ impl App {
             .table(TableId::Grids)
             .strings("grid_code")
             .map_err(ApiError::from_engine)?;
-        let found = (0..workers.rows).find(|&i| ids.value(i) == worker_id);
+        let found = match &workers.key_index {
+            Some(ix) => ix.get(ids, worker_id).map(|r| r as usize),
+            None => (0..workers.rows).find(|&i| ids.value(i) == worker_id),
+        };
         match found {
             Some(i) if caller.access().contains(codes.value(grid[i] as usize)) => Ok(()),
             _ => Err(ApiError::not_found(format!(
@@ -401,13 +404,15 @@ impl App {
 pub fn mask_task(t: &Task, access: &Access) -> serde_json::Value {
     let mut v = serde_json::to_value(t).unwrap_or_default();
     if !access.pii {
-        use gridlens_engine::sql::access::{Masker, mask_value};
-        if let Some(s) = v.get("subject_id").and_then(|s| s.as_str()) {
-            v["subject_id"] = mask_value(s, Masker::Text).into();
-        }
-        if let Some(e) = v.get("evidence") {
-            let text = mask_value(&e.to_string(), Masker::Text);
-            v["evidence"] = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        use gridlens_engine::sql::access::{Masker, TEXT_WITH_IDS, mask_value};
+        for field in TEXT_WITH_IDS {
+            let masked = match v.get(*field) {
+                Some(serde_json::Value::String(s)) => mask_value(s, Masker::Text).into(),
+                Some(other) => serde_json::from_str(&mask_value(&other.to_string(), Masker::Text))
+                    .unwrap_or(serde_json::Value::Null),
+                None => continue,
+            };
+            v[*field] = masked;
         }
     }
     v

@@ -366,8 +366,17 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
             None => l.outcome = "ok".into(),
         }
     }
-    let (parts, body) = resp.into_parts();
     let finish = Finish { app, audit, start };
+    if axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .is_some()
+    {
+        // The whole answer is already made: record it now, and keep its Content-Length.
+        drop(finish);
+        return resp;
+    }
+    // A streamed answer: record it when its last byte has gone (or the client went away).
+    let (parts, body) = resp.into_parts();
     let stream = body.into_data_stream().map(move |chunk| {
         let _keep = &finish;
         chunk

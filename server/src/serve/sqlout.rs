@@ -51,16 +51,21 @@ impl Format {
     }
 }
 
+/// A batch as a JSON array of objects (explicit nulls); empty for no rows.
+fn json_array(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(buf)
+}
+
 /// Rows of a batch as JSON objects (explicit nulls).
 pub fn json_rows(batch: &RecordBatch) -> anyhow::Result<serde_json::Value> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(&mut buf);
-        w.write(batch)?;
-        w.finish()?;
-    }
+    let buf = json_array(batch)?;
     if buf.is_empty() {
         return Ok(serde_json::Value::Array(Vec::new()));
     }
@@ -143,14 +148,7 @@ impl Encoder {
                     out.push_str(&Self::json_header(schema));
                     *header = true;
                 }
-                let mut buf = Vec::new();
-                {
-                    let mut w = arrow::json::WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, arrow::json::writer::JsonArray>(&mut buf);
-                    w.write(batch)?;
-                    w.finish()?;
-                }
+                let buf = json_array(batch)?;
                 let text = std::str::from_utf8(&buf)?;
                 let inner = text
                     .trim()
