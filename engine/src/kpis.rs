@@ -943,51 +943,81 @@ pub fn grid_schema() -> SchemaRef {
 /// rank by score among the groups of the same street (grid and community levels; ties share the
 /// better rank, as SQL `RANK()`).
 pub fn grid_kpis(per_grid: &[GridCounts], store: &Store, q: &GridQuery) -> Result<RecordBatch> {
-    let level = q.level;
-    // Group the grids by their code at the level (sorted, so the output is in code order).
-    let mut groups: std::collections::BTreeMap<String, (u32, GridCounts)> = Default::default();
-    for (g, c) in per_grid.iter().enumerate() {
-        let code = code_at(store, g as u32, level);
-        groups
-            .entry(code)
-            .or_insert_with(|| (g as u32, GridCounts::default()))
-            .1
-            .add(c);
-    }
-    let rows: Vec<(String, u32, GridCounts, f64)> = groups
-        .into_iter()
-        .map(|(code, (g, c))| {
-            let s = c.grid_score(&q.params);
-            (code, g, c, s)
-        })
-        .collect();
-    // Rank among the groups of the same street.
-    let mut rank: Vec<Option<i64>> = vec![None; rows.len()];
-    if matches!(level, Level::Grid | Level::Community) {
-        let mut by_street: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            by_street
-                .entry(code_at(store, r.1, Level::Street))
-                .or_default()
-                .push(i);
+    let rollup = GridRollup::new(per_grid, store, q.level, &q.params);
+    rollup.batch(store, q.within.as_deref(), &q.params)
+}
+
+/// Every group of one level, city-wide, with its counts, score and rank: the part of the grid
+/// KPIs that does not depend on which codes are asked for, so it can be kept and sliced.
+#[derive(Debug, Clone)]
+pub struct GridRollup {
+    level: Level,
+    /// (code, a grid of the group, counts, score, rank in street), in code order.
+    rows: Vec<(String, u32, GridCounts, f64, Option<i64>)>,
+}
+
+impl GridRollup {
+    /// Rolls the per-grid counts up to a level.
+    pub fn new(
+        per_grid: &[GridCounts],
+        store: &Store,
+        level: Level,
+        params: &KpiParams,
+    ) -> GridRollup {
+        // Group the grids by their code at the level (sorted, so the output is in code order).
+        let mut groups: std::collections::BTreeMap<String, (u32, GridCounts)> = Default::default();
+        for (g, c) in per_grid.iter().enumerate() {
+            let code = code_at(store, g as u32, level);
+            groups
+                .entry(code)
+                .or_insert_with(|| (g as u32, GridCounts::default()))
+                .1
+                .add(c);
         }
-        for members in by_street.values() {
-            for &i in members {
-                let better = members.iter().filter(|&&j| rows[j].3 > rows[i].3).count();
-                rank[i] = Some(better as i64 + 1);
+        let mut rows: Vec<(String, u32, GridCounts, f64, Option<i64>)> = groups
+            .into_iter()
+            .map(|(code, (g, c))| {
+                let s = c.grid_score(params);
+                (code, g, c, s, None)
+            })
+            .collect();
+        // Rank among the groups of the same street.
+        if matches!(level, Level::Grid | Level::Community) {
+            let mut by_street: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, r) in rows.iter().enumerate() {
+                by_street
+                    .entry(code_at(store, r.1, Level::Street))
+                    .or_default()
+                    .push(i);
+            }
+            for members in by_street.values() {
+                for &i in members {
+                    let better = members.iter().filter(|&&j| rows[j].3 > rows[i].3).count();
+                    rows[i].4 = Some(better as i64 + 1);
+                }
             }
         }
+        GridRollup { level, rows }
     }
-    let within = q.within.as_deref().unwrap_or("");
-    let mut b = GridColumns::default();
-    for ((code, g, c, score), rank) in rows.iter().zip(rank) {
-        let grid_code = code_at(store, *g, Level::Grid);
-        if !grid_code.starts_with(within) && !code.starts_with(within) {
-            continue;
+
+    /// The `grid_kpis` rows of the groups inside `within` (all when `None`).
+    pub fn batch(
+        &self,
+        store: &Store,
+        within: Option<&str>,
+        params: &KpiParams,
+    ) -> Result<RecordBatch> {
+        let within = within.unwrap_or("");
+        let grid_codes = store.table(TableId::Grids).strings("grid_code")?;
+        let mut b = GridColumns::default();
+        for (code, g, c, score, rank) in &self.rows {
+            if !code.starts_with(within) && !grid_codes.value(*g as usize).starts_with(within) {
+                continue;
+            }
+            b.push(store, self.level, code, *g, c, *score, *rank, params);
         }
-        b.push(store, level, code, *g, c, *score, rank, &q.params);
+        Ok(RecordBatch::try_new(grid_schema(), b.finish())?)
     }
-    Ok(RecordBatch::try_new(grid_schema(), b.finish())?)
 }
 
 #[derive(Default)]

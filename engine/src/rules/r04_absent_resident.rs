@@ -51,17 +51,15 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             if !alive {
                 return Vec::new();
             }
-            // Who was seen within the window, and when each identity was last seen at all.
-            let mut seen: Vec<(u32, i64)> = range
-                .filter(|&row| ids[row] != NONE && ts[row] <= ctx.as_of)
-                .map(|row| (ids[row], ts[row]))
+            // Who was seen within the window: a small sorted list.
+            let mut seen: Vec<u32> = range
+                .clone()
+                .filter(|&row| ids[row] != NONE && ts[row] > absent_from && ts[row] <= ctx.as_of)
+                .map(|row| ids[row])
                 .collect();
             seen.sort_unstable();
-            let last_seen = |id: u32| -> Option<i64> {
-                let end = seen.partition_point(|e| e.0 <= id);
-                (end > 0 && seen[end - 1].0 == id).then(|| seen[end - 1].1)
-            };
-            let mut out = Vec::new();
+            seen.dedup();
+            let mut out: Vec<(u32, Option<i64>)> = Vec::new();
             for &room in ctx.ix.rooms_of_building.get(b) {
                 for &person in ctx.ix.active_of_room.get(room) {
                     let i = person as usize;
@@ -75,10 +73,34 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                     if registered.value(i) > ctx.today - p.r04_absent_days as i32 {
                         continue;
                     }
-                    let last = last_seen(person_ids[i]);
-                    if last.is_none_or(|t| t <= absent_from) {
-                        out.push((person, last));
+                    if seen.binary_search(&person_ids[i]).is_err() {
+                        out.push((person, None));
                     }
+                }
+            }
+            if out.is_empty() {
+                return out;
+            }
+            // When each absent identity was last seen at all: one more pass over the building.
+            let mut absent: Vec<(u32, Option<i64>)> = out
+                .iter()
+                .map(|&(p, _)| (person_ids[p as usize], None))
+                .collect();
+            absent.sort_unstable();
+            absent.dedup();
+            for row in range {
+                if ids[row] == NONE || ts[row] > ctx.as_of {
+                    continue;
+                }
+                if let Ok(k) = absent.binary_search_by_key(&ids[row], |e| e.0) {
+                    let last = &mut absent[k].1;
+                    *last = Some(last.map_or(ts[row], |t| t.max(ts[row])));
+                }
+            }
+            for (person, last) in &mut out {
+                let id = person_ids[*person as usize];
+                if let Ok(k) = absent.binary_search_by_key(&id, |e| e.0) {
+                    *last = absent[k].1;
                 }
             }
             out

@@ -4,13 +4,21 @@
 //! whose `electricity_kwh ≥ 50` (`min_kwh`) in each of the last **2** (`months`) complete months
 //! before `as_of` (for `as_of` in November 2026: 2026-09 and 2026-10). A missing reading counts
 //! as below the threshold.
+//!
+//! Readings are scanned in parallel chunks; each reading at or above the threshold in one of the
+//! months sets that month's bit in a dense per-room mask, so no hash table is involved. Only the
+//! rooms found are looked at again, for their evidence.
 
 use super::{Anomaly, Context, RuleId};
 use crate::contract::{TENURE, TableId};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::time;
 use arrow::array::Array;
-use std::collections::HashMap;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Rows per parallel chunk of readings.
+const CHUNK: usize = 256 * 1024;
 
 /// Evaluates R08.
 pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
@@ -19,44 +27,72 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         return Ok(Vec::new());
     }
     let k = ctx.params.r08_months.max(1);
+    if k > 64 {
+        return Err(Error::param(
+            "r08_months",
+            format!("{k} months: at most 64 are supported"),
+        ));
+    }
     let this_month = time::month_of(ctx.today);
     let first = this_month - k;
     let room = readings.keys("room_id")?;
     let month = readings.strings("month")?;
     let kwh = readings.floats("electricity_kwh")?;
-    // Room → kWh of each of the months (index 0 = the oldest).
-    let mut use_by_room: HashMap<u32, Vec<Option<f64>>> = HashMap::new();
-    for i in 0..readings.rows {
-        if kwh.is_null(i) {
-            continue;
+    let n_rooms = ctx.table(TableId::Rooms).rows;
+    let min_kwh = ctx.params.r08_min_kwh;
+    // The month (0 = the oldest of the window) of a reading at or above the threshold.
+    let qualifies = |i: usize| -> Option<usize> {
+        if kwh.is_null(i) || kwh.value(i) < min_kwh || room[i] as usize >= n_rooms {
+            return None;
         }
-        let Ok(m) = time::parse_month(month.value(i)) else {
-            continue;
-        };
-        if m < first || m >= this_month {
-            continue;
-        }
-        let v = kwh.value(i);
-        if v >= ctx.params.r08_min_kwh {
-            use_by_room
-                .entry(room[i])
-                .or_insert_with(|| vec![None; k as usize])[(m - first) as usize] = Some(v);
-        }
-    }
-    let tenure = ctx.table(TableId::Rooms).codes("tenure")?;
-    let mut rooms: Vec<u32> = use_by_room
+        let m = time::parse_month(month.value(i)).ok()?;
+        (first..this_month)
+            .contains(&m)
+            .then(|| (m - first) as usize)
+    };
+    let masks: Vec<AtomicU64> = (0..n_rooms).map(|_| AtomicU64::new(0)).collect();
+    (0..readings.rows)
+        .into_par_iter()
+        .with_min_len(CHUNK)
+        .for_each(|i| {
+            if let Some(j) = qualifies(i) {
+                masks[room[i] as usize].fetch_or(1 << j, Ordering::Relaxed);
+            }
+        });
+    let all = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let rooms: Vec<u32> = ctx
+        .ix
+        .residential_rooms
         .iter()
-        .filter(|(_, v)| v.iter().all(Option::is_some))
-        .map(|(&r, _)| r)
-        .filter(|&r| {
-            ctx.ix.residential_rooms.contains(r)
-                && (ctx.ix.vacant_rooms.contains(r) || ctx.ix.active_of_room.get(r).is_empty())
+        .filter(|&r| masks[r as usize].load(Ordering::Relaxed) == all)
+        .filter(|&r| ctx.ix.vacant_rooms.contains(r) || ctx.ix.active_of_room.get(r).is_empty())
+        .collect();
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The evidence: each found room's kWh per month.
+    let mut slot = vec![u32::MAX; n_rooms];
+    for (s, &r) in rooms.iter().enumerate() {
+        slot[r as usize] = s as u32;
+    }
+    let hits: Vec<(u32, usize, f64)> = (0..readings.rows)
+        .into_par_iter()
+        .with_min_len(CHUNK)
+        .filter_map(|i| {
+            let r = room[i] as usize;
+            if r >= n_rooms || slot[r] == u32::MAX {
+                return None;
+            }
+            qualifies(i).map(|j| (slot[r], j, kwh.value(i)))
         })
         .collect();
-    rooms.sort_unstable();
-    let mut out = Vec::new();
-    for r in rooms {
-        let v = &use_by_room[&r];
+    let mut values = vec![vec![None::<f64>; k as usize]; rooms.len()];
+    for (s, j, v) in hits {
+        values[s as usize][j] = Some(v);
+    }
+    let tenure = ctx.table(TableId::Rooms).codes("tenure")?;
+    let mut out = Vec::with_capacity(rooms.len());
+    for (r, v) in rooms.into_iter().zip(values) {
         let mut months = serde_json::Map::new();
         for (j, x) in v.iter().enumerate() {
             months.insert(time::format_month(first + j as i32), serde_json::json!(x));

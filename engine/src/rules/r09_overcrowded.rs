@@ -7,8 +7,9 @@
 use super::{Anomaly, Context, RuleId};
 use crate::contract::TableId;
 use crate::error::Result;
+use crate::store::index::Csr;
 use arrow::array::Array;
-use std::collections::HashMap;
+use rayon::prelude::*;
 
 /// The most occupants a room may have.
 pub fn capacity(area_m2: f64, min_m2_per_person: f64) -> i64 {
@@ -20,42 +21,50 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let rooms = ctx.table(TableId::Rooms);
     let area = rooms.floats("area_m2")?;
     let person_ids = ctx.table(TableId::People).keys("id_number")?;
-    // Tenants of leases active at as_of, by room.
-    let mut tenants: HashMap<u32, Vec<u32>> = HashMap::new();
+    // Leases active at as_of, by room.
     let leases = ctx.table(TableId::Leases);
-    if leases.rows > 0 {
-        let room = leases.keys("room_id")?;
-        let tenant = leases.keys("tenant_id_number")?;
+    let (active_leases, tenant) = if leases.rows > 0 {
         let start = leases.dates("start_date")?;
         let end = leases.dates("end_date")?;
-        for i in 0..leases.rows {
-            if start.value(i) <= ctx.today && (end.is_null(i) || ctx.today <= end.value(i)) {
-                tenants.entry(room[i]).or_default().push(tenant[i]);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut ids: Vec<u32> = Vec::new();
-    for r in ctx.ix.residential_rooms.iter() {
-        let registered = ctx.ix.active_of_room.get(r);
-        let leased = tenants.get(&r).map(Vec::as_slice).unwrap_or(&[]);
-        let cap = capacity(area.value(r as usize), ctx.params.r09_min_m2_per_person);
-        if ((registered.len() + leased.len()) as i64) <= cap {
-            continue;
-        }
-        ids.clear();
-        ids.extend(registered.iter().map(|&p| person_ids[p as usize]));
-        let n_registered = {
-            ids.sort_unstable();
-            ids.dedup();
-            ids.len()
-        };
-        ids.extend_from_slice(leased);
-        ids.sort_unstable();
-        ids.dedup();
-        let occupants = ids.len() as i64;
-        if occupants > cap {
-            out.push(ctx.room_anomaly(
+        let active =
+            |i: usize| start.value(i) <= ctx.today && (end.is_null(i) || ctx.today <= end.value(i));
+        (
+            Csr::build(leases.keys("room_id")?, rooms.rows, active),
+            leases.keys("tenant_id_number")?,
+        )
+    } else {
+        (Csr::default(), &[][..])
+    };
+    let candidates: Vec<u32> = ctx.ix.residential_rooms.iter().collect();
+    let (active_leases, area) = (&active_leases, &area);
+    let found: Vec<(u32, i64, i64, usize)> = candidates
+        .par_chunks(64 * 1024)
+        .flat_map_iter(|chunk| {
+            let mut ids: Vec<u32> = Vec::new();
+            chunk.iter().filter_map(move |&r| {
+                let registered = ctx.ix.active_of_room.get(r);
+                let leased = active_leases.get(r);
+                let cap = capacity(area.value(r as usize), ctx.params.r09_min_m2_per_person);
+                if ((registered.len() + leased.len()) as i64) <= cap {
+                    return None;
+                }
+                ids.clear();
+                ids.extend(registered.iter().map(|&p| person_ids[p as usize]));
+                ids.sort_unstable();
+                ids.dedup();
+                let n_registered = ids.len();
+                ids.extend(leased.iter().map(|&l| tenant[l as usize]));
+                ids.sort_unstable();
+                ids.dedup();
+                let occupants = ids.len() as i64;
+                (occupants > cap).then_some((r, occupants, cap, n_registered))
+            })
+        })
+        .collect();
+    found
+        .into_iter()
+        .map(|(r, occupants, cap, n_registered)| {
+            ctx.room_anomaly(
                 RuleId::R09,
                 r,
                 occupants - cap,
@@ -66,10 +75,9 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                     "registered": n_registered,
                     "unregistered_tenants": occupants as usize - n_registered,
                 }),
-            )?);
-        }
-    }
-    Ok(out)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

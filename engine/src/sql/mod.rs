@@ -20,7 +20,7 @@ pub use access::Access;
 
 use crate::contract::TableId;
 use crate::error::{Error, Result};
-use crate::kpis::{self, GridCounts, GroupBy, IncidentQuery, KpiParams, Level};
+use crate::kpis::{self, GridCounts, GridRollup, GroupBy, IncidentQuery, KpiParams, Level};
 use crate::rules::{self, Params, RuleId, Sweep};
 use crate::sla::{self, Clocks, NO_TIME, STATE_NAMES, Stage};
 use crate::store::{NONE, Store};
@@ -64,9 +64,10 @@ pub struct Derived {
     sweeps: Mutex<HashMap<SweepKey, Arc<Sweep>>>,
     clocks: Mutex<HashMap<i64, Arc<Clocks>>>,
     grids: Mutex<HashMap<i64, Arc<Vec<GridCounts>>>>,
+    rollups: Mutex<HashMap<(i64, Level), Arc<GridRollup>>>,
     latest: RwLock<Option<Arc<Sweep>>>,
-    /// Held while computing into the sweeps, clocks and grids caches.
-    computing: [Mutex<()>; 3],
+    /// Held while computing into the sweeps, clocks, grids and roll-up caches.
+    computing: [Mutex<()>; 4],
 }
 
 impl fmt::Debug for Derived {
@@ -111,6 +112,7 @@ impl Derived {
             sweeps: Mutex::default(),
             clocks: Mutex::default(),
             grids: Mutex::default(),
+            rollups: Mutex::default(),
             latest: RwLock::default(),
             computing: Default::default(),
         }
@@ -162,18 +164,19 @@ impl Derived {
         })
     }
 
-    /// Grid KPIs at a level, optionally inside one code.
+    /// Grid KPIs at a level, optionally inside one code. The city-wide roll-up of a level is kept,
+    /// so asking for one street is a slice of it.
     pub fn grid_kpis(&self, as_of: i64, level: Level, within: Option<&str>) -> Result<RecordBatch> {
-        let counts = self.grid_counts(as_of)?;
-        kpis::grid_kpis(
-            &counts,
-            &self.store,
-            &kpis::GridQuery {
+        let rollup = cached(&self.rollups, &self.computing[3], (as_of, level), || {
+            let counts = self.grid_counts(as_of)?;
+            Ok(GridRollup::new(
+                &counts,
+                &self.store,
                 level,
-                within: within.map(str::to_string),
-                params: self.kpi_params.clone(),
-            },
-        )
+                &self.kpi_params,
+            ))
+        })?;
+        rollup.batch(&self.store, within, &self.kpi_params)
     }
 
     /// Incident KPIs.

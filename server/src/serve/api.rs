@@ -402,6 +402,15 @@ async fn run_query(
     };
 }
 
+/// A JSON answer: the `head` fields and the batch as `rows`.
+fn json_answer(
+    head: serde_json::Value,
+    batch: &arrow::array::RecordBatch,
+) -> Result<Response, ApiError> {
+    let body = super::sqlout::json_with_rows(head, batch).map_err(ApiError::internal)?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 /// `GET /v1/kpis/grids?level=&code=&as_of=`.
 pub async fn kpi_grids(
     State(app): State<Arc<App>>,
@@ -428,13 +437,10 @@ pub async fn kpi_grids(
     .map_err(ApiError::internal)?
     .map_err(ApiError::from_engine)?;
     audit_of(&audit).rows(batch.num_rows() as u64);
-    let rows = super::sqlout::json_rows(&batch).map_err(ApiError::internal)?;
-    Ok(Json(serde_json::json!({
-        "level": level.name(),
-        "as_of": time::format_timestamp(as_of),
-        "rows": rows,
-    }))
-    .into_response())
+    json_answer(
+        serde_json::json!({"level": level.name(), "as_of": time::format_timestamp(as_of)}),
+        &batch,
+    )
 }
 
 /// `GET /v1/kpis/incidents?group_by=&from=&to=&as_of=`.
@@ -464,14 +470,11 @@ pub async fn kpi_incidents(
     .map_err(ApiError::internal)?
     .map_err(ApiError::from_engine)?;
     audit_of(&audit).rows(batch.num_rows() as u64);
-    let rows = super::sqlout::json_rows(&batch).map_err(ApiError::internal)?;
     let groups: Vec<&str> = group_by.iter().map(|g| g.column()).collect();
-    Ok(Json(serde_json::json!({
-        "group_by": groups,
-        "as_of": time::format_timestamp(as_of),
-        "rows": rows,
-    }))
-    .into_response())
+    json_answer(
+        serde_json::json!({"group_by": groups, "as_of": time::format_timestamp(as_of)}),
+        &batch,
+    )
 }
 
 /// The body of `POST /v1/sweeps`.

@@ -63,13 +63,27 @@ fn json_array(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Rows of a batch as JSON objects (explicit nulls).
-pub fn json_rows(batch: &RecordBatch) -> anyhow::Result<serde_json::Value> {
-    let buf = json_array(batch)?;
-    if buf.is_empty() {
-        return Ok(serde_json::Value::Array(Vec::new()));
+/// A JSON object of the `head` fields followed by `"rows"`: the batch's rows as JSON objects
+/// (explicit nulls), written straight from the columns.
+pub fn json_with_rows(head: serde_json::Value, batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
+    let mut out = serde_json::to_vec(&head)?;
+    anyhow::ensure!(
+        out.last() == Some(&b'}'),
+        "the head of an answer is not an object"
+    );
+    out.pop();
+    if out.len() > 1 {
+        out.push(b',');
     }
-    Ok(serde_json::from_slice(&buf)?)
+    out.extend_from_slice(b"\"rows\":");
+    let rows = json_array(batch)?;
+    if rows.is_empty() {
+        out.extend_from_slice(b"[]");
+    } else {
+        out.extend_from_slice(&rows);
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 /// Encodes an answer batch by batch. Nothing is produced before the first batch.
