@@ -13,6 +13,12 @@ figure (median), the ratio DuckDB / gridlens, and checks that both return the sa
          rules as SQL (below) over its in-memory tables, loaded first and not timed. Both
          results are compared as sets of (rule, subject_id, grid_code), rule by rule.
 
+- kpis:  incident KPIs (kpis.md) for the whole city and per grid. gridlens runs
+         `gridlens-bench kpis` (SLA clocks of all four stages, then both groupings); DuckDB runs
+         the same definitions as SQL (the handle and close deadlines they need, on the working
+         calendar) over its in-memory tables, loaded first and not timed. Both answers are
+         compared row by row, column by column.
+
 The rules are written here from rules.md, independently of the engine's code; the working
 calendar is built from the same holiday files (engine/data/holidays).
 """
@@ -183,6 +189,219 @@ CREATE MACRO age_at(b, t) AS
     THEN 1 ELSE 0 END""")
 
 
+DAY_US = 86_400_000_000
+HOUR_US = 3_600_000_000
+CST_US = 8 * HOUR_US
+
+
+def duckdb_prepare_calendar(con):
+    """daycal(day, n): every day (days since 1970-01-01) with the number of working days up to and
+    including it; wdn(n, day): the n-th working day."""
+    days = working_days()
+    epoch = dt.date(1970, 1, 1)
+    rows, n = [], 0
+    for s, work in days:
+        n += work
+        rows.append(((dt.date.fromisoformat(s) - epoch).days, n, work))
+    con.execute("CREATE TABLE daycal (day INTEGER, n INTEGER, work BOOLEAN)")
+    con.executemany("INSERT INTO daycal VALUES (?, ?, ?)", rows)
+    con.execute("CREATE TABLE wdn AS SELECT n, day FROM daycal WHERE work")
+
+
+def incident_flags_cte(as_of_us):
+    """CTEs b, d, s, f: per incident reported by as_of, its handle and close deadlines and states
+    and whether it is due, with the shipped SLA rules (the datasets have no sla_rules rows):
+    handle = 4 natural hours (urgent) or 3 working days, close = 24 natural hours or 7 working
+    days. Timestamps after as_of count as not yet happened."""
+    a = as_of_us
+    def masked(c):
+        return f"CASE WHEN epoch_us({c}) <= {a} THEN epoch_us({c}) END"
+    return f"""
+b AS (
+  SELECT grid_code, urgency, status, reopened, satisfaction,
+         epoch_us(reported_at) AS rep, {masked('accepted_at')} AS acc,
+         {masked('dispatched_at')} AS dis, {masked('handled_at')} AS han,
+         {masked('closed_at')} AS clo
+  FROM incidents WHERE epoch_us(reported_at) <= {a}
+), d AS (
+  SELECT b.*,
+    CASE WHEN b.status = 'rejected' OR b.dis IS NULL THEN NULL
+         WHEN b.urgency = 'urgent' THEN b.dis + 4 * {HOUR_US}
+         ELSE (wh.day + 1)::BIGINT * {DAY_US} - {CST_US} END AS handle_dl,
+    CASE WHEN b.status = 'rejected' THEN NULL
+         WHEN b.urgency = 'urgent' THEN b.rep + 24 * {HOUR_US}
+         ELSE (wc.day + 1)::BIGINT * {DAY_US} - {CST_US} END AS close_dl
+  FROM b
+  LEFT JOIN daycal ch ON ch.day = (b.dis + {CST_US}) // {DAY_US}
+  LEFT JOIN wdn wh ON wh.n = ch.n + 3
+  LEFT JOIN daycal cc ON cc.day = (b.rep + {CST_US}) // {DAY_US}
+  LEFT JOIN wdn wc ON wc.n = cc.n + 7
+), s AS (
+  SELECT d.*,
+    CASE WHEN handle_dl IS NULL THEN NULL WHEN han IS NOT NULL THEN (CASE WHEN han <= handle_dl THEN 'met' ELSE 'missed' END)
+         WHEN {a} > handle_dl THEN 'overdue' ELSE 'pending' END AS hs,
+    CASE WHEN close_dl IS NULL THEN NULL WHEN clo IS NOT NULL THEN (CASE WHEN clo <= close_dl THEN 'met' ELSE 'missed' END)
+         WHEN {a} > close_dl THEN 'overdue' ELSE 'pending' END AS cs
+  FROM d
+), f AS (
+  SELECT s.*,
+    (acc IS NOT NULL AND status <> 'parked' AND cs IS NOT NULL AND (clo IS NOT NULL OR cs = 'overdue')) AS due,
+    (dis IS NOT NULL AND status <> 'parked' AND hs IS NOT NULL AND (han IS NOT NULL OR hs = 'overdue')) AS hdue,
+    CASE WHEN clo IS NOT NULL THEN (clo - rep) / {HOUR_US}.0 END AS hours
+  FROM s
+)"""
+
+
+def incident_kpis_sql(as_of_us, group):
+    """Incident KPIs of kpis.md, for the city (group None) or per `group`."""
+    key = f"{group}, " if group else ""
+    return f"""
+WITH {incident_flags_cte(as_of_us)}, k AS (
+  SELECT {key}
+    count(*) AS reported, count(acc) AS accepted,
+    count(*) FILTER (WHERE due) AS due, count(clo) AS closed,
+    count(*) FILTER (WHERE due AND clo IS NOT NULL) AS closed_due,
+    count(*) FILTER (WHERE due AND cs = 'met') AS close_met,
+    count(*) FILTER (WHERE hdue) AS handle_due,
+    count(*) FILTER (WHERE hdue AND hs = 'met') AS handle_met,
+    count(*) FILTER (WHERE due AND reopened > 0) AS rework,
+    count(*) FILTER (WHERE cs = 'overdue' AND status <> 'parked') AS overdue_open,
+    list_sort(list(hours) FILTER (WHERE hours IS NOT NULL)) AS hl,
+    avg(satisfaction) AS satisfaction_avg
+  FROM f {"GROUP BY " + group if group else ""}
+), r AS (
+  SELECT k.*,
+    accepted / nullif(reported, 0) AS acceptance_rate,
+    closed_due / nullif(due, 0) AS closure_rate,
+    close_met / nullif(due, 0) AS on_time_closure_rate,
+    handle_met / nullif(handle_due, 0) AS on_time_handling_rate,
+    rework / nullif(due, 0) AS rework_rate
+  FROM k
+), sc AS (
+  SELECT r.*, 100.0 * (0.3 * closure_rate + 0.3 * on_time_closure_rate + 0.2 * on_time_handling_rate
+                       + 0.2 * (1.0 - rework_rate)) AS score
+  FROM r
+)
+SELECT {key}reported, accepted, acceptance_rate, due, closed, closure_rate, on_time_closure_rate,
+  handle_due, on_time_handling_rate, rework_rate, overdue_open,
+  CASE WHEN len(hl) > 0 THEN hl[greatest(1, least(len(hl), ceil(0.5 * len(hl))::INTEGER))] END AS median_close_hours,
+  CASE WHEN len(hl) > 0 THEN hl[greatest(1, least(len(hl), ceil(0.9 * len(hl))::INTEGER))] END AS p90_close_hours,
+  satisfaction_avg, score,
+  CASE WHEN score IS NULL THEN NULL WHEN score >= 90 THEN 'A' WHEN score >= 75 THEN 'B'
+       WHEN score >= 60 THEN 'C' WHEN score >= 40 THEN 'D' ELSE 'E' END AS grade
+FROM sc {("ORDER BY " + group) if group else ""}
+"""
+
+
+def grid_kpis_sql(as_of_us, level):
+    """Grid KPIs of kpis.md at a level, from the per-grid counts in `gc`."""
+    col = {"grid": "grid_code", "community": "community_code", "street": "street_code",
+           "district": "district_code", "city": "city_code"}[level]
+    rank = ("RANK() OVER (PARTITION BY street_code ORDER BY grid_score DESC)"
+            if level in ("grid", "community") else "NULL")
+    street = "any_value(street_code) AS street_code," if level in ("grid", "community") else ""
+    return f"""
+WITH t AS (
+  SELECT {col} AS code, {street}
+    sum(buildings) AS buildings, sum(rooms) AS rooms, sum(residential_rooms) AS residential_rooms,
+    sum(rental_rooms) AS rental_rooms, sum(vacant_rooms) AS vacant_rooms,
+    sum(households) AS households, sum(visited) AS visited, sum(residents) AS residents,
+    sum(floating_residents) AS floating_residents, sum(elderly_alone) AS elderly_alone,
+    sum(elderly_cared) AS elderly_cared, sum(verified) AS verified, sum(workers) AS workers,
+    sum(anomalies) AS anomalies, sum(incidents_30d) AS incidents_30d, sum(due) AS due,
+    sum(closed_due) AS closed_due, sum(close_met) AS close_met, sum(handle_due) AS handle_due,
+    sum(handle_met) AS handle_met, sum(rework) AS rework, sum(overdue_open) AS overdue_open
+  FROM gc GROUP BY {col}
+), r AS (
+  SELECT t.*,
+    floating_residents / nullif(residents, 0) AS floating_share,
+    households / nullif(workers, 0) AS households_per_worker,
+    visited / nullif(households, 0) AS visit_coverage_30d,
+    elderly_cared / nullif(elderly_alone, 0) AS care_compliance_7d,
+    verified / nullif(residents, 0) AS verified_share,
+    CASE WHEN residents > 0 THEN anomalies * 1000.0 / residents END AS anomalies_per_1000,
+    closed_due / nullif(due, 0) AS closure_rate_30d,
+    close_met / nullif(due, 0) AS on_time_closure_rate_30d,
+    100.0 * (0.3 * (closed_due / nullif(due, 0)) + 0.3 * (close_met / nullif(due, 0))
+             + 0.2 * (handle_met / nullif(handle_due, 0)) + 0.2 * (1.0 - rework / nullif(due, 0))) AS incident_score_30d
+  FROM t
+), sc AS (
+  SELECT r.*, 100.0 * (0.25 * coalesce(visit_coverage_30d, 1.0) + 0.15 * coalesce(care_compliance_7d, 1.0)
+      + 0.15 * coalesce(verified_share, 1.0) + 0.25 * coalesce(incident_score_30d / 100.0, 1.0)
+      + 0.20 * coalesce(greatest(1.0 - anomalies_per_1000 / 50.0, 0.0), 1.0)) AS grid_score
+  FROM r
+)
+SELECT code, buildings, rooms, residential_rooms, rental_rooms, vacant_rooms, households, residents,
+  floating_residents, floating_share, elderly_alone, workers, households_per_worker,
+  visit_coverage_30d, care_compliance_7d, verified_share, anomalies, anomalies_per_1000,
+  incidents_30d, closure_rate_30d, on_time_closure_rate_30d, overdue_open, incident_score_30d,
+  grid_score, {rank} AS rank_in_street
+FROM sc ORDER BY code
+"""
+
+
+def grid_counts_sql(as_of_us):
+    """Per grid: the counts every grid KPI is made of (from `anomalies` of the rules above)."""
+    a = as_of_us
+    window = 30 * DAY_US
+    return f"""
+CREATE OR REPLACE TABLE gc AS
+WITH {incident_flags_cte(as_of_us)},
+g AS (SELECT grid_code, community_code, street_code, district_code,
+             substr(district_code, 1, 4) || '00' AS city_code FROM grids),
+rb AS (SELECT r.room_id, r.usage, r.tenure, b.grid_code FROM rooms r JOIN buildings b USING (building_id)),
+rooms_g AS (SELECT grid_code, count(*) AS rooms,
+    count(*) FILTER (WHERE usage = 'residential') AS residential_rooms,
+    count(*) FILTER (WHERE tenure = 'rental') AS rental_rooms,
+    count(*) FILTER (WHERE tenure = 'vacant') AS vacant_rooms FROM rb GROUP BY grid_code),
+bld AS (SELECT grid_code, count(*) AS buildings FROM buildings GROUP BY grid_code),
+visited AS (SELECT DISTINCT room_id FROM visits
+    WHERE kind IN ('household_visit', 'verification') AND room_id IS NOT NULL
+      AND epoch_us(visited_at) >= {a - window} AND epoch_us(visited_at) <= {a}),
+hh AS (SELECT rb.grid_code, count(*) AS households, count(v.room_id) AS visited
+    FROM households h JOIN rb ON rb.room_id = h.room_id
+    LEFT JOIN visited v ON v.room_id = h.room_id
+    WHERE EXISTS (SELECT 1 FROM people p WHERE p.household_id = h.household_id AND p.status = 'active')
+    GROUP BY rb.grid_code),
+flag AS (SELECT subject_id AS person_id, bool_or(rule = 'R10') AS r10, bool_or(rule = 'R11') AS r11
+    FROM anomalies WHERE rule IN ('R10', 'R11') GROUP BY subject_id),
+res AS (SELECT rb.grid_code, count(*) AS residents,
+    count(*) FILTER (WHERE p.residence_kind = 'floating') AS floating_residents,
+    count(*) FILTER (WHERE NOT coalesce(f.r10, false)) AS verified,
+    count(*) FILTER (WHERE list_contains(list_transform(string_split(coalesce(p.care_tags, ''), ';'), lambda x: trim(x)), 'elderly_alone')) AS elderly_alone,
+    count(*) FILTER (WHERE list_contains(list_transform(string_split(coalesce(p.care_tags, ''), ';'), lambda x: trim(x)), 'elderly_alone')
+                       AND NOT coalesce(f.r11, false)) AS elderly_cared
+    FROM people p JOIN rb ON rb.room_id = p.room_id LEFT JOIN flag f ON f.person_id = p.person_id
+    WHERE p.status = 'active' GROUP BY rb.grid_code),
+wk AS (SELECT grid_code, count(*) AS workers FROM workers WHERE active GROUP BY grid_code),
+an AS (SELECT grid_code, count(*) AS anomalies FROM anomalies GROUP BY grid_code),
+inc AS (SELECT grid_code, count(*) AS incidents_30d,
+    count(*) FILTER (WHERE due) AS due, count(*) FILTER (WHERE due AND clo IS NOT NULL) AS closed_due,
+    count(*) FILTER (WHERE due AND cs = 'met') AS close_met, count(*) FILTER (WHERE hdue) AS handle_due,
+    count(*) FILTER (WHERE hdue AND hs = 'met') AS handle_met,
+    count(*) FILTER (WHERE due AND reopened > 0) AS rework,
+    count(*) FILTER (WHERE cs = 'overdue' AND status <> 'parked') AS overdue_open
+    FROM f WHERE rep >= {a - window} AND rep < {a} GROUP BY grid_code)
+SELECT g.*, coalesce(bld.buildings, 0) AS buildings, coalesce(rooms_g.rooms, 0) AS rooms,
+  coalesce(residential_rooms, 0) AS residential_rooms, coalesce(rental_rooms, 0) AS rental_rooms,
+  coalesce(vacant_rooms, 0) AS vacant_rooms, coalesce(households, 0) AS households,
+  coalesce(visited, 0) AS visited, coalesce(residents, 0) AS residents,
+  coalesce(floating_residents, 0) AS floating_residents, coalesce(verified, 0) AS verified,
+  coalesce(elderly_alone, 0) AS elderly_alone, coalesce(elderly_cared, 0) AS elderly_cared,
+  coalesce(workers, 0) AS workers, coalesce(anomalies, 0) AS anomalies,
+  coalesce(incidents_30d, 0) AS incidents_30d, coalesce(due, 0) AS due,
+  coalesce(closed_due, 0) AS closed_due, coalesce(close_met, 0) AS close_met,
+  coalesce(handle_due, 0) AS handle_due, coalesce(handle_met, 0) AS handle_met,
+  coalesce(rework, 0) AS rework, coalesce(overdue_open, 0) AS overdue_open
+FROM g LEFT JOIN bld USING (grid_code) LEFT JOIN rooms_g USING (grid_code) LEFT JOIN hh USING (grid_code)
+  LEFT JOIN res USING (grid_code) LEFT JOIN wk USING (grid_code) LEFT JOIN an USING (grid_code)
+  LEFT JOIN inc USING (grid_code)
+"""
+
+
+LEVELS = ["grid", "community", "street", "district", "city"]
+
+
 def manifest_as_of(data):
     m = json.load(open(os.path.join(data, "manifest.json")))
     return dt.datetime.fromisoformat(m["as_of"]).astimezone(dt.timezone(dt.timedelta(hours=8)))
@@ -210,6 +429,41 @@ def child(job, data, reps):
     elif job == "duckdb-queries":
         res = duckdb_queries(data, reps, os.environ["QUERIES"], os.environ["RESULTS"])
         print(json.dumps({"queries": res, "peak_rss_bytes": peak()}))
+    elif job == "duckdb-kpis":
+        con = duckdb_connect(data)
+        duckdb_load(con, data)
+        duckdb_prepare_calendar(con)
+        as_of = manifest_as_of(data)
+        as_of_us = int(as_of.timestamp()) * 1_000_000
+        outdir = os.environ["RESULTS"]
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            answers = {}
+            for name, group in (("incident_city", None), ("incident_grid", "grid_code")):
+                cur = con.execute(incident_kpis_sql(as_of_us, group))
+                answers[name] = ([d[0] for d in cur.description], cur.fetchall())
+            times.append(time.perf_counter() - t)
+        # Grid KPIs need the sweep's anomalies: the rules above, run once and not timed.
+        duckdb_prepare_rules(con)
+        local = as_of.strftime("%Y-%m-%d %H:%M:%S")
+        con.execute("CREATE TABLE anomalies AS " + rules_sql(local, as_of.date().isoformat(), months_before(as_of)))
+        grid_times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            con.execute(grid_counts_sql(as_of_us))
+            for level in LEVELS:
+                cur = con.execute(grid_kpis_sql(as_of_us, level))
+                answers[f"grid_kpis_{level}"] = ([d[0] for d in cur.description], cur.fetchall())
+            grid_times.append(time.perf_counter() - t)
+        for name, (cols, rows) in answers.items():
+            with open(os.path.join(outdir, f"{name}.csv"), "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(cols)
+                w.writerows(rows)
+        print(json.dumps({"median_seconds": statistics.median(times), "times": times,
+                          "grid_median_seconds": statistics.median(grid_times),
+                          "peak_rss_bytes": peak()}))
     elif job == "duckdb-sweep":
         con = duckdb_connect(data)
         duckdb_load(con, data)
@@ -273,6 +527,12 @@ def read_rows(path):
     return [tuple(normalize(x) for x in row) for row in r[1:]]
 
 
+def read_dicts(path):
+    """Rows as {column: normalized value}, for comparing answers column by column."""
+    with open(path) as f:
+        return [{k: normalize(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def run_json(cmd, env=None):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -320,7 +580,8 @@ def main():
         print(f"sweep    gridlens {gs:8.3f} s (peak during sweep {gib(g['peak_rss_during_sweep_bytes'])})   "
               f"duckdb {ds:8.3f} s   duckdb/gridlens {ds / gs:5.2f}x")
         for r in g["rules"]:
-            print(f"  {r['rule']}  {r['found']:>9}  {r['median_seconds'] * 1000:9.1f} ms")
+            print(f"  {r['rule']}  {r['found']:>9}  alone {r['median_seconds_alone'] * 1000:9.1f} ms"
+                  f"   in the sweep {r['median_seconds_in_sweep'] * 1000:9.1f} ms")
         gset, dset = read_set(ga), read_set(da)
         same = gset == dset
         print(f"  results: gridlens {len(gset)} anomalies, duckdb {len(dset)}: {'identical' if same else 'DIFFERENT'}")
@@ -348,6 +609,33 @@ def main():
                   f"   duckdb/gridlens {ratio:6.2f}x   {gq['rows']:>6} rows  {'identical' if same else 'DIFFERENT'}")
         print(f"queries  median duckdb/gridlens {statistics.median(ratios):5.2f}x over {len(ratios)} queries")
         report["queries"] = {"gridlens": g, "duckdb": d, "median_ratio": statistics.median(ratios)}
+    if "kpis" in jobs:
+        gdir, ddir = f"/tmp/gridlens-kpis-{os.getpid()}", f"/tmp/duckdb-kpis-{os.getpid()}"
+        os.makedirs(gdir, exist_ok=True)
+        os.makedirs(ddir, exist_ok=True)
+        g = run_json([a.bench, "kpis", "--data", a.data, "--repeat", str(max(a.repeat, 3)), "--out", gdir])
+        d = run_json(me + ["--child", "duckdb-kpis"], env=dict(os.environ, RESULTS=ddir))
+        gs, ds = g["incident_kpis_total_median_seconds"], d["median_seconds"]
+        print(f"kpis     incident KPIs, city and per grid: gridlens {gs:8.3f} s (SLA clocks included)   "
+              f"duckdb {ds:8.3f} s   duckdb/gridlens {ds / gs:5.2f}x")
+        gg = g["sla_clocks_median_seconds"] + g["grid_kpis_all_levels_median_seconds"]
+        dg = d["grid_median_seconds"]
+        print(f"kpis     grid KPIs, all five levels: gridlens {gg:8.3f} s (SLA clocks included, sweep not)   "
+              f"duckdb {dg:8.3f} s (sweep not included)   duckdb/gridlens {dg / gg:5.2f}x")
+        same_all = True
+        for name in ["incident_city", "incident_grid"] + [f"grid_kpis_{lv}" for lv in LEVELS]:
+            gr, dr = read_dicts(os.path.join(gdir, name + ".csv")), read_dicts(os.path.join(ddir, name + ".csv"))
+            # Compare the columns both answers have.
+            gr = [{k: v for k, v in x.items() if k in y} for x, y in zip(gr, dr)] + gr[len(dr):]
+            dr = [{k: v for k, v in y.items() if k in x} for x, y in zip(gr, dr)] + dr[len(gr):]
+            diff = [(x, y) for x, y in zip(gr, dr) if x != y]
+            same = len(gr) == len(dr) and not diff
+            same_all &= same
+            print(f"  {name:<14} {len(gr):>6} rows   {'identical' if same else 'DIFFERENT'}")
+            for x, y in diff[:3]:
+                print(f"    gridlens {x}\n    duckdb   {y}")
+        report["kpis"] = {"gridlens": g, "duckdb": d, "identical": same_all,
+                          "incident_ratio": ds / gs, "grid_ratio": dg / gg}
     print(json.dumps(report), file=open(os.path.join("/tmp", "gridlens-compare-last.json"), "w"))
 
 

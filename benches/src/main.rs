@@ -55,7 +55,8 @@ enum Cmd {
         data: PathBuf,
         #[arg(long, default_value_t = 5)]
         repeat: usize,
-        /// Write the city-level figures here (JSON), for the comparison to check.
+        /// Write the answers here as CSV (incident KPIs for the city and per grid, city grid KPIs),
+        /// for the comparison to check.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -242,19 +243,22 @@ fn kpis(data: &std::path::Path, repeat: usize, out: Option<PathBuf>) -> Result<(
         last = Some((city, by_grid, levels, rows));
     }
     let (city, by_grid, levels, rows) = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
-    if let Some(path) = out {
-        let mut buf = Vec::new();
-        {
-            let mut w = arrow::json::ArrayWriter::new(&mut buf);
-            w.write(&city)?;
-            w.write(
-                levels
-                    .last()
-                    .ok_or_else(|| anyhow::anyhow!("no city level"))?,
-            )?;
-            w.finish()?;
+    if let Some(dir) = out {
+        // The answers as CSV, for comparing with another engine.
+        std::fs::create_dir_all(&dir)?;
+        let mut answers = vec![
+            ("incident_city".to_string(), &city),
+            ("incident_grid".to_string(), &by_grid),
+        ];
+        for (level, batch) in Level::ALL.iter().zip(&levels) {
+            answers.push((format!("grid_kpis_{}", level.name()), batch));
         }
-        std::fs::write(&path, buf)?;
+        for (name, batch) in answers {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(std::fs::File::create(dir.join(format!("{name}.csv")))?);
+            w.write(batch)?;
+        }
     }
     println!(
         "{}",

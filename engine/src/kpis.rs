@@ -840,25 +840,19 @@ pub fn grid_counts(
     let floating = &ix.residence[codes::residence::FLOATING as usize];
     let empty = RoaringBitmap::new();
     let elderly = ix.tags.get("elderly_alone").unwrap_or(&empty);
-    let people_room = store.table(TableId::People).keys("room_id")?;
-    for person in &ix.active {
-        let room = people_room[person as usize];
-        if room == NONE {
-            continue;
-        }
-        let g = ix.room_grid[room as usize];
-        if g == NONE {
-            continue;
-        }
-        let c = &mut out[g as usize];
-        c.residents += 1;
-        c.floating_residents += floating.contains(person) as u64;
-        c.verified += !unverified.contains(person) as u64;
-        if elderly.contains(person) {
-            c.elderly_alone += 1;
-            c.elderly_cared += !uncared.contains(person) as u64;
-        }
-    }
+    // Per grid, the sizes of the grid's records intersected with these sets: no per-record work.
+    let active_floating = &ix.active & floating;
+    let active_unverified = &ix.active & &unverified;
+    let active_elderly = &ix.active & elderly;
+    let elderly_uncared = &active_elderly & &uncared;
+    out.par_iter_mut().enumerate().for_each(|(g, c)| {
+        let records = rows_in(TableId::People, g);
+        c.residents = records.intersection_len(&ix.active);
+        c.floating_residents = records.intersection_len(&active_floating);
+        c.verified = c.residents - records.intersection_len(&active_unverified);
+        c.elderly_alone = records.intersection_len(&active_elderly);
+        c.elderly_cared = c.elderly_alone - records.intersection_len(&elderly_uncared);
+    });
 
     // Workers.
     let workers = store.table(TableId::Workers);

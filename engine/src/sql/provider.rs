@@ -13,7 +13,7 @@
 use super::access::{Access, Masker, mask_array, masker};
 use crate::contract::{ColumnType, TableId};
 use crate::store::{NONE, RowSet, Store, StoredColumn, StoredTable};
-use arrow::array::{Array, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -25,9 +25,14 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::common::config::ConfigOptions;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
@@ -599,6 +604,7 @@ impl TableProvider for StoreTable {
             partitions,
             batch_size,
             props: Arc::new(props),
+            dynamic: Vec::new(),
         }))
     }
 }
@@ -620,7 +626,12 @@ impl StoreTable {
 }
 
 /// Reads selected rows of a stored table.
-#[derive(Debug)]
+///
+/// It also takes the dynamic filters a hash join pushes to its probe side (the join keys seen on
+/// the build side, known once the build side is read): rows they rule out are dropped as they
+/// are read, so a join against a few buildings does not carry every room of the city upwards.
+/// The join still checks every row, so the filters only ever save work.
+#[derive(Debug, Clone)]
 pub struct StoreScan {
     table: Arc<StoreTable>,
     schema: SchemaRef,
@@ -630,6 +641,7 @@ pub struct StoreScan {
     partitions: usize,
     batch_size: usize,
     props: Arc<PlanProperties>,
+    dynamic: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl StoreScan {
@@ -663,7 +675,12 @@ impl DisplayAs for StoreScan {
         if !self.answered.is_empty() {
             write!(f, ", index=[{}]", self.answered.join(", "))?;
         }
-        write!(f, ", projection=[{}]", cols.join(", "))
+        write!(f, ", projection=[{}]", cols.join(", "))?;
+        if !self.dynamic.is_empty() {
+            let d: Vec<String> = self.dynamic.iter().map(|e| e.to_string()).collect();
+            write!(f, ", dynamic=[{}]", d.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -699,9 +716,41 @@ impl ExecutionPlan for StoreScan {
             Some(p) => self.part(p).1,
             None => self.selection.len(),
         };
+        // Dynamic filters drop rows at run time: the count is then an upper bound.
+        let n = if self.dynamic.is_empty() {
+            Precision::Exact(n)
+        } else {
+            Precision::Inexact(n)
+        };
         Ok(Arc::new(
-            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(n)),
+            Statistics::new_unknown(&self.schema).with_num_rows(n),
         ))
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        // Only dynamic filters are taken, and reported as not pushed down: whoever made them
+        // keeps applying its own condition, so correctness never depends on this scan.
+        let taken: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .iter()
+            .filter(|f| f.filter.is::<DynamicFilterPhysicalExpr>())
+            .map(|f| f.filter.clone())
+            .collect();
+        let filters = vec![PushedDown::No; child_pushdown_result.parent_filters.len()];
+        let updated_node = (!taken.is_empty()).then(|| {
+            let mut node = self.clone();
+            node.dynamic.extend(taken);
+            Arc::new(node) as Arc<dyn ExecutionPlan>
+        });
+        Ok(FilterPushdownPropagation {
+            filters,
+            updated_node,
+        })
     }
 
     fn execute(
@@ -721,14 +770,27 @@ impl ExecutionPlan for StoreScan {
             Selection::Rows(b) => Some(Arc::new(b.iter().skip(start).take(len).collect())),
         };
         let s = schema.clone();
-        let batches = (0..len.div_ceil(size)).map(move |i| {
-            let (lo, hi) = (i * size, ((i + 1) * size).min(len));
-            let rows = match &picked {
-                None => Rows::Range(start + lo, hi - lo),
-                Some(p) => Rows::Take(UInt32Array::from(p[lo..hi].to_vec())),
-            };
-            table.batch(&s, &projection, rows)
-        });
+        let dynamic = self.dynamic.clone();
+        let batches = (0..len.div_ceil(size))
+            .map(move |i| {
+                let (lo, hi) = (i * size, ((i + 1) * size).min(len));
+                let rows = match &picked {
+                    None => Rows::Range(start + lo, hi - lo),
+                    Some(p) => Rows::Take(UInt32Array::from(p[lo..hi].to_vec())),
+                };
+                let mut batch = table.batch(&s, &projection, rows)?;
+                for f in &dynamic {
+                    let keep = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let keep = keep.as_boolean_opt().ok_or_else(|| {
+                        DataFusionError::Internal(format!("dynamic filter {f} is not boolean"))
+                    })?;
+                    if keep.true_count() < batch.num_rows() {
+                        batch = compute::filter_record_batch(&batch, keep)?;
+                    }
+                }
+                Ok(batch)
+            })
+            .filter(|b: &DfResult<RecordBatch>| !matches!(b, Ok(b) if b.num_rows() == 0));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
