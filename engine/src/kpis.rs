@@ -1003,8 +1003,21 @@ impl GridRollup {
     ) -> Result<RecordBatch> {
         let within = within.unwrap_or("");
         let grid_codes = store.table(TableId::Grids).strings("grid_code")?;
+        // Codes below the city are prefixes of their grids' codes: when `within` is no longer
+        // than the codes, the groups inside it are one run of the sorted rows.
+        let shortest = self.rows.iter().map(|r| r.0.len()).min().unwrap_or(0);
+        let rows = if self.level != Level::City && within.len() <= shortest {
+            let start = self.rows.partition_point(|r| r.0.as_str() < within);
+            let len = self.rows[start..]
+                .iter()
+                .take_while(|r| r.0.starts_with(within))
+                .count();
+            &self.rows[start..start + len]
+        } else {
+            &self.rows[..]
+        };
         let mut b = GridColumns::default();
-        for (code, g, c, score, rank) in &self.rows {
+        for (code, g, c, score, rank) in rows {
             if !code.starts_with(within) && !grid_codes.value(*g as usize).starts_with(within) {
                 continue;
             }

@@ -12,6 +12,7 @@
 
 use super::access::{Access, Masker, mask_array, masker};
 use crate::contract::{ColumnType, TableId};
+use crate::store::index::DateIndex;
 use crate::store::{NONE, RowSet, Store, StoredColumn, StoredTable};
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute;
@@ -37,11 +38,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use roaring::MultiOps;
 use roaring::RoaringBitmap;
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// The name of the derived grid column.
 pub const GRID_CODE: &str = "grid_code";
@@ -104,10 +103,6 @@ pub struct StoreTable {
     schema: SchemaRef,
     /// Whether `grid_code` is derived (the last column).
     derived_grid: bool,
-    /// Per enum column: rows per code, built on first use.
-    enum_index: Mutex<BTreeMap<usize, Arc<Vec<RoaringBitmap>>>>,
-    /// Per date column: rows per date, built on first use.
-    date_index: Mutex<BTreeMap<usize, Arc<BTreeMap<i32, RoaringBitmap>>>>,
     /// What the caller may see.
     access: Access,
     /// The rows inside the caller's scope (`None`: every row), worked out on first use: a
@@ -135,8 +130,6 @@ impl StoreTable {
             store,
             table,
             derived_grid,
-            enum_index: Mutex::default(),
-            date_index: Mutex::default(),
             access: Access::full(),
             visible: OnceLock::new(),
         }
@@ -294,44 +287,20 @@ impl StoreTable {
         let StoredColumn::Codes { codes, values } = self.stored().columns.get(col)? else {
             return None;
         };
-        let mut cache = self.enum_index.lock().ok()?;
-        Some(
-            cache
-                .entry(col)
-                .or_insert_with(|| {
-                    let mut by = vec![RoaringBitmap::new(); values.len()];
-                    for (i, c) in codes.iter().enumerate() {
-                        if let Some(c) = c.and_then(|c| by.get_mut(c as usize)) {
-                            c.insert(i as u32);
-                        }
-                    }
-                    Arc::new(by)
-                })
-                .clone(),
-        )
+        self.store
+            .column_indexes
+            .enum_rows(self.table, col, values.len(), codes.iter())
     }
 
-    fn date_rows(&self, col: usize) -> Option<Arc<BTreeMap<i32, RoaringBitmap>>> {
+    fn date_rows(&self, col: usize) -> Option<Arc<DateIndex>> {
         let def = self.table.def().columns.get(col)?;
         if def.ty != ColumnType::Date {
             return None;
         }
         let dates = self.stored().dates(def.name).ok()?;
-        let mut cache = self.date_index.lock().ok()?;
-        Some(
-            cache
-                .entry(col)
-                .or_insert_with(|| {
-                    let mut by: BTreeMap<i32, RoaringBitmap> = BTreeMap::new();
-                    for (i, d) in dates.iter().enumerate() {
-                        if let Some(d) = d {
-                            by.entry(d).or_default().insert(i as u32);
-                        }
-                    }
-                    Arc::new(by)
-                })
-                .clone(),
-        )
+        self.store
+            .column_indexes
+            .date_rows(self.table, col, dates.iter())
     }
 
     /// The rows that satisfy a filter, if the indexes answer it fully.
@@ -413,7 +382,7 @@ impl StoreTable {
             Operator::GtEq => (Included(d), Unbounded),
             _ => return None,
         };
-        Some(by.range(range).map(|(_, b)| b).union())
+        Some(by.range(range.0, range.1))
     }
 
     /// Materializes some rows of the table with the given columns.
@@ -617,8 +586,6 @@ impl StoreTable {
             table: self.table,
             schema: self.schema.clone(),
             derived_grid: self.derived_grid,
-            enum_index: Mutex::default(),
-            date_index: Mutex::default(),
             access: self.access.clone(),
             visible: self.visible.clone(),
         }

@@ -355,3 +355,112 @@ impl Indexes {
             + self.grid_rows.values().map(GridRows::memory).sum::<usize>()
     }
 }
+
+/// Rows of a date column in date order: a range of dates is a contiguous run of rows.
+#[derive(Debug, Default)]
+pub struct DateIndex {
+    dates: Vec<i32>,
+    rows: Vec<u32>,
+}
+
+impl DateIndex {
+    /// Indexes the non-null values of a column (built with a parallel sort).
+    pub fn build(values: impl Iterator<Item = Option<i32>>) -> DateIndex {
+        use rayon::prelude::*;
+        let mut pairs: Vec<(i32, u32)> = values
+            .enumerate()
+            .filter_map(|(i, d)| d.map(|d| (d, i as u32)))
+            .collect();
+        pairs.par_sort_unstable();
+        let (dates, rows) = pairs.into_iter().unzip();
+        DateIndex { dates, rows }
+    }
+
+    /// The rows whose date lies within the bounds.
+    pub fn range(
+        &self,
+        lo: std::ops::Bound<i32>,
+        hi: std::ops::Bound<i32>,
+    ) -> RoaringBitmap {
+        use rayon::prelude::*;
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match lo {
+            Included(d) => self.dates.partition_point(|&x| x < d),
+            Excluded(d) => self.dates.partition_point(|&x| x <= d),
+            Unbounded => 0,
+        };
+        let end = match hi {
+            Included(d) => self.dates.partition_point(|&x| x <= d),
+            Excluded(d) => self.dates.partition_point(|&x| x < d),
+            Unbounded => self.dates.len(),
+        };
+        if start >= end {
+            return RoaringBitmap::new();
+        }
+        let mut rows = self.rows[start..end].to_vec();
+        rows.par_sort_unstable();
+        RoaringBitmap::from_sorted_iter(rows).unwrap_or_default()
+    }
+
+    /// Bytes held.
+    pub fn memory(&self) -> usize {
+        self.dates.capacity() * 4 + self.rows.capacity() * 4
+    }
+}
+
+/// A column of a table.
+type ColumnKey = (TableId, usize);
+/// Rows per code of an enum column.
+type EnumRows = std::sync::Arc<Vec<RoaringBitmap>>;
+
+/// Indexes over single columns that SQL filters use (rows per enum code, rows in date order),
+/// built on first use and shared by every session over the store.
+#[derive(Debug, Default)]
+pub struct ColumnIndexes {
+    enums: std::sync::Mutex<BTreeMap<ColumnKey, EnumRows>>,
+    dates: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<DateIndex>>>,
+}
+
+impl ColumnIndexes {
+    /// Rows per code of an enum column (codes as stored, `None` for null).
+    pub fn enum_rows(
+        &self,
+        table: TableId,
+        column: usize,
+        n_codes: usize,
+        codes: impl Iterator<Item = Option<i8>>,
+    ) -> Option<EnumRows> {
+        let mut cache = self.enums.lock().ok()?;
+        Some(
+            cache
+                .entry((table, column))
+                .or_insert_with(|| {
+                    let mut by = vec![RoaringBitmap::new(); n_codes];
+                    for (i, c) in codes.enumerate() {
+                        if let Some(b) = c.and_then(|c| by.get_mut(c as usize)) {
+                            // Rows come in order: appending is constant time.
+                            let _ = b.try_push(i as u32);
+                        }
+                    }
+                    std::sync::Arc::new(by)
+                })
+                .clone(),
+        )
+    }
+
+    /// A date column in date order.
+    pub fn date_rows(
+        &self,
+        table: TableId,
+        column: usize,
+        values: impl Iterator<Item = Option<i32>>,
+    ) -> Option<std::sync::Arc<DateIndex>> {
+        let mut cache = self.dates.lock().ok()?;
+        Some(
+            cache
+                .entry((table, column))
+                .or_insert_with(|| std::sync::Arc::new(DateIndex::build(values)))
+                .clone(),
+        )
+    }
+}

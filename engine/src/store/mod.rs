@@ -308,6 +308,8 @@ pub struct Store {
     pub rejects: RecordBatch,
     /// Indexes over the tables.
     pub indexes: Indexes,
+    /// Indexes over single columns for SQL filters, built on first use.
+    pub column_indexes: index::ColumnIndexes,
 }
 
 impl Store {
@@ -332,6 +334,7 @@ impl Store {
             report,
             rejects,
             indexes,
+            column_indexes: Default::default(),
         })
     }
 
