@@ -293,6 +293,16 @@ pub fn grade(score: f64) -> &'static str {
     }
 }
 
+/// The nearest-rank percentile `p` (0–100) of values in any order (reorders them; linear time).
+pub fn nearest_rank_unsorted(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    let (_, v, _) = values.select_nth_unstable_by(rank.clamp(1, values.len()) - 1, f64::total_cmp);
+    Some(*v)
+}
+
 /// The nearest-rank percentile `p` (0–100) of sorted values.
 pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -581,8 +591,7 @@ pub fn incident_kpis(store: &Store, clocks: &Clocks, q: &IncidentQuery) -> Resul
         for (b, l) in group_cols.iter_mut().zip(labels) {
             b.append_option(l);
         }
-        c.close_hours.sort_by(f64::total_cmp);
-        out.push(&c, &q.params);
+        out.push(&mut c, &q.params);
     }
     let mut arrays: Vec<ArrayRef> = group_cols
         .iter_mut()
@@ -600,7 +609,7 @@ struct IncidentColumns {
 }
 
 impl IncidentColumns {
-    fn push(&mut self, c: &IncidentCounts, p: &KpiParams) {
+    fn push(&mut self, c: &mut IncidentCounts, p: &KpiParams) {
         let [reported, accepted, due, closed, handle_due, overdue_open] = &mut self.counts;
         let [
             acc_rate,
@@ -625,8 +634,8 @@ impl IncidentColumns {
         on_time_handling.append_option(c.on_time_handling_rate());
         rework.append_option(c.rework_rate());
         overdue_open.append_value(c.overdue_open);
-        median.append_option(nearest_rank(&c.close_hours, 50.0));
-        p90.append_option(nearest_rank(&c.close_hours, 90.0));
+        median.append_option(nearest_rank_unsorted(&mut c.close_hours, 50.0));
+        p90.append_option(nearest_rank_unsorted(&mut c.close_hours, 90.0));
         sat.append_option(
             (c.satisfaction_n > 0).then(|| c.satisfaction_sum as f64 / c.satisfaction_n as f64),
         );
@@ -1174,6 +1183,10 @@ mod tests {
         assert_eq!(nearest_rank(&[3.0], 90.0), Some(3.0));
         assert_eq!(nearest_rank(&[], 50.0), None);
         assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 50.0), Some(2.0));
+        let mut shuffled = [7.0, 3.0, 10.0, 1.0, 9.0, 2.0, 5.0, 8.0, 4.0, 6.0];
+        assert_eq!(nearest_rank_unsorted(&mut shuffled, 50.0), Some(5.0));
+        assert_eq!(nearest_rank_unsorted(&mut shuffled, 90.0), Some(9.0));
+        assert_eq!(nearest_rank_unsorted(&mut [], 50.0), None);
     }
 
     #[test]

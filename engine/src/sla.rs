@@ -361,14 +361,19 @@ pub fn clocks_with(
         (&reported, &closed),
     ];
 
-    // The limits depend only on (category, urgency): resolve them once per distinct pair.
-    let mut limits: hashbrown::HashMap<(&str, i8), [Option<Limit>; 4]> = hashbrown::HashMap::new();
-    for i in 0..n {
-        let key = (category.value(i), urgency.value(i));
-        limits
-            .entry(key)
-            .or_insert_with(|| Stage::ALL.map(|s| rules.limit(key.0, key.1, s)));
-    }
+    // The limits depend only on (category, urgency): resolve them once per distinct pair, and
+    // give every incident the position of its pair.
+    let mut pairs: hashbrown::HashMap<(&str, i8), u32> = hashbrown::HashMap::new();
+    let mut limits: Vec<[Option<Limit>; 4]> = Vec::new();
+    let pair_of: Vec<u32> = (0..n)
+        .map(|i| {
+            let key = (category.value(i), urgency.value(i));
+            *pairs.entry(key).or_insert_with(|| {
+                limits.push(Stage::ALL.map(|s| rules.limit(key.0, key.1, s)));
+                limits.len() as u32 - 1
+            })
+        })
+        .collect();
 
     let stages = Stage::ALL.map(|stage| {
         let (start, end) = bounds[stage as usize];
@@ -379,7 +384,7 @@ pub fn clocks_with(
                 if s == NO_TIME || status.value(i) == codes::incident_status::REJECTED {
                     return (NO_TIME, NO_TIME, -1);
                 }
-                let limit = limits[&(category.value(i), urgency.value(i))][stage as usize];
+                let limit = limits[pair_of[i] as usize][stage as usize];
                 let deadline = limit.and_then(|l| l.deadline(calendar, s));
                 let state = evaluate(s, end[i], deadline, as_of).map_or(-1, |s| s as i8);
                 (deadline.unwrap_or(NO_TIME), end[i], state)

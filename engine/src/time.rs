@@ -60,6 +60,29 @@ pub fn month_of(date: i32) -> i32 {
     d.year() * 12 + d.month0() as i32
 }
 
+/// The latest birth date of someone at least `age` full years old on `on` ([`age_on`] never
+/// grows with the birth date, so "old enough" is "born on or before" this date).
+pub fn latest_birth_for_age(on: i32, age: i32) -> i32 {
+    let old_enough = |b: i32| age_on(b, on) >= age;
+    let (mut lo, mut hi) = (on - 366 * (age + 2), on + 1);
+    while !old_enough(lo) {
+        lo -= 366;
+    }
+    while old_enough(hi) {
+        hi += 366;
+    }
+    // old_enough(lo) and not old_enough(hi)
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if old_enough(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// Full years between a birth date and a date; a 29 February birthday falls on 28 February in
 /// non-leap years.
 pub fn age_on(birth: i32, on: i32) -> i32 {
@@ -227,6 +250,30 @@ pub fn parse_as_of(s: &str) -> Result<i64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn birth_date_bounds_agree_with_ages() {
+        // Days around leap years and year ends, ages 0, 6, 80 and 100.
+        for on in [
+            ymd(2024, 2, 28).unwrap(),
+            ymd(2024, 2, 29).unwrap(),
+            ymd(2025, 2, 28).unwrap(),
+            ymd(2025, 3, 1).unwrap(),
+            ymd(2026, 11, 1).unwrap(),
+            ymd(2026, 12, 31).unwrap(),
+        ] {
+            for age in [0, 6, 80, 100] {
+                let bound = latest_birth_for_age(on, age);
+                for b in bound - 800..bound + 800 {
+                    assert_eq!(
+                        age_on(b, on) >= age,
+                        b <= bound,
+                        "born {b}, on {on}, age {age}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn timestamps_in_every_accepted_form() {

@@ -109,10 +109,10 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
         rep.extra_columns = loaded.extras;
         reports.push(rep);
         rejects_all.extend(loaded.rejects);
-        // Door events are held sorted by building: a building's events are then one range,
-        // which the rules scan building by building.
+        // Door events are held sorted by building, and by time within a building: a building's
+        // events are then one range, and a time window within it a sub-range.
         let t = if table == TableId::AccessEvents {
-            loaded.table.sorted_by_key("building_id")?
+            loaded.table.sorted_by_key_and_time("building_id", "ts")?
         } else {
             loaded.table
         };

@@ -10,7 +10,8 @@
 //! Evidence: nights, first and last night, and where the person is registered instead (room and
 //! grid), or that the `id_number` has no active record at all.
 //!
-//! Door events are held sorted by building, so each building is one range, scanned in parallel;
+//! Door events are held sorted by building and time, so each building is one range, scanned in
+//! parallel from the window's start;
 //! the building's registered identities are a small sorted list, so residents' events are
 //! dropped without any lookup outside the building.
 
@@ -69,7 +70,10 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                 .collect();
             residents.sort_unstable();
             let mut nights: Vec<(u32, i32)> = Vec::new();
-            for row in ctx.ix.events_of(b) {
+            // Events are in time order: only those after the window's start are read.
+            let range = ctx.ix.events_of(b);
+            let from = range.start + ts[range.clone()].partition_point(|&t| t <= window_start);
+            for row in from..range.end {
                 let id = ids[row];
                 let t = ts[row];
                 if id == NONE || t > ctx.as_of {

@@ -35,6 +35,10 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let absent_from = ctx.as_of - p.r04_absent_days * DAY;
     let alive_from = ctx.as_of - p.r04_alive_days * DAY;
     let latest_since = ctx.today - p.r04_absent_days as i32;
+    // Ages as birth-date bounds, worked out once: exempt when born after `youngest` (younger
+    // than min_age) or on or before `oldest` (max_age or older).
+    let youngest = time::latest_birth_for_age(ctx.today, p.r04_min_age);
+    let oldest = time::latest_birth_for_age(ctx.today, p.r04_max_age);
     let candidates: Vec<u32> = ctx
         .ix
         .access_buildings
@@ -44,18 +48,19 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let found: Vec<Vec<(u32, Option<i64>)>> = candidates
         .par_iter()
         .map(|&b| {
+            // A building's events are in time order: windows are sub-ranges.
             let range = ctx.ix.events_of(b);
-            let alive = range
-                .clone()
-                .any(|row| ts[row] > alive_from && ts[row] <= ctx.as_of);
-            if !alive {
-                return Vec::new();
+            let times = &ts[range.clone()];
+            let after = |t: i64| range.start + times.partition_point(|&x| x <= t);
+            let end = after(ctx.as_of);
+            if after(alive_from) >= end {
+                return Vec::new(); // the door system reported nothing in the last days
             }
+            let from = after(absent_from);
             // Who was seen within the window: a small sorted list.
-            let mut seen: Vec<u32> = range
-                .clone()
-                .filter(|&row| ids[row] != NONE && ts[row] > absent_from && ts[row] <= ctx.as_of)
+            let mut seen: Vec<u32> = (from..end)
                 .map(|row| ids[row])
+                .filter(|&id| id != NONE)
                 .collect();
             seen.sort_unstable();
             seen.dedup();
@@ -63,8 +68,9 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             for &room in ctx.ix.rooms_of_building.get(b) {
                 for &person in ctx.ix.active_of_room.get(room) {
                     let i = person as usize;
-                    let age = time::age_on(birth.value(i), ctx.today);
-                    if age < p.r04_min_age || age >= p.r04_max_age {
+                    // age < min_age, or age ≥ max_age
+                    let b = birth.value(i);
+                    if b > youngest || b <= oldest {
                         continue;
                     }
                     if housebound.is_some_and(|h| h.contains(person)) {
@@ -81,20 +87,19 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             if out.is_empty() {
                 return out;
             }
-            // When each absent identity was last seen at all: one more pass over the building.
+            // When each absent identity was last seen at all: before the window, in time order.
             let mut absent: Vec<(u32, Option<i64>)> = out
                 .iter()
                 .map(|&(p, _)| (person_ids[p as usize], None))
                 .collect();
             absent.sort_unstable();
             absent.dedup();
-            for row in range {
-                if ids[row] == NONE || ts[row] > ctx.as_of {
+            for row in range.start..from {
+                if ids[row] == NONE {
                     continue;
                 }
                 if let Ok(k) = absent.binary_search_by_key(&ids[row], |e| e.0) {
-                    let last = &mut absent[k].1;
-                    *last = Some(last.map_or(ts[row], |t| t.max(ts[row])));
+                    absent[k].1 = Some(ts[row]);
                 }
             }
             for (person, last) in &mut out {

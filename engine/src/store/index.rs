@@ -145,7 +145,7 @@ fn table(tables: &[StoredTable], id: TableId) -> &StoredTable {
 
 impl Indexes {
     /// Builds every index. `tables` is every table in contract order; door events must already
-    /// be sorted by building.
+    /// be sorted by building, and by time within a building.
     pub fn build(tables: &[StoredTable], identities: usize) -> Result<Indexes> {
         let people = table(tables, TableId::People);
         let rooms = table(tables, TableId::Rooms);
@@ -220,9 +220,11 @@ impl Indexes {
         let mut event_offsets = vec![0usize; buildings.rows + 1];
         if events.rows > 0 {
             let eb = events.keys("building_id")?;
-            if eb.windows(2).any(|w| w[0] > w[1]) {
+            let ts = events.timestamps("ts")?.values();
+            if (1..eb.len()).any(|i| eb[i - 1] > eb[i] || (eb[i - 1] == eb[i] && ts[i - 1] > ts[i]))
+            {
                 return Err(Error::Internal(
-                    "door events are not sorted by building".into(),
+                    "door events are not sorted by building and time".into(),
                 ));
             }
             for &b in eb {
@@ -325,7 +327,7 @@ impl Indexes {
         })
     }
 
-    /// The door-event rows of a building.
+    /// The door-event rows of a building, in time order.
     pub fn events_of(&self, building: u32) -> std::ops::Range<usize> {
         let b = building as usize;
         if b + 1 >= self.event_offsets.len() {
@@ -377,11 +379,7 @@ impl DateIndex {
     }
 
     /// The rows whose date lies within the bounds.
-    pub fn range(
-        &self,
-        lo: std::ops::Bound<i32>,
-        hi: std::ops::Bound<i32>,
-    ) -> RoaringBitmap {
+    pub fn range(&self, lo: std::ops::Bound<i32>, hi: std::ops::Bound<i32>) -> RoaringBitmap {
         use rayon::prelude::*;
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let start = match lo {

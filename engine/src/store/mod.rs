@@ -260,6 +260,24 @@ impl StoredTable {
             .collect();
         self.reorder(&UInt32Array::from(order))
     }
+
+    /// Sorts the rows by a key column, and the rows of each key by a timestamp column (stably;
+    /// cheap when the rows of a key already come in time order, as exports usually do).
+    pub fn sorted_by_key_and_time(self, column: &str, time: &str) -> Result<StoredTable> {
+        use rayon::prelude::*;
+        let t = self.sorted_by_key(column)?;
+        let keys = t.keys(column)?;
+        let ts = t.timestamps(time)?.values();
+        let in_order = (1..t.rows).all(|i| keys[i] != keys[i - 1] || ts[i] >= ts[i - 1]);
+        if in_order {
+            return Ok(t);
+        }
+        let mut order: Vec<u32> = (0..t.rows as u32).collect();
+        order
+            .par_chunk_by_mut(|&a, &b| keys[a as usize] == keys[b as usize])
+            .for_each(|rows| rows.sort_by_key(|&r| ts[r as usize]));
+        t.reorder(&UInt32Array::from(order))
+    }
 }
 
 fn empty_column(c: &ColumnDef) -> StoredColumn {
