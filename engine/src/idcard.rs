@@ -55,7 +55,7 @@ impl IdCheck {
 pub fn validate(id: &str, birth_date: i32, male: bool) -> Option<IdCheck> {
     // Length is counted in characters: 18 characters with a full-width digit among them have
     // the right length and fail the digits check.
-    if id.chars().count() != 18 {
+    if !(id.len() == 18 && id.is_ascii()) && id.chars().count() != 18 {
         return Some(IdCheck::Length);
     }
     let b = id.as_bytes();

@@ -25,7 +25,29 @@ fn epoch() -> NaiveDate {
 
 /// The date (days since 1970-01-01) of a calendar day, if it exists.
 pub fn ymd(year: i32, month: u32, day: u32) -> Option<i32> {
-    NaiveDate::from_ymd_opt(year, month, day).map(|d| (d - epoch()).num_days() as i32)
+    // Worked out in integers (the proleptic Gregorian calendar, as chrono's `NaiveDate`, over
+    // the same years): this runs for every identity number and date read.
+    if !(-262_143..=262_142).contains(&year) || !(1..=12).contains(&month) || day == 0 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > days_in_month {
+        return None;
+    }
+    // Days from civil (H. Hinnant): years start in March, so that the leap day comes last.
+    let y = year as i64 - (month <= 2) as i64;
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) as i32)
 }
 
 /// The calendar day of a date.
@@ -250,6 +272,21 @@ pub fn parse_as_of(s: &str) -> Result<i64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ymd_agrees_with_chrono() {
+        for year in [
+            -4000, -1, 0, 1, 1600, 1900, 1970, 1999, 2000, 2024, 2100, 9999,
+        ] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let expected = NaiveDate::from_ymd_opt(year, month, day)
+                        .map(|d| (d - epoch()).num_days() as i32);
+                    assert_eq!(ymd(year, month, day), expected, "{year}-{month}-{day}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn birth_date_bounds_agree_with_ages() {

@@ -60,22 +60,42 @@ impl Text {
     /// Maps every row through `f`, calling it once per distinct value of a dictionary.
     pub fn map<T: Clone>(&self, f: impl Fn(&str) -> T) -> Vec<Option<T>> {
         match self {
-            Text::Plain(a) => (0..a.len())
-                .map(|i| (!a.is_null(i)).then(|| f(a.value(i))))
-                .collect(),
+            Text::Plain(a) => {
+                // Exports group rows (a room's months, a household's members): a value equal to
+                // the previous row's is not mapped again.
+                let mut last: Option<(&str, T)> = None;
+                (0..a.len())
+                    .map(|i| {
+                        if a.is_null(i) {
+                            return None;
+                        }
+                        let v = a.value(i);
+                        match &last {
+                            Some((lv, t)) if *lv == v => Some(t.clone()),
+                            _ => {
+                                let t = f(v);
+                                last = Some((v, t.clone()));
+                                Some(t)
+                            }
+                        }
+                    })
+                    .collect()
+            }
             Text::Dict(d) => {
+                // A batch of a Parquet column chunk carries the chunk's whole dictionary: only
+                // the values its rows use are mapped, each once.
                 let v = d.values().as_string::<i32>();
-                let per_value: Vec<Option<T>> = (0..v.len())
-                    .map(|i| (!v.is_null(i)).then(|| f(v.value(i))))
-                    .collect();
+                let mut per_value: Vec<Option<Option<T>>> = vec![None; v.len()];
                 let keys = d.keys();
                 (0..d.len())
                     .map(|i| {
                         if keys.is_null(i) {
-                            None
-                        } else {
-                            per_value[keys.value(i) as usize].clone()
+                            return None;
                         }
+                        let k = keys.value(i) as usize;
+                        per_value[k]
+                            .get_or_insert_with(|| (!v.is_null(k)).then(|| f(v.value(k))))
+                            .clone()
                     })
                     .collect()
             }

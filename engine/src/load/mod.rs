@@ -112,7 +112,14 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
         // Door events are held sorted by building, and by time within a building: a building's
         // events are then one range, and a time window within it a sub-range.
         let t = if table == TableId::AccessEvents {
-            loaded.table.sorted_by_key_and_time("building_id", "ts")?
+            let t1 = Instant::now();
+            let t = loaded.table.sorted_by_key_and_time("building_id", "ts")?;
+            tracing::info!(
+                table = table.name(),
+                seconds = t1.elapsed().as_secs_f64(),
+                "sorted by building and time"
+            );
+            t
         } else {
             loaded.table
         };
@@ -303,21 +310,26 @@ fn load_table(
     let mut units: Vec<(usize, (usize, u64, usize))> = Vec::new();
     for (fi, file) in files.iter().enumerate() {
         if file.format == Format::Parquet {
-            let (schema, groups) = read::parquet_layout(file)?;
-            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let layout = read::parquet_layout(file)?;
+            let names: Vec<String> = layout
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             let map = ColumnMap::new(def, &names, &file.name)?;
-            units.extend(groups.iter().map(|&g| (layouts.len(), g)));
-            layouts.push((fi, schema, map));
+            units.extend(layout.groups.iter().map(|&g| (layouts.len(), g)));
+            layouts.push((fi, layout, map));
         }
     }
     let cx: &Ctx = ctx;
     let done: Vec<Result<(usize, Vec<BatchOut>)>> = units
         .par_iter()
         .map(|&(li, g)| {
-            let (fi, schema, map) = &layouts[li];
+            let (fi, layout, map) = &layouts[li];
             let file = &files[*fi];
             let mut v = Vec::new();
-            read::read_parquet_row_group(file, schema, g, opts.batch_rows, |raw| {
+            read::read_parquet_row_group(file, layout, g, opts.batch_rows, |raw| {
                 let n = raw.len() as u64;
                 v.push(convert_batch(def, map, raw, *fi, file, cx)?);
                 if let Some(p) = &opts.progress {
@@ -706,12 +718,20 @@ fn locate(starts: &[usize], row: usize) -> (usize, usize) {
 fn finalize(
     def: &'static TableDef,
     files: Vec<String>,
-    outs: Vec<BatchOut>,
+    mut outs: Vec<BatchOut>,
     early: Vec<Reject>,
     ctx: &mut Ctx,
     encodings: BTreeMap<String, String>,
 ) -> Result<LoadedTable> {
     let table = def.id();
+    let t0 = Instant::now();
+    let phase = |what: &str| {
+        tracing::debug!(
+            table = def.name,
+            seconds = t0.elapsed().as_secs_f64(),
+            "finalize: {what}"
+        )
+    };
     let mut starts = Vec::with_capacity(outs.len());
     let mut total = 0usize;
     for o in &outs {
@@ -737,6 +757,17 @@ fn finalize(
             total,
         )?);
     }
+    phase("concatenated");
+    let mut misses: Vec<(usize, usize, String)> = outs
+        .iter_mut()
+        .enumerate()
+        .flat_map(|(b, o)| {
+            let start = starts[b];
+            std::mem::take(&mut o.misses)
+                .into_iter()
+                .map(move |(c, r, v)| (c, start + r, v))
+        })
+        .collect();
     // Unique keys: every copy after the first is rejected.
     let mut key_index = None;
     let where_of = |row: usize| -> (String, u64) {
@@ -754,18 +785,9 @@ fn finalize(
     } else if !def.key.is_empty() {
         duplicates = composite_duplicates(def, &columns, &alive);
     }
-    let mut misses: Vec<(usize, usize, String)> = outs
-        .iter()
-        .enumerate()
-        .flat_map(|(b, o)| {
-            let start = starts[b];
-            o.misses
-                .iter()
-                .map(move |(c, r, v)| (*c, start + r, v.clone()))
-        })
-        .collect();
+    phase("keys checked");
     // Row order (then column order): the order identities are interned in, and binary search.
-    misses.sort_unstable_by_key(|(c, r, _)| (*r, *c));
+    misses.par_sort_unstable_by_key(|(c, r, _)| (*r, *c));
     for (row, first) in &duplicates {
         alive[*row] = false;
         let (ffile, frow) = where_of(*first);
@@ -796,14 +818,17 @@ fn finalize(
         ));
     }
     // Identities not pooled yet are interned in row order, so that positions are deterministic.
-    for (ci, row, v) in &misses {
-        if alive[*row]
-            && let Built::Keys(keys) = &mut columns[*ci]
-        {
-            keys[*row] = ctx.identity.intern(v);
+    let fresh: Vec<&(usize, usize, String)> =
+        misses.iter().filter(|(_, row, _)| alive[*row]).collect();
+    let values: Vec<&str> = fresh.iter().map(|(_, _, v)| v.as_str()).collect();
+    let interned = ctx.identity.intern_all(&values);
+    for (&&(ci, row, _), id) in fresh.iter().zip(interned) {
+        if let Built::Keys(keys) = &mut columns[ci] {
+            keys[row] = id;
         }
     }
     ctx.identity.freeze();
+    phase("identities interned");
     // Keep the loaded rows.
     let keep = BooleanArray::from(alive.clone());
     let mut new_row = vec![NONE; total];
@@ -822,6 +847,7 @@ fn finalize(
     if let Some(ix) = key_index.as_mut() {
         ix.renumber(&new_row);
     }
+    phase("rows kept");
     // Extra columns, in order of first appearance.
     let mut extra_names: Vec<String> = Vec::new();
     for o in &outs {

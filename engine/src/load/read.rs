@@ -10,7 +10,11 @@ use crate::load::report::{Reject, RejectReason};
 use crate::store::Manifest;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::datatypes::{DataType, Schema};
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::basic::{Encoding as ParquetEncoding, PageType};
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -490,51 +494,99 @@ pub fn record_to_csv<'a>(fields: impl Iterator<Item = &'a str>) -> String {
 /// A row group of a Parquet file: its index, its first row (from 0) and its number of rows.
 pub type RowGroup = (usize, u64, usize);
 
+/// A Parquet file's footer, read once and shared by the readers of its row groups.
+#[derive(Debug, Clone)]
+pub struct ParquetLayout {
+    /// The file's Arrow schema.
+    pub schema: Arc<Schema>,
+    /// Its row groups.
+    pub groups: Vec<RowGroup>,
+    metadata: Arc<ParquetMetaData>,
+}
+
 /// A Parquet file's schema and row groups.
-pub fn parquet_layout(file: &SourceFile) -> Result<(Arc<Schema>, Vec<RowGroup>)> {
+pub fn parquet_layout(file: &SourceFile) -> Result<ParquetLayout> {
     let f = File::open(&file.path)
         .map_err(|e| Error::Load(format!("{}: cannot open the file: {e}", file.name)))?;
     let b = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
     let schema = b.schema().clone();
+    let metadata = b.metadata().clone();
     let mut first = 0u64;
     let mut groups = Vec::new();
-    for (i, rg) in b.metadata().row_groups().iter().enumerate() {
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
         let n = rg.num_rows().max(0) as usize;
         groups.push((i, first, n));
         first += n as u64;
     }
-    Ok((schema, groups))
+    Ok(ParquetLayout {
+        schema,
+        groups,
+        metadata,
+    })
 }
 
-/// Reads one row group of a Parquet file. Text columns are read as dictionaries when the file
-/// stores them so (`dictionary_columns`), which lets the loader resolve each distinct value once.
+/// Whether every data page of a column chunk is dictionary-encoded (unknown: assumed so).
+fn all_dictionary(column: &ColumnChunkMetaData) -> bool {
+    if let Some(mask) = column.page_encoding_stats_mask() {
+        return column.dictionary_page_offset().is_some()
+            && (mask.is_only(ParquetEncoding::PLAIN_DICTIONARY)
+                || mask.is_only(ParquetEncoding::RLE_DICTIONARY));
+    }
+    if let Some(stats) = column.page_encoding_stats() {
+        return column.dictionary_page_offset().is_some()
+            && stats
+                .iter()
+                .filter(|s| {
+                    s.page_type == PageType::DATA_PAGE || s.page_type == PageType::DATA_PAGE_V2
+                })
+                .all(|s| {
+                    s.encoding == ParquetEncoding::PLAIN_DICTIONARY
+                        || s.encoding == ParquetEncoding::RLE_DICTIONARY
+                });
+    }
+    column.dictionary_page_offset().is_some()
+}
+
+/// Reads one row group of a Parquet file. Text columns stored wholly as dictionaries are read as
+/// dictionaries, which lets the loader resolve each distinct value once; text that the writer
+/// stored plainly is read plainly (building a dictionary of it would only cost).
 pub fn read_parquet_row_group(
     file: &SourceFile,
-    schema: &Arc<Schema>,
-    group: (usize, u64, usize),
+    layout: &ParquetLayout,
+    group: RowGroup,
     batch_rows: usize,
     mut on_batch: impl FnMut(RawBatch) -> Result<()>,
 ) -> Result<()> {
+    let schema = &layout.schema;
     let f = File::open(&file.path)
         .map_err(|e| Error::Load(format!("{}: cannot open the file: {e}", file.name)))?;
-    // Ask for string columns as dictionaries: dictionary-encoded pages then arrive without being
-    // expanded, and every distinct value is resolved once per batch.
+    let rg = layout.metadata.row_group(group.0);
+    let leaves = layout.metadata.file_metadata().schema_descr();
+    let dictionary = |name: &str| -> bool {
+        (0..rg.num_columns())
+            .find(|&c| leaves.column(c).path().string() == name)
+            .is_some_and(|c| all_dictionary(rg.column(c)))
+    };
     let hinted = Arc::new(Schema::new(
         schema
             .fields()
             .iter()
             .map(|f| match f.data_type() {
-                DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(
-                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                ),
+                DataType::Utf8 | DataType::LargeUtf8 if dictionary(f.name()) => {
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    ))
+                }
                 _ => f.as_ref().clone(),
             })
             .collect::<Vec<_>>(),
     ));
     let opts = ArrowReaderOptions::new().with_schema(hinted);
-    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+    let meta = ArrowReaderMetadata::try_new(layout.metadata.clone(), opts)
         .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
+    let b = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta);
     let names: Arc<Vec<String>> =
         Arc::new(schema.fields().iter().map(|f| f.name().clone()).collect());
     let reader = b

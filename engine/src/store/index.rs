@@ -57,6 +57,11 @@ impl Csr {
         &self.values[self.offsets[k] as usize..self.offsets[k + 1] as usize]
     }
 
+    /// The offsets (one more than the keys) and the items, key after key.
+    pub fn into_parts(self) -> (Vec<u32>, Vec<u32>) {
+        (self.offsets, self.values)
+    }
+
     /// Number of keys.
     pub fn keys(&self) -> usize {
         self.offsets.len().saturating_sub(1)

@@ -186,97 +186,100 @@ impl StoredTable {
         self.columns.iter().map(StoredColumn::memory).sum()
     }
 
-    /// The table with its rows in a new order (`order[i]` is the old row of new row `i`).
-    /// Tables with a key index keep row numbers referenced elsewhere, so only tables without
-    /// one may be reordered.
-    pub fn reorder(&self, order: &UInt32Array) -> Result<StoredTable> {
+    /// The table with its rows in a new order (`order[i]` is the old row of new row `i`), its
+    /// columns reordered side by side. Tables with a key index keep row numbers referenced
+    /// elsewhere, so only tables without one may be reordered.
+    pub fn reorder(self, order: &UInt32Array) -> Result<StoredTable> {
+        use rayon::prelude::*;
         if self.key_index.is_some() {
             return Err(Error::Internal(format!(
                 "{} cannot be reordered",
                 self.id.name()
             )));
         }
-        let columns = self
-            .columns
-            .iter()
+        let StoredTable {
+            id,
+            rows,
+            columns,
+            schema,
+            files,
+            ..
+        } = self;
+        // Each old column is dropped as soon as its reordered copy is made.
+        let columns = columns
+            .into_par_iter()
             .map(|c| {
                 Ok(match c {
                     StoredColumn::Array(a) => {
                         StoredColumn::Array(compute::take(a.as_ref(), order, None)?)
                     }
-                    StoredColumn::Keys { keys, pool } => {
-                        let k = compute::take(keys, order, None)?;
-                        let k = k
-                            .as_any()
-                            .downcast_ref::<UInt32Array>()
-                            .cloned()
-                            .ok_or_else(|| Error::Internal("keys".into()))?;
-                        StoredColumn::Keys {
-                            keys: k,
-                            pool: pool.clone(),
-                        }
-                    }
-                    StoredColumn::Codes { codes, values } => {
-                        let c = compute::take(codes, order, None)?;
-                        let c = c
-                            .as_any()
-                            .downcast_ref::<Int8Array>()
-                            .cloned()
-                            .ok_or_else(|| Error::Internal("codes".into()))?;
-                        StoredColumn::Codes {
-                            codes: c,
-                            values: values.clone(),
-                        }
-                    }
+                    StoredColumn::Keys { keys, pool } => StoredColumn::Keys {
+                        keys: compute::take(&keys, order, None)?
+                            .as_primitive::<arrow::datatypes::UInt32Type>()
+                            .clone(),
+                        pool,
+                    },
+                    StoredColumn::Codes { codes, values } => StoredColumn::Codes {
+                        codes: compute::take(&codes, order, None)?
+                            .as_primitive::<Int8Type>()
+                            .clone(),
+                        values,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(StoredTable {
-            id: self.id,
-            rows: self.rows,
+            id,
+            rows,
             columns,
-            schema: self.schema.clone(),
-            files: self.files.clone(),
+            schema,
+            files,
             key_index: None,
         })
     }
 
-    /// Sorts the rows by a key column (stably; a no-op when already sorted), so that the rows of
-    /// one key are a range.
-    pub fn sorted_by_key(self, column: &str) -> Result<StoredTable> {
+    /// Sorts the rows by a key column, and the rows of each key by a timestamp column, stably
+    /// (rows without a key last). A no-op when the rows already come so, as exports often do;
+    /// otherwise one counting sort by key, the keys' time sorts side by side, and one reorder.
+    pub fn sorted_by_key_and_time(self, column: &str, time: &str) -> Result<StoredTable> {
+        use rayon::prelude::*;
         let keys = self.keys(column)?;
-        if keys.windows(2).all(|w| w[0] <= w[1]) {
+        let ts = self.timestamps(time)?.values();
+        let n = self.rows;
+        let in_order = (1..n).into_par_iter().all(|i| {
+            let (a, b) = (keys[i - 1], keys[i]);
+            a < b || (a == b && ts[i - 1] <= ts[i])
+        });
+        if in_order {
             return Ok(self);
         }
         let n_keys = keys
-            .iter()
+            .par_iter()
             .copied()
             .filter(|&k| k != NONE)
             .max()
             .map_or(0, |m| m as usize + 1);
-        let csr = index::Csr::build(keys, n_keys, |_| true);
-        let order: Vec<u32> = (0..n_keys as u32)
-            .flat_map(|k| csr.get(k).iter().copied())
-            .collect();
-        self.reorder(&UInt32Array::from(order))
-    }
-
-    /// Sorts the rows by a key column, and the rows of each key by a timestamp column (stably;
-    /// cheap when the rows of a key already come in time order, as exports usually do).
-    pub fn sorted_by_key_and_time(self, column: &str, time: &str) -> Result<StoredTable> {
-        use rayon::prelude::*;
-        let t = self.sorted_by_key(column)?;
-        let keys = t.keys(column)?;
-        let ts = t.timestamps(time)?.values();
-        let in_order = (1..t.rows).all(|i| keys[i] != keys[i - 1] || ts[i] >= ts[i - 1]);
-        if in_order {
-            return Ok(t);
+        let (offsets, mut order) = index::Csr::build(keys, n_keys, |_| true).into_parts();
+        order.extend((0..n as u32).filter(|&r| keys[r as usize] == NONE));
+        // Split the order into one slice per key (and the keyless rows), then sort each by time.
+        let mut slices: Vec<&mut [u32]> = Vec::with_capacity(n_keys + 1);
+        let mut rest = order.as_mut_slice();
+        for w in offsets.windows(2) {
+            let (a, b) = rest.split_at_mut((w[1] - w[0]) as usize);
+            slices.push(a);
+            rest = b;
         }
-        let mut order: Vec<u32> = (0..t.rows as u32).collect();
-        order
-            .par_chunk_by_mut(|&a, &b| keys[a as usize] == keys[b as usize])
-            .for_each(|rows| rows.sort_by_key(|&r| ts[r as usize]));
-        t.reorder(&UInt32Array::from(order))
+        slices.push(rest);
+        // Sorted as (time, row) pairs: no lookups while sorting, and equal times keep their order.
+        slices.into_par_iter().for_each(|s| {
+            let mut pairs: Vec<(i64, u32)> = s.iter().map(|&r| (ts[r as usize], r)).collect();
+            pairs.sort_unstable();
+            for (slot, (_, r)) in s.iter_mut().zip(pairs) {
+                *slot = r;
+            }
+        });
+        let order = UInt32Array::from(order);
+        self.reorder(&order)
     }
 }
 

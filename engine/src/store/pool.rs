@@ -17,47 +17,84 @@ pub fn hash_str(state: &ahash::RandomState, s: &str) -> u64 {
     state.hash_one(s)
 }
 
+/// Shards of a [`KeyIndex`]: a value's shard is taken from its hash, so that the shards are
+/// built side by side.
+const SHARDS: usize = 16;
+
 /// An index over a column of unique strings (a table's key): value → row.
 #[derive(Debug, Clone)]
 pub struct KeyIndex {
-    table: HashTable<u32>,
+    shards: Vec<HashTable<u32>>,
     state: ahash::RandomState,
+}
+
+/// The shard of a hash (its top bits: hashbrown places entries by the low bits).
+fn shard_of(h: u64) -> usize {
+    (h >> 60) as usize % SHARDS
 }
 
 impl KeyIndex {
     /// Indexes `values`, keeping the first row of each value. Returns the index and, for every
-    /// later row whose value repeats an earlier one, `(row, first_row)`. Null rows and rows
-    /// where `skip(row)` is true are not indexed.
+    /// later row whose value repeats an earlier one, `(row, first_row)`, in row order. Null rows
+    /// and rows where `skip(row)` is true are not indexed. Runs on every core.
     pub fn build(
         values: &StringArray,
-        skip: impl Fn(usize) -> bool,
+        skip: impl Fn(usize) -> bool + Sync,
     ) -> (KeyIndex, Vec<(usize, usize)>) {
+        use rayon::prelude::*;
         let state = hasher();
-        let mut table = HashTable::with_capacity(values.len());
-        let mut repeats = Vec::new();
-        for row in 0..values.len() {
-            if values.is_null(row) || skip(row) {
-                continue;
-            }
-            let v = values.value(row);
-            let h = state.hash_one(v);
-            match table.find(h, |&r: &u32| values.value(r as usize) == v) {
-                Some(&first) => repeats.push((row, first as usize)),
-                None => {
-                    table.insert_unique(h, row as u32, |&r: &u32| {
-                        state.hash_one(values.value(r as usize))
-                    });
+        // One hash per row (0 and a shard past the last for rows not indexed).
+        let hashes: Vec<(u64, u8)> = (0..values.len())
+            .into_par_iter()
+            .map(|row| {
+                if values.is_null(row) || skip(row) {
+                    (0, SHARDS as u8)
+                } else {
+                    let h = state.hash_one(values.value(row));
+                    (h, shard_of(h) as u8)
                 }
-            }
+            })
+            .collect();
+        // Each shard takes its rows in row order, so the first of repeated values is kept.
+        // A shard's table and its repeats.
+        type Shard = (HashTable<u32>, Vec<(usize, usize)>);
+        let built: Vec<Shard> = (0..SHARDS)
+            .into_par_iter()
+            .map(|shard| {
+                let mut table = HashTable::new();
+                let mut repeats = Vec::new();
+                for (row, &(h, s)) in hashes.iter().enumerate() {
+                    if s as usize != shard {
+                        continue;
+                    }
+                    let v = values.value(row);
+                    match table.find(h, |&r: &u32| values.value(r as usize) == v) {
+                        Some(&first) => repeats.push((row, first as usize)),
+                        None => {
+                            table.insert_unique(h, row as u32, |&r: &u32| {
+                                state.hash_one(values.value(r as usize))
+                            });
+                        }
+                    }
+                }
+                (table, repeats)
+            })
+            .collect();
+        let mut shards = Vec::with_capacity(SHARDS);
+        let mut repeats = Vec::new();
+        for (t, r) in built {
+            shards.push(t);
+            repeats.extend(r);
         }
-        (KeyIndex { table, state }, repeats)
+        repeats.sort_unstable();
+        (KeyIndex { shards, state }, repeats)
     }
 
     /// The row holding `v` in `values` (the array the index was built over, or a filtered copy
     /// whose rows were renumbered through [`KeyIndex::renumber`]).
     pub fn get(&self, values: &StringArray, v: &str) -> Option<u32> {
         let h = self.state.hash_one(v);
-        self.table
+        self.shards[shard_of(h)]
             .find(h, |&r: &u32| values.value(r as usize) == v)
             .copied()
     }
@@ -65,19 +102,22 @@ impl KeyIndex {
     /// Renumbers the rows after the indexed array was filtered: `new_row[old]` is the row's new
     /// number (`u32::MAX` for rows that were dropped, which must not be indexed).
     pub fn renumber(&mut self, new_row: &[u32]) {
-        for r in self.table.iter_mut() {
-            *r = new_row[*r as usize];
-        }
+        use rayon::prelude::*;
+        self.shards.par_iter_mut().for_each(|t| {
+            for r in t.iter_mut() {
+                *r = new_row[*r as usize];
+            }
+        });
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.shards.iter().map(HashTable::len).sum()
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.shards.iter().all(HashTable::is_empty)
     }
 }
 
@@ -136,20 +176,11 @@ impl IdentityPool {
     /// looking up new identities with [`IdentityPool::get`].
     pub fn intern(&mut self, v: &str) -> u32 {
         let h = self.state.hash_one(v);
-        let frozen = &self.frozen;
-        let values = &self.values;
         // Entries past the frozen copy live only in the builder; compare against either.
-        let find = |r: u32| -> bool {
-            let r = r as usize;
-            if r < frozen.len() {
-                frozen.value(r) == v
-            } else {
-                builder_value(values, r) == v
-            }
-        };
-        if let Some(&r) = self.table.find(h, |&r| find(r)) {
+        if let Some(r) = self.find_any(h, v) {
             return r;
         }
+        let frozen = &self.frozen;
         let r = self.table.len() as u32;
         self.values.append_value(v);
         let state = &self.state;
@@ -163,6 +194,103 @@ impl IdentityPool {
             }
         });
         r
+    }
+
+    /// Interns many identities at once, as if by [`IdentityPool::intern`] one after another
+    /// (new identities take positions in the order they first appear), working on every core.
+    pub fn intern_all(&mut self, values: &[&str]) -> Vec<u32> {
+        use rayon::prelude::*;
+        let state = &self.state;
+        let hashes: Vec<u64> = values.par_iter().map(|v| state.hash_one(v)).collect();
+        // Identities already pooled, and for the others the first item with the same value.
+        const NEW: u32 = u32::MAX;
+        let known: Vec<u32> = {
+            let this = &*self;
+            values
+                .par_iter()
+                .zip(hashes.par_iter())
+                .map(|(v, &h)| this.find_any(h, v).unwrap_or(NEW))
+                .collect()
+        };
+        let firsts: Vec<Vec<(u32, u32)>> = (0..SHARDS)
+            .into_par_iter()
+            .map(|shard| {
+                let mut seen: HashTable<u32> = HashTable::new();
+                let mut out = Vec::new();
+                for (i, (&h, &k)) in hashes.iter().zip(&known).enumerate() {
+                    if k != NEW || shard_of(h) != shard {
+                        continue;
+                    }
+                    let v = values[i];
+                    match seen.find(h, |&j| values[j as usize] == v) {
+                        Some(&j) => out.push((i as u32, j)),
+                        None => {
+                            seen.insert_unique(h, i as u32, |&j| hashes[j as usize]);
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        // first[i]: the earlier item holding the same new value, if any.
+        let mut first = vec![NEW; values.len()];
+        for (i, j) in firsts.into_iter().flatten() {
+            first[i as usize] = j;
+        }
+        let added = known
+            .iter()
+            .zip(&first)
+            .filter(|&(&k, &f)| k == NEW && f == NEW)
+            .count();
+        {
+            let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
+            self.table.reserve(added, |&x| {
+                let x = x as usize;
+                if x < frozen.len() {
+                    state.hash_one(frozen.value(x))
+                } else {
+                    state.hash_one(builder_value(values_b, x))
+                }
+            });
+        }
+        let mut out = known;
+        for i in 0..values.len() {
+            if out[i] != NEW {
+                continue;
+            }
+            if first[i] != NEW {
+                out[i] = out[first[i] as usize];
+                continue;
+            }
+            let r = self.table.len() as u32;
+            self.values.append_value(values[i]);
+            let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
+            self.table.insert_unique(hashes[i], r, |&x| {
+                let x = x as usize;
+                if x < frozen.len() {
+                    state.hash_one(frozen.value(x))
+                } else {
+                    state.hash_one(builder_value(values_b, x))
+                }
+            });
+            out[i] = r;
+        }
+        out
+    }
+
+    /// The position of an identity interned at any time (frozen or not).
+    fn find_any(&self, h: u64, v: &str) -> Option<u32> {
+        let (frozen, values) = (&self.frozen, &self.values);
+        self.table
+            .find(h, |&r| {
+                let r = r as usize;
+                if r < frozen.len() {
+                    frozen.value(r) == v
+                } else {
+                    builder_value(values, r) == v
+                }
+            })
+            .copied()
     }
 
     /// Makes every interned identity visible to [`IdentityPool::get`].
@@ -197,6 +325,45 @@ mod tests {
         let (idx, rep) = KeyIndex::build(&a, |r| r == 0);
         assert!(rep.is_empty());
         assert_eq!(idx.get(&a, "a"), Some(3));
+    }
+
+    #[test]
+    fn interning_many_at_once_is_interning_one_by_one() {
+        let items: Vec<String> = (0..5000)
+            .map(|i| format!("id{}", (i * 7919) % 1300))
+            .collect();
+        let refs: Vec<&str> = items.iter().map(String::as_str).collect();
+        let mut one = IdentityPool::default();
+        one.intern("id5");
+        one.freeze();
+        one.intern("id9");
+        let mut all = IdentityPool::default();
+        all.intern("id5");
+        all.freeze();
+        all.intern("id9");
+        let expected: Vec<u32> = refs.iter().map(|v| one.intern(v)).collect();
+        assert_eq!(all.intern_all(&refs), expected);
+        one.freeze();
+        all.freeze();
+        assert_eq!(one.values(), all.values());
+        assert_eq!(all.get("id9"), Some(1));
+    }
+
+    #[test]
+    fn key_index_keeps_the_first_of_repeats_in_row_order() {
+        let values: Vec<String> = (0..3000).map(|i| format!("k{}", i % 1000)).collect();
+        let a = StringArray::from(values.iter().map(String::as_str).collect::<Vec<_>>());
+        let (idx, rep) = KeyIndex::build(&a, |r| r == 5);
+        assert_eq!(idx.len(), 1000);
+        assert_eq!(rep.len(), 1999);
+        assert_eq!(rep[0], (1000, 0));
+        assert!(
+            rep.contains(&(2005, 1005)),
+            "row 5 is skipped: row 1005 is the first k5"
+        );
+        assert!(rep.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(idx.get(&a, "k5"), Some(1005));
+        assert_eq!(idx.get(&a, "k6"), Some(6));
     }
 
     #[test]
