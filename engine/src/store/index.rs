@@ -57,9 +57,9 @@ impl Csr {
         &self.values[self.offsets[k] as usize..self.offsets[k + 1] as usize]
     }
 
-    /// The offsets (one more than the keys) and the items, key after key.
-    pub fn into_parts(self) -> (Vec<u32>, Vec<u32>) {
-        (self.offsets, self.values)
+    /// The items, key after key.
+    pub fn into_values(self) -> Vec<u32> {
+        self.values
     }
 
     /// Number of keys.

@@ -259,25 +259,19 @@ impl StoredTable {
             .filter(|&k| k != NONE)
             .max()
             .map_or(0, |m| m as usize + 1);
-        let (offsets, mut order) = index::Csr::build(keys, n_keys, |_| true).into_parts();
+        // Rows grouped by key (the keyless last), then each key's rows sorted by time, as
+        // (time, row) pairs: no lookups while sorting, and equal times keep their order.
+        let mut order = index::Csr::build(keys, n_keys, |_| true).into_values();
         order.extend((0..n as u32).filter(|&r| keys[r as usize] == NONE));
-        // Split the order into one slice per key (and the keyless rows), then sort each by time.
-        let mut slices: Vec<&mut [u32]> = Vec::with_capacity(n_keys + 1);
-        let mut rest = order.as_mut_slice();
-        for w in offsets.windows(2) {
-            let (a, b) = rest.split_at_mut((w[1] - w[0]) as usize);
-            slices.push(a);
-            rest = b;
-        }
-        slices.push(rest);
-        // Sorted as (time, row) pairs: no lookups while sorting, and equal times keep their order.
-        slices.into_par_iter().for_each(|s| {
-            let mut pairs: Vec<(i64, u32)> = s.iter().map(|&r| (ts[r as usize], r)).collect();
-            pairs.sort_unstable();
-            for (slot, (_, r)) in s.iter_mut().zip(pairs) {
-                *slot = r;
-            }
-        });
+        order
+            .par_chunk_by_mut(|&a, &b| keys[a as usize] == keys[b as usize])
+            .for_each(|s| {
+                let mut pairs: Vec<(i64, u32)> = s.iter().map(|&r| (ts[r as usize], r)).collect();
+                pairs.sort_unstable();
+                for (slot, (_, r)) in s.iter_mut().zip(pairs) {
+                    *slot = r;
+                }
+            });
         let order = UInt32Array::from(order);
         self.reorder(&order)
     }

@@ -33,6 +33,47 @@ fn shard_of(h: u64) -> usize {
     (h >> 60) as usize % SHARDS
 }
 
+/// Finds repeated values among items, in [`SHARDS`] hash shards built side by side. `hashes[i]`
+/// is item `i`'s hash (`None`: leave the item out) and `same(i, j)` whether two items hold the same
+/// value. Returns each shard's table of first items and, for every later item equal to an
+/// earlier one, `(item, first item)`, in item order.
+fn first_items(
+    hashes: &[Option<u64>],
+    same: impl Fn(usize, usize) -> bool + Sync,
+) -> (Vec<HashTable<u32>>, Vec<(usize, usize)>) {
+    use rayon::prelude::*;
+    // Each shard takes its items in order, so the first of repeated values is kept.
+    type Shard = (HashTable<u32>, Vec<(usize, usize)>);
+    let built: Vec<Shard> = (0..SHARDS)
+        .into_par_iter()
+        .map(|shard| {
+            let mut table: HashTable<u32> = HashTable::new();
+            let mut repeats = Vec::new();
+            for (i, h) in hashes.iter().enumerate() {
+                let Some(h) = *h else { continue };
+                if shard_of(h) != shard {
+                    continue;
+                }
+                match table.find(h, |&j| same(i, j as usize)) {
+                    Some(&first) => repeats.push((i, first as usize)),
+                    None => {
+                        table.insert_unique(h, i as u32, |&j| hashes[j as usize].unwrap_or(0));
+                    }
+                }
+            }
+            (table, repeats)
+        })
+        .collect();
+    let mut tables = Vec::with_capacity(SHARDS);
+    let mut repeats = Vec::new();
+    for (t, r) in built {
+        tables.push(t);
+        repeats.extend(r);
+    }
+    repeats.sort_unstable();
+    (tables, repeats)
+}
+
 impl KeyIndex {
     /// Indexes `values`, keeping the first row of each value. Returns the index and, for every
     /// later row whose value repeats an earlier one, `(row, first_row)`, in row order. Null rows
@@ -43,50 +84,13 @@ impl KeyIndex {
     ) -> (KeyIndex, Vec<(usize, usize)>) {
         use rayon::prelude::*;
         let state = hasher();
-        // One hash per row (0 and a shard past the last for rows not indexed).
-        let hashes: Vec<(u64, u8)> = (0..values.len())
+        let hashes: Vec<Option<u64>> = (0..values.len())
             .into_par_iter()
             .map(|row| {
-                if values.is_null(row) || skip(row) {
-                    (0, SHARDS as u8)
-                } else {
-                    let h = state.hash_one(values.value(row));
-                    (h, shard_of(h) as u8)
-                }
+                (!values.is_null(row) && !skip(row)).then(|| state.hash_one(values.value(row)))
             })
             .collect();
-        // Each shard takes its rows in row order, so the first of repeated values is kept.
-        // A shard's table and its repeats.
-        type Shard = (HashTable<u32>, Vec<(usize, usize)>);
-        let built: Vec<Shard> = (0..SHARDS)
-            .into_par_iter()
-            .map(|shard| {
-                let mut table = HashTable::new();
-                let mut repeats = Vec::new();
-                for (row, &(h, s)) in hashes.iter().enumerate() {
-                    if s as usize != shard {
-                        continue;
-                    }
-                    let v = values.value(row);
-                    match table.find(h, |&r: &u32| values.value(r as usize) == v) {
-                        Some(&first) => repeats.push((row, first as usize)),
-                        None => {
-                            table.insert_unique(h, row as u32, |&r: &u32| {
-                                state.hash_one(values.value(r as usize))
-                            });
-                        }
-                    }
-                }
-                (table, repeats)
-            })
-            .collect();
-        let mut shards = Vec::with_capacity(SHARDS);
-        let mut repeats = Vec::new();
-        for (t, r) in built {
-            shards.push(t);
-            repeats.extend(r);
-        }
-        repeats.sort_unstable();
+        let (shards, repeats) = first_items(&hashes, |a, b| values.value(a) == values.value(b));
         (KeyIndex { shards, state }, repeats)
     }
 
@@ -180,19 +184,11 @@ impl IdentityPool {
         if let Some(r) = self.find_any(h, v) {
             return r;
         }
-        let frozen = &self.frozen;
         let r = self.table.len() as u32;
         self.values.append_value(v);
-        let state = &self.state;
-        let values = &self.values;
-        self.table.insert_unique(h, r, |&x| {
-            let x = x as usize;
-            if x < frozen.len() {
-                state.hash_one(frozen.value(x))
-            } else {
-                state.hash_one(builder_value(values, x))
-            }
-        });
+        let (frozen, values, state) = (&self.frozen, &self.values, &self.state);
+        self.table
+            .insert_unique(h, r, |&x| state.hash_one(pooled(frozen, values, x)));
         r
     }
 
@@ -212,47 +208,24 @@ impl IdentityPool {
                 .map(|(v, &h)| this.find_any(h, v).unwrap_or(NEW))
                 .collect()
         };
-        let firsts: Vec<Vec<(u32, u32)>> = (0..SHARDS)
-            .into_par_iter()
-            .map(|shard| {
-                let mut seen: HashTable<u32> = HashTable::new();
-                let mut out = Vec::new();
-                for (i, (&h, &k)) in hashes.iter().zip(&known).enumerate() {
-                    if k != NEW || shard_of(h) != shard {
-                        continue;
-                    }
-                    let v = values[i];
-                    match seen.find(h, |&j| values[j as usize] == v) {
-                        Some(&j) => out.push((i as u32, j)),
-                        None => {
-                            seen.insert_unique(h, i as u32, |&j| hashes[j as usize]);
-                        }
-                    }
-                }
-                out
-            })
-            .collect();
         // first[i]: the earlier item holding the same new value, if any.
+        let new: Vec<Option<u64>> = hashes
+            .iter()
+            .zip(&known)
+            .map(|(&h, &k)| (k == NEW).then_some(h))
+            .collect();
         let mut first = vec![NEW; values.len()];
-        for (i, j) in firsts.into_iter().flatten() {
-            first[i as usize] = j;
+        for (i, j) in first_items(&new, |a, b| values[a] == values[b]).1 {
+            first[i] = j as u32;
         }
         let added = known
             .iter()
             .zip(&first)
             .filter(|&(&k, &f)| k == NEW && f == NEW)
             .count();
-        {
-            let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
-            self.table.reserve(added, |&x| {
-                let x = x as usize;
-                if x < frozen.len() {
-                    state.hash_one(frozen.value(x))
-                } else {
-                    state.hash_one(builder_value(values_b, x))
-                }
-            });
-        }
+        let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
+        self.table
+            .reserve(added, |&x| state.hash_one(pooled(frozen, values_b, x)));
         let mut out = known;
         for i in 0..values.len() {
             if out[i] != NEW {
@@ -266,12 +239,7 @@ impl IdentityPool {
             self.values.append_value(values[i]);
             let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
             self.table.insert_unique(hashes[i], r, |&x| {
-                let x = x as usize;
-                if x < frozen.len() {
-                    state.hash_one(frozen.value(x))
-                } else {
-                    state.hash_one(builder_value(values_b, x))
-                }
+                state.hash_one(pooled(frozen, values_b, x))
             });
             out[i] = r;
         }
@@ -282,14 +250,7 @@ impl IdentityPool {
     fn find_any(&self, h: u64, v: &str) -> Option<u32> {
         let (frozen, values) = (&self.frozen, &self.values);
         self.table
-            .find(h, |&r| {
-                let r = r as usize;
-                if r < frozen.len() {
-                    frozen.value(r) == v
-                } else {
-                    builder_value(values, r) == v
-                }
-            })
+            .find(h, |&r| pooled(frozen, values, r) == v)
             .copied()
     }
 
@@ -301,6 +262,16 @@ impl IdentityPool {
     /// The identities, by position.
     pub fn values(&self) -> &StringArray {
         &self.frozen
+    }
+}
+
+/// An identity of the pool: in the frozen copy, or past it, only in the builder.
+fn pooled<'a>(frozen: &'a StringArray, values: &'a StringBuilder, r: u32) -> &'a str {
+    let r = r as usize;
+    if r < frozen.len() {
+        frozen.value(r)
+    } else {
+        builder_value(values, r)
     }
 }
 
