@@ -137,3 +137,124 @@ fn sql_files() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Runs a query's physical plan to the end and returns, for each `StoreScan` (in plan order),
+/// its table, the rows it produced and the rows the joins' dynamic filters dropped.
+fn scans_after_run(engine: &SqlEngine, sql: &str) -> (Vec<(String, usize, usize)>, String) {
+    use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ctx = engine.context().unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        fn walk(p: &Arc<dyn ExecutionPlan>, out: &mut Vec<(String, usize, usize)>) {
+            if p.name() == "StoreScan" {
+                let m = p.metrics().unwrap();
+                let shown = displayable(p.as_ref()).one_line().to_string();
+                let table = shown
+                    .split("table=")
+                    .nth(1)
+                    .and_then(|s| s.split(',').next())
+                    .unwrap()
+                    .to_string();
+                let dropped = m
+                    .sum_by_name("dynamic_filtered_rows")
+                    .map_or(0, |v| v.as_usize());
+                out.push((table, m.output_rows().unwrap_or(0), dropped));
+            }
+            for c in p.children() {
+                walk(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&plan, &mut out);
+        (out, displayable(plan.as_ref()).indent(false).to_string())
+    })
+}
+
+/// The joins' dynamic filters reach the scans and are filled in: joined to one street's
+/// buildings, the rooms and people scans produce only that street's rows, and drop the rest
+/// as they read. The join order puts the street's buildings first (the smallest input).
+#[test]
+fn dynamic_filters_narrow_the_scans() {
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let engine = SqlEngine::new(store);
+    let street = "440104012";
+    let rooms_in_street = count(
+        &engine,
+        &format!("SELECT count(*) FROM rooms WHERE grid_code LIKE '{street}%'"),
+    ) as usize;
+    let people_in_street = count(
+        &engine,
+        &format!(
+            "SELECT count(*) FROM people WHERE grid_code LIKE '{street}%' AND status = 'active'"
+        ),
+    ) as usize;
+    let rooms = count(&engine, "SELECT count(*) FROM rooms") as usize;
+    let active = count(
+        &engine,
+        "SELECT count(*) FROM people WHERE status = 'active'",
+    ) as usize;
+    assert!(rooms_in_street > 0 && rooms_in_street < rooms);
+    assert!(people_in_street > 0 && people_in_street < active);
+
+    let (scans, plan) = scans_after_run(
+        &engine,
+        &format!(
+            "SELECT count(*) FROM people p JOIN rooms r ON p.room_id = r.room_id \
+             JOIN buildings b ON r.building_id = b.building_id \
+             WHERE b.grid_code LIKE '{street}%' AND p.status = 'active'"
+        ),
+    );
+    let (_, rooms_out, rooms_dropped) = find_in(&scans, "rooms");
+    let (_, people_out, people_dropped) = find_in(&scans, "people");
+    assert_eq!(
+        (rooms_out, rooms_dropped),
+        (rooms_in_street, rooms - rooms_in_street),
+        "{plan}"
+    );
+    assert_eq!(
+        (people_out, people_dropped),
+        (people_in_street, active - people_in_street),
+        "{plan}"
+    );
+    // Buildings are read first: the first scan of the plan is the street's buildings.
+    assert_eq!(scans[0].0, "buildings", "{plan}");
+
+    // Door events narrowed through their building, by value (the buildings' pool).
+    let events_in_street = count(
+        &engine,
+        &format!("SELECT count(*) FROM access_events WHERE grid_code LIKE '{street}%'"),
+    ) as usize;
+    let events = count(&engine, "SELECT count(*) FROM access_events") as usize;
+    let (scans, plan) = scans_after_run(
+        &engine,
+        &format!(
+            "SELECT e.building_id, count(*) FROM access_events e \
+             JOIN buildings b ON e.building_id = b.building_id \
+             WHERE b.grid_code LIKE '{street}%' GROUP BY e.building_id"
+        ),
+    );
+    let (_, out, dropped) = find_in(&scans, "access_events");
+    assert_eq!(
+        (out, dropped),
+        (events_in_street, events - events_in_street),
+        "{plan}"
+    );
+}
+
+/// The scan of a table among those [`scans_after_run`] found.
+fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
+    scans.iter().find(|s| s.0 == t).unwrap().clone()
+}

@@ -50,6 +50,21 @@ pub fn ymd(year: i32, month: u32, day: u32) -> Option<i32> {
     Some((era * 146_097 + doe - 719_468) as i32)
 }
 
+/// The year, month (1–12) and day of a date (days since 1970-01-01), in integers (civil from
+/// days, H. Hinnant).
+pub fn civil(date: i64) -> (i64, u32, u32) {
+    let z = date + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    (year, month, day)
+}
+
 /// The calendar day of a date.
 pub fn naive(date: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(date as i64)
@@ -272,6 +287,18 @@ pub fn parse_as_of(s: &str) -> Result<i64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_agrees_with_chrono() {
+        for date in (-800_000..800_000).step_by(97).chain(-400..400) {
+            let d = naive(date);
+            assert_eq!(
+                civil(date as i64),
+                (d.year() as i64, d.month(), d.day()),
+                "{d}"
+            );
+        }
+    }
 
     #[test]
     fn ymd_agrees_with_chrono() {

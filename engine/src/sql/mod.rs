@@ -14,6 +14,8 @@
 //! Queries are read-only: DDL, DML, `COPY` and `SET` are refused.
 
 pub mod access;
+pub mod date_trunc;
+pub mod join_order;
 pub mod provider;
 
 pub use access::Access;
@@ -723,6 +725,10 @@ impl SqlEngine {
             }
             None => SessionContext::new_with_config(config),
         };
+        ctx.add_optimizer_rule(Arc::new(join_order::JoinOrder));
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            date_trunc::DateTrunc::new(),
+        ));
         for (name, t) in &self.tables {
             ctx.register_table(name.as_str(), t.clone())?;
         }

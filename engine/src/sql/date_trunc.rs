@@ -1,0 +1,231 @@
+//! `date_trunc` on timestamps in a fixed-offset zone, in integers.
+//!
+//! Every timestamp gridlens shows is in China Standard Time (`+08:00`), a zone without daylight
+//! saving. DataFusion's own `date_trunc` converts each value through a time-zone database on
+//! its way to the local calendar; here a fixed offset is added, the value truncated in plain
+//! integer arithmetic, and the offset taken off again: the same result, several times faster
+//! (`GROUP BY date_trunc('month', reported_at)` over 3 M incidents). Any other input (named
+//! zones, other units, granularities given per row) goes to DataFusion's implementation.
+
+use crate::time::{DAY, HOUR, MINUTE, SECOND, civil, ymd};
+use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature,
+};
+use std::sync::Arc;
+
+/// `date_trunc`, with a fast path for microsecond timestamps in a fixed-offset zone.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DateTrunc {
+    inner: Arc<ScalarUDF>,
+}
+
+impl DateTrunc {
+    /// Wraps DataFusion's `date_trunc`.
+    pub fn new() -> DateTrunc {
+        DateTrunc {
+            inner: datafusion::functions::datetime::date_trunc(),
+        }
+    }
+}
+
+impl Default for DateTrunc {
+    fn default() -> Self {
+        DateTrunc::new()
+    }
+}
+
+/// The granularities the fast path takes.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Year,
+    Quarter,
+    Month,
+    Week,
+    Fixed(i64),
+}
+
+fn unit(s: &str) -> Option<Unit> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "year" => Unit::Year,
+        "quarter" => Unit::Quarter,
+        "month" => Unit::Month,
+        "week" => Unit::Week,
+        "day" => Unit::Fixed(DAY),
+        "hour" => Unit::Fixed(HOUR),
+        "minute" => Unit::Fixed(MINUTE),
+        "second" => Unit::Fixed(SECOND),
+        "millisecond" => Unit::Fixed(1_000),
+        "microsecond" => Unit::Fixed(1),
+        _ => return None,
+    })
+}
+
+/// The offset of a fixed-offset zone written `+HH:MM` / `-HH:MM`, in microseconds.
+fn fixed_offset(tz: &str) -> Option<i64> {
+    let (sign, rest) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(sign * (h * HOUR + m * MINUTE))
+}
+
+/// A local wall-clock instant (microseconds) truncated to the start of its unit.
+fn truncate(local: i64, unit: Unit) -> i64 {
+    let day = local.div_euclid(DAY);
+    let start = match unit {
+        Unit::Fixed(step) => return local.div_euclid(step) * step,
+        // ISO weeks start on Monday; 1970-01-01 was a Thursday.
+        Unit::Week => day - (day + 3).rem_euclid(7),
+        Unit::Year | Unit::Quarter | Unit::Month => {
+            let (y, m, _) = civil(day);
+            let m = match unit {
+                Unit::Year => 1,
+                Unit::Quarter => (m - 1) / 3 * 3 + 1,
+                _ => m,
+            };
+            // The first of a month of a representable year always exists.
+            ymd(y as i32, m, 1).map_or(day, |d| d as i64)
+        }
+    };
+    start * DAY
+}
+
+impl ScalarUDFImpl for DateTrunc {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let fast = match (args.args.first(), args.args.get(1)) {
+            (
+                Some(ColumnarValue::Scalar(
+                    ScalarValue::Utf8(Some(g))
+                    | ScalarValue::Utf8View(Some(g))
+                    | ScalarValue::LargeUtf8(Some(g)),
+                )),
+                Some(ColumnarValue::Array(a)),
+            ) => match a.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
+                    unit(g).zip(fixed_offset(tz)).map(|(u, off)| (u, off, a))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((unit, offset, array)) = fast else {
+            return self.inner.invoke_with_args(args);
+        };
+        let values = array.as_primitive::<TimestampMicrosecondType>();
+        let out: TimestampMicrosecondArray = values
+            .unary::<_, TimestampMicrosecondType>(|v| truncate(v + offset, unit) - offset)
+            .with_timezone_opt(values.timezone().map(Arc::<str>::from));
+        debug_assert_eq!(out.len(), array.len());
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+
+    fn output_ordering(&self, input: &[ExprProperties]) -> DfResult<SortProperties> {
+        self.inner.output_ordering(input)
+    }
+
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> DfResult<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::ArrayRef;
+    use arrow::datatypes::Field;
+    use datafusion::common::config::ConfigOptions;
+
+    /// The fast path against DataFusion's own `date_trunc`, over instants around month, year,
+    /// week and day ends, before 1970 and far from it.
+    #[test]
+    fn agrees_with_datafusion() {
+        let mut instants: Vec<i64> = Vec::new();
+        for day in (-60_000i64..60_000).step_by(7) {
+            for offset in [
+                0,
+                1,
+                7 * HOUR + 59 * MINUTE,
+                8 * HOUR,
+                16 * HOUR - 1,
+                DAY - 1,
+            ] {
+                instants.push(day * DAY + offset);
+            }
+        }
+        let ours = DateTrunc::new();
+        let theirs = datafusion::functions::datetime::date_trunc();
+        for tz in ["+08:00", "-03:30", "+00:00"] {
+            let a: ArrayRef =
+                Arc::new(TimestampMicrosecondArray::from(instants.clone()).with_timezone(tz));
+            let ty = a.data_type().clone();
+            for g in [
+                "year", "quarter", "month", "week", "day", "hour", "minute", "second",
+            ] {
+                let args = || ScalarFunctionArgs {
+                    args: vec![
+                        ColumnarValue::Scalar(ScalarValue::Utf8(Some(g.into()))),
+                        ColumnarValue::Array(a.clone()),
+                    ],
+                    arg_fields: vec![
+                        Arc::new(Field::new("g", DataType::Utf8, false)),
+                        Arc::new(Field::new("t", ty.clone(), true)),
+                    ],
+                    number_rows: a.len(),
+                    return_field: Arc::new(Field::new("r", ty.clone(), true)),
+                    config_options: Arc::new(ConfigOptions::default()),
+                };
+                let (ColumnarValue::Array(x), ColumnarValue::Array(y)) = (
+                    ours.invoke_with_args(args()).unwrap(),
+                    theirs.invoke_with_args(args()).unwrap(),
+                ) else {
+                    panic!("arrays expected");
+                };
+                assert_eq!(x.as_ref(), y.as_ref(), "{g} in {tz}");
+            }
+        }
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(fixed_offset("+08:00"), Some(8 * HOUR));
+        assert_eq!(fixed_offset("-03:30"), Some(-(3 * HOUR + 30 * MINUTE)));
+        assert_eq!(fixed_offset("Asia/Shanghai"), None);
+        assert_eq!(fixed_offset("+8"), None);
+    }
+}
