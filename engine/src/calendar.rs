@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::time::{self, DAY, SECOND};
 use serde::Deserialize;
+use std::sync::OnceLock;
 
 /// The first date the calendar covers (1990-01-01); dates outside the covered range fall back to
 /// Monday–Friday.
@@ -152,6 +153,17 @@ pub struct Calendar {
     workday: Vec<bool>,
     /// Working hours on a working day.
     pub hours: WorkingHours,
+    /// The working days in order, worked out on first use (and again after [`Calendar::set`]).
+    ranks: OnceLock<Ranks>,
+}
+
+/// The covered working days, counted: deadlines in working days are a look-up, not a walk.
+#[derive(Debug, Clone)]
+struct Ranks {
+    /// For each covered date (from `first`), how many working days come before it.
+    before: Vec<u32>,
+    /// The covered working days, in order.
+    days: Vec<i32>,
 }
 
 impl Default for Calendar {
@@ -170,6 +182,7 @@ impl Calendar {
             first,
             workday,
             hours: WorkingHours::default(),
+            ranks: OnceLock::new(),
         }
     }
 
@@ -187,7 +200,22 @@ impl Calendar {
         let i = date as i64 - self.first as i64;
         if i >= 0 && (i as usize) < self.workday.len() {
             self.workday[i as usize] = is_workday;
+            self.ranks = OnceLock::new();
         }
+    }
+
+    fn ranks(&self) -> &Ranks {
+        self.ranks.get_or_init(|| {
+            let mut before = Vec::with_capacity(self.workday.len());
+            let mut days = Vec::new();
+            for (i, &w) in self.workday.iter().enumerate() {
+                before.push(days.len() as u32);
+                if w {
+                    days.push(self.first + i as i32);
+                }
+            }
+            Ranks { before, days }
+        })
     }
 
     /// Whether a date is a working day.
@@ -203,6 +231,24 @@ impl Calendar {
     /// The `n`-th working day strictly after `date` (`n ≥ 1`); `None` if there is none within
     /// ten years.
     pub fn nth_workday_after(&self, date: i32, n: u32) -> Option<i32> {
+        if n == 0 {
+            return Some(date);
+        }
+        // Inside the covered range: the working day n places after the last one up to `date`.
+        let ranks = self.ranks();
+        let next = date as i64 + 1 - self.first as i64;
+        if next >= 0 && (next as usize) < ranks.before.len() {
+            let at = ranks.before[next as usize] as usize + n as usize - 1;
+            if let Some(&d) = ranks.days.get(at) {
+                return (d <= date + 3660).then_some(d);
+            }
+        }
+        self.nth_workday_after_by_walking(date, n)
+    }
+
+    /// [`Calendar::nth_workday_after`], a day at a time (past the covered range, and as the
+    /// reference in tests).
+    fn nth_workday_after_by_walking(&self, date: i32, n: u32) -> Option<i32> {
         let mut d = date;
         let mut left = n;
         let limit = date + 3660;
@@ -222,6 +268,43 @@ impl Calendar {
     /// working time is the working hours of working days, so a clock started at night starts at
     /// the next working-time start. `None` if it does not elapse within ten years.
     pub fn add_working_time(&self, start: i64, duration: i64) -> Option<i64> {
+        let per_day = self.hours.seconds_per_day() as i64 * SECOND;
+        if per_day == 0 || duration < 0 {
+            return self.add_working_time_by_walking(start, duration);
+        }
+        // What is left of the first day, then whole working days by rank, then the last day.
+        let day = time::date_of(start);
+        let from = start - time::midnight(day);
+        let mut remaining = duration;
+        if self.is_workday(day) {
+            for &(a, b) in &self.hours.periods {
+                let (a, b) = (a as i64 * SECOND, b as i64 * SECOND);
+                let begin = a.max(from);
+                if begin < b {
+                    let available = b - begin;
+                    if remaining <= available {
+                        return Some(time::midnight(day) + begin + remaining);
+                    }
+                    remaining -= available;
+                }
+            }
+        }
+        // The clock runs out on the k-th working day after `day`, with `rest` of it to go.
+        let k = ((remaining + per_day - 1) / per_day).max(1);
+        let mut rest = remaining - (k - 1) * per_day;
+        let last = self.nth_workday_after(day, u32::try_from(k).ok()?)?;
+        for &(a, b) in &self.hours.periods {
+            let (a, b) = (a as i64 * SECOND, b as i64 * SECOND);
+            if rest <= b - a {
+                return Some(time::midnight(last) + a + rest);
+            }
+            rest -= b - a;
+        }
+        None
+    }
+
+    /// [`Calendar::add_working_time`], a day at a time (the reference in tests).
+    fn add_working_time_by_walking(&self, start: i64, duration: i64) -> Option<i64> {
         let mut remaining = duration;
         let mut day = time::date_of(start);
         let mut from = start - time::midnight(day);
@@ -345,6 +428,63 @@ mod tests {
             HOUR
         );
         assert_eq!(c.working_time_between(t0, t0 + 10 * MINUTE), 0);
+    }
+
+    /// The look-ups by rank agree with walking the calendar a day at a time: around the
+    /// Spring Festival and National Day, over make-up working days, at night, at lunch, with
+    /// and without a `calendar` override.
+    #[test]
+    fn ranked_deadlines_agree_with_walking() {
+        let mut overridden = Calendar::china();
+        overridden.set(d(2026, 10, 10), true);
+        overridden.set(d(2026, 10, 12), false);
+        let mut short = Calendar::china();
+        short.hours = WorkingHours::parse("08:30-11:45").unwrap();
+        for c in [
+            Calendar::china(),
+            Calendar::weekdays_only(),
+            overridden,
+            short,
+        ] {
+            for day in d(2025, 12, 20)..d(2027, 3, 1) {
+                for n in [1u32, 2, 3, 5, 10, 15, 20, 60] {
+                    assert_eq!(
+                        c.nth_workday_after(day, n),
+                        c.nth_workday_after_by_walking(day, n),
+                        "{day} + {n}"
+                    );
+                }
+                for t in [
+                    0,
+                    8 * HOUR + 59 * MINUTE,
+                    9 * HOUR,
+                    11 * HOUR + 30 * MINUTE,
+                    12 * HOUR,
+                    13 * HOUR,
+                    17 * HOUR + 59 * MINUTE,
+                    18 * HOUR,
+                    23 * HOUR,
+                ] {
+                    let start = time::midnight(day) + t;
+                    for h in [0, 1, 2, 3, 4, 7, 8, 16, 24, 33, 56, 72, 200] {
+                        for extra in [0, MINUTE, 30 * MINUTE] {
+                            let dur = h * HOUR + extra;
+                            assert_eq!(
+                                c.add_working_time(start, dur),
+                                c.add_working_time_by_walking(start, dur),
+                                "{start} + {dur}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Past the covered range, the walk is used (weekdays only).
+        let far = ymd(2101, 1, 1).unwrap();
+        assert_eq!(
+            Calendar::china().nth_workday_after(far, 3),
+            Calendar::china().nth_workday_after_by_walking(far, 3)
+        );
     }
 
     #[test]

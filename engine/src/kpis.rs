@@ -315,8 +315,10 @@ pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
 /// The per-incident inputs of the incident KPIs, read once.
 struct IncidentView<'a> {
     clocks: &'a Clocks,
-    accepted: Vec<i64>,
-    dispatched: Vec<i64>,
+    /// `accepted_at` as of `as_of` (the start of the dispatch stage).
+    accepted: &'a [i64],
+    /// `dispatched_at` as of `as_of` (the start of the handle stage).
+    dispatched: &'a [i64],
     handled: Vec<i64>,
     status: &'a arrow::array::Int8Array,
     reopened: &'a arrow::array::Int64Array,
@@ -341,8 +343,8 @@ impl<'a> IncidentView<'a> {
         };
         Ok(IncidentView {
             clocks,
-            accepted: col("accepted_at")?,
-            dispatched: col("dispatched_at")?,
+            accepted: &clocks.stages[Stage::Dispatch as usize].start,
+            dispatched: &clocks.stages[Stage::Handle as usize].start,
             handled: col("handled_at")?,
             status: t.codes("status")?,
             reopened: t.ints("reopened")?,
@@ -421,16 +423,25 @@ fn dimension(store: &Store, clocks: &Clocks, g: GroupBy) -> Result<Dimension> {
     let n = t.rows;
     Ok(match g {
         GroupBy::Level(level) => {
+            // The label of each grid is interned once, and each incident takes its grid's.
             let grids = t.keys("grid_code")?;
             let n_grids = store.table(TableId::Grids).rows;
             let codes: Vec<String> = (0..n_grids as u32)
                 .map(|gr| code_at(store, gr, level))
                 .collect();
-            intern(
-                grids
-                    .iter()
-                    .map(|&gr| codes.get(gr as usize).map(String::as_str)),
-            )
+            let Dimension {
+                ids: of_grid,
+                mut labels,
+            } = intern(codes.iter().map(|c| Some(c.as_str())));
+            let none = labels.len() as u32;
+            let ids: Vec<u32> = grids
+                .par_iter()
+                .map(|&gr| of_grid.get(gr as usize).copied().unwrap_or(none))
+                .collect();
+            if ids.contains(&none) {
+                labels.push(None);
+            }
+            Dimension { ids, labels }
         }
         GroupBy::Department => {
             let d = t.strings("department")?;

@@ -377,24 +377,24 @@ pub fn clocks_with(
 
     let stages = Stage::ALL.map(|stage| {
         let (start, end) = bounds[stage as usize];
-        let rows: Vec<(i64, i64, i8)> = (0..n)
+        let (deadline, (ends, state)): (Vec<i64>, (Vec<i64>, Vec<i8>)) = (0..n)
             .into_par_iter()
             .map(|i| {
                 let s = start[i];
                 if s == NO_TIME || status.value(i) == codes::incident_status::REJECTED {
-                    return (NO_TIME, NO_TIME, -1);
+                    return (NO_TIME, (NO_TIME, -1));
                 }
                 let limit = limits[pair_of[i] as usize][stage as usize];
                 let deadline = limit.and_then(|l| l.deadline(calendar, s));
                 let state = evaluate(s, end[i], deadline, as_of).map_or(-1, |s| s as i8);
-                (deadline.unwrap_or(NO_TIME), end[i], state)
+                (deadline.unwrap_or(NO_TIME), (end[i], state))
             })
-            .collect();
+            .unzip();
         StageColumn {
             start: start.to_vec(),
-            end: rows.iter().map(|r| r.1).collect(),
-            deadline: rows.iter().map(|r| r.0).collect(),
-            state: rows.iter().map(|r| r.2).collect(),
+            end: ends,
+            deadline,
+            state,
         }
     });
     Ok(Clocks {
