@@ -252,6 +252,15 @@ fn dynamic_filters_narrow_the_scans() {
         (events_in_street, events - events_in_street),
         "{plan}"
     );
+
+    // Joined to every room, every person passes: the scan reads them all and drops none.
+    let sql = "SELECT count(*) FROM people p JOIN rooms r ON p.room_id = r.room_id \
+               WHERE p.status = 'active'";
+    let (scans, plan) = scans_after_run(&engine, sql);
+    let (_, out, dropped) = find_in(&scans, "people");
+    assert_eq!((out, dropped), (active, 0), "{plan}");
+    let joined = count(&engine, sql) as usize;
+    assert!(joined > 0 && joined <= active);
 }
 
 /// The scan of a table among those [`scans_after_run`] found.

@@ -14,7 +14,9 @@ use super::access::{Access, Masker, mask_array, masker};
 use crate::contract::{ColumnType, TableId};
 use crate::store::index::DateIndex;
 use crate::store::{NONE, RowSet, Store, StoredColumn, StoredTable};
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -913,6 +915,44 @@ fn current_of(f: &Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
         .unwrap_or_else(|| f.clone())
 }
 
+/// Which of some pooled values pass the filters: `values` stands at position `key` of the
+/// scan's output (`loose`, every column nullable), the other columns null.
+fn test_values(
+    loose: &SchemaRef,
+    filters: &[Arc<dyn PhysicalExpr>],
+    key: usize,
+    values: ArrayRef,
+) -> DfResult<BooleanArray> {
+    let n = values.len();
+    let arrays = (0..loose.fields().len())
+        .map(|i| {
+            if i == key {
+                values.clone()
+            } else {
+                arrow::array::new_null_array(loose.field(i).data_type(), n)
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new(loose.clone(), arrays)?;
+    let mut keep = BooleanArray::from(vec![true; n]);
+    for f in filters {
+        let k = f.evaluate(&batch)?.into_array(n)?;
+        let k = k.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal(format!("dynamic filter {f} is not boolean"))
+        })?;
+        keep = compute::and(&keep, k)?;
+    }
+    Ok(keep)
+}
+
+/// The rows of a partition that pass the dynamic filters, decided by value.
+enum Passing {
+    /// Every row: the filters need not be evaluated.
+    All,
+    /// These rows.
+    Rows(Vec<u32>),
+}
+
 /// Reads one partition of a scan, batch by batch.
 ///
 /// When the dynamic filters read one pooled text column (a reference such as `building_id`)
@@ -944,7 +984,7 @@ struct PartitionReader {
 
 impl PartitionReader {
     /// The partition's rows that pass the dynamic filters, decided by value where that applies.
-    fn by_value_rows(&self) -> DfResult<Option<Vec<u32>>> {
+    fn by_value_rows(&self) -> DfResult<Option<Passing>> {
         let &[key] = self.keys.as_slice() else {
             return Ok(None);
         };
@@ -982,28 +1022,23 @@ impl PartitionReader {
                     b.accepted.clone()
                 }
                 _ => {
+                    // The pool in slices, tested side by side on every core.
+                    use rayon::prelude::*;
                     let n = values.len();
-                    let arrays = (0..self.projection.len())
-                        .map(|i| {
-                            if i == key {
-                                values.clone()
-                            } else {
-                                arrow::array::new_null_array(self.loose.field(i).data_type(), n)
-                            }
+                    let step = n.div_ceil(rayon::current_num_threads() * 4).max(1024);
+                    let loose = &self.loose;
+                    let parts = (0..n.div_ceil(step))
+                        .into_par_iter()
+                        .map(|p| {
+                            let (lo, len) = (p * step, step.min(n - p * step));
+                            test_values(loose, &currents, key, values.slice(lo, len))
                         })
-                        .collect();
-                    let batch = RecordBatch::try_new(self.loose.clone(), arrays)?;
-                    let mut keep: Option<BooleanArray> = None;
-                    for f in &currents {
-                        let k = f.evaluate(&batch)?.into_array(n)?;
-                        let k = k.as_boolean_opt().ok_or_else(|| {
-                            DataFusionError::Internal(format!("dynamic filter {f} is not boolean"))
-                        })?;
-                        keep = Some(match keep {
-                            Some(a) => compute::and(&a, k)?,
-                            None => k.clone(),
-                        });
-                    }
+                        .collect::<DfResult<Vec<BooleanArray>>>()?;
+                    let parts: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
+                    let keep = (!parts.is_empty())
+                        .then(|| compute::concat(&parts))
+                        .transpose()?
+                        .map(|a| a.as_boolean().clone());
                     let accepted =
                         Arc::new(keep.unwrap_or_else(|| BooleanArray::from(vec![true; n])));
                     *cache = Some(ByValue {
@@ -1014,17 +1049,22 @@ impl PartitionReader {
                 }
             }
         };
+        if accepted.null_count() == 0 && accepted.true_count() == accepted.len() {
+            // Every value passes: nothing to drop (a null key never joins anyway, and the join
+            // checks every row itself).
+            return Ok(Some(Passing::All));
+        }
         let codes = codes.values();
         let pass = |r: u32| {
             let k = codes[r as usize];
             k != NONE && accepted.is_valid(k as usize) && accepted.value(k as usize)
         };
-        Ok(Some(match &self.picked {
+        Ok(Some(Passing::Rows(match &self.picked {
             Some(p) => p.iter().copied().filter(|&r| pass(r)).collect(),
             None => (self.start as u32..(self.start + self.len) as u32)
                 .filter(|&r| pass(r))
                 .collect(),
-        }))
+        })))
     }
 
     /// The next rows to read, or `None` at the end.
@@ -1069,9 +1109,13 @@ impl PartitionReader {
         let _timer = elapsed.timer();
         if !self.decided {
             self.decided = true;
-            if let Some(kept) = self.by_value_rows()? {
-                self.dropped.add(self.len - kept.len());
-                self.kept = Some(kept);
+            match self.by_value_rows()? {
+                Some(Passing::Rows(kept)) => {
+                    self.dropped.add(self.len - kept.len());
+                    self.kept = Some(kept);
+                }
+                Some(Passing::All) => self.dynamic.clear(),
+                None => {}
             }
         }
         while let Some(rows) = self.next_rows()? {
