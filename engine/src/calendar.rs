@@ -6,7 +6,7 @@
 //! default to 09:00–12:00 and 14:00–18:00.
 
 use crate::error::{Error, Result};
-use crate::time::{self, DAY, SECOND};
+use crate::time::{self, SECOND};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -274,31 +274,33 @@ impl Calendar {
         }
         // What is left of the first day, then whole working days by rank, then the last day.
         let day = time::date_of(start);
-        let from = start - time::midnight(day);
         let mut remaining = duration;
-        if self.is_workday(day) {
-            for &(a, b) in &self.hours.periods {
-                let (a, b) = (a as i64 * SECOND, b as i64 * SECOND);
-                let begin = a.max(from);
-                if begin < b {
-                    let available = b - begin;
-                    if remaining <= available {
-                        return Some(time::midnight(day) + begin + remaining);
-                    }
-                    remaining -= available;
-                }
-            }
+        if let Some(end) = self.spend(day, start - time::midnight(day), &mut remaining) {
+            return Some(end);
         }
         // The clock runs out on the k-th working day after `day`, with `rest` of it to go.
         let k = ((remaining + per_day - 1) / per_day).max(1);
         let mut rest = remaining - (k - 1) * per_day;
         let last = self.nth_workday_after(day, u32::try_from(k).ok()?)?;
+        self.spend(last, 0, &mut rest)
+    }
+
+    /// Spends working time on one day from `from` (microseconds since midnight): the instant it
+    /// runs out, or `None` with `remaining` reduced by what the day had.
+    fn spend(&self, day: i32, from: i64, remaining: &mut i64) -> Option<i64> {
+        if !self.is_workday(day) {
+            return None;
+        }
         for &(a, b) in &self.hours.periods {
             let (a, b) = (a as i64 * SECOND, b as i64 * SECOND);
-            if rest <= b - a {
-                return Some(time::midnight(last) + a + rest);
+            let begin = a.max(from);
+            if begin < b {
+                let available = b - begin;
+                if *remaining <= available {
+                    return Some(time::midnight(day) + begin + *remaining);
+                }
+                *remaining -= available;
             }
-            rest -= b - a;
         }
         None
     }
@@ -310,25 +312,14 @@ impl Calendar {
         let mut from = start - time::midnight(day);
         let limit = day + 3660;
         loop {
-            if self.is_workday(day) {
-                for &(a, b) in &self.hours.periods {
-                    let (a, b) = (a as i64 * SECOND, b as i64 * SECOND);
-                    let begin = a.max(from);
-                    if begin < b {
-                        let available = b - begin;
-                        if remaining <= available {
-                            return Some(time::midnight(day) + begin + remaining);
-                        }
-                        remaining -= available;
-                    }
-                }
+            if let Some(end) = self.spend(day, from, &mut remaining) {
+                return Some(end);
             }
             day += 1;
             from = 0;
             if day > limit {
                 return None;
             }
-            debug_assert!(from < DAY);
         }
     }
 

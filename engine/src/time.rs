@@ -209,27 +209,44 @@ pub fn parse_timestamp(s: &str) -> Result<i64, &'static str> {
     }
     let offset = match rest {
         [] => CST_OFFSET,
-        [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), tz @ ..] => {
-            let (hh, mm) = match tz {
-                [a, b2] => (digits(&[*a, *b2]), Some(0)),
-                [a, b2, b':', c, d] | [a, b2, c, d] => (digits(&[*a, *b2]), digits(&[*c, *d])),
-                _ => return Err(FORM),
-            };
-            match (hh, mm) {
-                (Some(hh), Some(mm)) if hh <= 14 && mm <= 59 => {
-                    let v = hh as i64 * HOUR + mm as i64 * MINUTE;
-                    if *sign == b'-' { -v } else { v }
-                }
-                _ => return Err("not a valid UTC offset"),
-            }
-        }
-        _ => return Err(FORM),
+        r => match offset(r) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(e),
+            None => return Err(FORM),
+        },
     };
     Ok(
         date as i64 * DAY + h as i64 * HOUR + mi as i64 * MINUTE + se as i64 * SECOND + micros
             - offset,
     )
+}
+
+/// A UTC offset written `+08:00`, `+0800`, `+08` or `Z`: `None` if it is not written so,
+/// an error if it is out of range, else the offset in microseconds.
+fn offset(b: &[u8]) -> Option<Result<i64, &'static str>> {
+    let (sign, tz) = match b {
+        [b'Z'] | [b'z'] => return Some(Ok(0)),
+        [sign @ (b'+' | b'-'), tz @ ..] => (sign, tz),
+        _ => return None,
+    };
+    let (hh, mm) = match tz {
+        [a, b2] => (digits(&[*a, *b2]), Some(0)),
+        [a, b2, b':', c, d] | [a, b2, c, d] => (digits(&[*a, *b2]), digits(&[*c, *d])),
+        _ => return None,
+    };
+    Some(match (hh, mm) {
+        (Some(hh), Some(mm)) if hh <= 14 && mm <= 59 => {
+            let v = hh as i64 * HOUR + mm as i64 * MINUTE;
+            Ok(if *sign == b'-' { -v } else { v })
+        }
+        _ => Err("not a valid UTC offset"),
+    })
+}
+
+/// The offset of a fixed-offset time zone (`+08:00`, `+0800`, `+08`, `Z`), in microseconds;
+/// `None` for anything else (a named zone).
+pub fn fixed_offset(tz: &str) -> Option<i64> {
+    offset(tz.as_bytes())?.ok()
 }
 
 /// Parses a boolean: `true/false`, `1/0`, `Y/N`, any case.

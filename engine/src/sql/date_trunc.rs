@@ -7,7 +7,7 @@
 //! (`GROUP BY date_trunc('month', reported_at)` over 3 M incidents). Any other input (named
 //! zones, other units, granularities given per row) goes to DataFusion's implementation.
 
-use crate::time::{DAY, HOUR, MINUTE, SECOND, civil, ymd};
+use crate::time::{DAY, HOUR, MINUTE, SECOND, civil, fixed_offset, weekday, ymd};
 use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
@@ -66,28 +66,13 @@ fn unit(s: &str) -> Option<Unit> {
     })
 }
 
-/// The offset of a fixed-offset zone written `+HH:MM` / `-HH:MM`, in microseconds.
-fn fixed_offset(tz: &str) -> Option<i64> {
-    let (sign, rest) = match tz.as_bytes().first()? {
-        b'+' => (1, &tz[1..]),
-        b'-' => (-1, &tz[1..]),
-        _ => return None,
-    };
-    let (h, m) = rest.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(sign * (h * HOUR + m * MINUTE))
-}
-
 /// A local wall-clock instant (microseconds) truncated to the start of its unit.
 fn truncate(local: i64, unit: Unit) -> i64 {
     let day = local.div_euclid(DAY);
     let start = match unit {
         Unit::Fixed(step) => return local.div_euclid(step) * step,
-        // ISO weeks start on Monday; 1970-01-01 was a Thursday.
-        Unit::Week => day - (day + 3).rem_euclid(7),
+        // ISO weeks start on Monday.
+        Unit::Week => day - weekday(day as i32) as i64,
         Unit::Year | Unit::Quarter | Unit::Month => {
             let (y, m, _) = civil(day);
             let m = match unit {
@@ -227,5 +212,6 @@ mod tests {
         assert_eq!(fixed_offset("-03:30"), Some(-(3 * HOUR + 30 * MINUTE)));
         assert_eq!(fixed_offset("Asia/Shanghai"), None);
         assert_eq!(fixed_offset("+8"), None);
+        assert_eq!(fixed_offset("+15:00"), None);
     }
 }

@@ -110,6 +110,20 @@ struct Edge {
     b_col: Column,
 }
 
+impl Edge {
+    /// If the key joins input `x` to one already joined (`inside`): that input, its column and
+    /// `x`'s column.
+    fn toward(&self, x: usize, inside: &[bool]) -> Option<(usize, &Column, &Column)> {
+        if self.b == x && inside[self.a] {
+            Some((self.a, &self.a_col, &self.b_col))
+        } else if self.a == x && inside[self.b] {
+            Some((self.b, &self.b_col, &self.a_col))
+        } else {
+            None
+        }
+    }
+}
+
 fn reorder(plan: LogicalPlan) -> DfResult<Transformed<LogicalPlan>> {
     if reorderable(&plan).is_none() {
         return plan.map_children(reorder);
@@ -119,41 +133,42 @@ fn reorder(plan: LogicalPlan) -> DfResult<Transformed<LogicalPlan>> {
     collect(&plan, &mut plans, &mut keys);
     let mut changed = false;
     let mut inputs = Vec::with_capacity(plans.len());
+    let several = plans.len() >= 3;
     for p in plans {
         let t = reorder(p)?;
         changed |= t.transformed;
-        let (rows, table) = match estimate(&t.data) {
-            Some(e) => e,
-            None => (f64::NAN, None),
-        };
+        // Sizes only where there is an order to choose (fewer inputs: the build side is
+        // DataFusion's choice).
+        let (rows, table) = several
+            .then(|| estimate(&t.data))
+            .flatten()
+            .unwrap_or((f64::NAN, None));
         inputs.push(Input {
             plan: t.data,
             rows,
             table,
         });
     }
-    let rebuilt = if inputs.len() >= 3 && inputs.iter().all(|i| i.rows.is_finite()) {
-        edges(&inputs, &keys).and_then(|e| greedy(&inputs, &e).map(|order| (order, e)))
-    } else {
-        None
-    };
-    let Some((order, edges)) = rebuilt else {
-        // Keep the order; only the inputs may have changed.
+    let chosen = inputs
+        .iter()
+        .all(|i| i.rows.is_finite())
+        .then(|| edges(&inputs, &keys))
+        .flatten()
+        .and_then(|e| greedy(&inputs, &e).map(|order| (order, e)))
+        .map(|(order, e)| {
+            let left = build_sides(&inputs, &order);
+            (order, e, left)
+        })
+        .filter(|(order, _, left)| order_shape(order, left) != shape(&plan, &mut 0));
+    let Some((order, edges, left)) = chosen else {
+        // Keep the order (none chosen, or already this one: a later pass of the optimizer over
+        // the rewritten plan); only the inputs may have changed.
         if !changed {
             return Ok(Transformed::no(plan));
         }
         let mut inputs = inputs.into_iter().map(|i| i.plan);
         return Ok(Transformed::yes(replace_inputs(plan, &mut inputs)?));
     };
-    let left = build_sides(&inputs, &order);
-    if order_shape(&order, &left) == shape(&plan, &mut 0) {
-        // Already in this order (a later pass of the optimizer over the rewritten plan).
-        if !changed {
-            return Ok(Transformed::no(plan));
-        }
-        let mut inputs = inputs.into_iter().map(|i| i.plan);
-        return Ok(Transformed::yes(replace_inputs(plan, &mut inputs)?));
-    }
     let joined = build(inputs, &edges, &order, &left)?;
     if joined.schema().columns() == plan.schema().columns() {
         return Ok(Transformed::yes(joined));
@@ -248,14 +263,7 @@ fn join_size(
     x: usize,
 ) -> Option<f64> {
     let mut denominator: Option<f64> = None;
-    for e in edges {
-        let (s, s_col, x_col) = if e.b == x && inside[e.a] {
-            (e.a, &e.a_col, &e.b_col)
-        } else if e.a == x && inside[e.b] {
-            (e.b, &e.b_col, &e.a_col)
-        } else {
-            continue;
-        };
+    for (s, s_col, x_col) in edges.iter().filter_map(|e| e.toward(x, inside)) {
         let d = inputs[s]
             .distinct(s_col)
             .min(rows)
@@ -339,14 +347,7 @@ fn build(
     for (&(x, _), &x_left) in order[1..].iter().zip(left) {
         let added = plans[x].take().expect("each input is joined once");
         let mut on: Vec<(Expr, Expr)> = Vec::new();
-        for e in edges {
-            let (inner, outer) = if e.b == x && inside[e.a] {
-                (&e.a_col, &e.b_col)
-            } else if e.a == x && inside[e.b] {
-                (&e.b_col, &e.a_col)
-            } else {
-                continue;
-            };
+        for (_, inner, outer) in edges.iter().filter_map(|e| e.toward(x, &inside)) {
             let (inner, outer) = (Expr::Column(inner.clone()), Expr::Column(outer.clone()));
             on.push(if x_left {
                 (outer, inner)

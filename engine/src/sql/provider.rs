@@ -495,30 +495,30 @@ fn dynamic_keep(
         return Ok(None);
     }
     let partial = table.batch(loose, projection, rows, Some(keys))?;
-    let mut keep: Option<BooleanArray> = None;
-    for f in live {
-        let k = f.evaluate(&partial)?.into_array(partial.num_rows())?;
+    let keep = passing(live, &partial)?;
+    Ok((keep.true_count() < rows.len()).then_some(keep))
+}
+
+/// The rows of a batch that pass every filter (a null counts as not passing).
+fn passing<'a>(
+    filters: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> DfResult<BooleanArray> {
+    let n = batch.num_rows();
+    let mut keep = BooleanArray::from(vec![true; n]);
+    for f in filters {
+        let k = f.evaluate(batch)?.into_array(n)?;
         let k = k.as_boolean_opt().ok_or_else(|| {
             DataFusionError::Internal(format!("dynamic filter {f} is not boolean"))
         })?;
-        keep = Some(match keep {
-            Some(a) => compute::and(&a, k)?,
-            None => k.clone(),
-        });
+        keep = compute::and(&keep, k)?;
     }
-    Ok(keep.filter(|k| k.true_count() < rows.len()))
+    Ok(keep)
 }
 
 /// Whether a dynamic filter is not filled in yet (it still passes every row).
 fn is_true(f: &Arc<dyn PhysicalExpr>) -> bool {
-    let current = match f.downcast_ref::<DynamicFilterPhysicalExpr>() {
-        Some(d) => match d.current() {
-            Ok(c) => c,
-            Err(_) => return false,
-        },
-        None => f.clone(),
-    };
-    current
+    current_of(f)
         .downcast_ref::<Literal>()
         .is_some_and(|l| l.value() == &ScalarValue::Boolean(Some(true)))
 }
@@ -933,16 +933,7 @@ fn test_values(
             }
         })
         .collect();
-    let batch = RecordBatch::try_new(loose.clone(), arrays)?;
-    let mut keep = BooleanArray::from(vec![true; n]);
-    for f in filters {
-        let k = f.evaluate(&batch)?.into_array(n)?;
-        let k = k.as_boolean_opt().ok_or_else(|| {
-            DataFusionError::Internal(format!("dynamic filter {f} is not boolean"))
-        })?;
-        keep = compute::and(&keep, k)?;
-    }
-    Ok(keep)
+    passing(filters, &RecordBatch::try_new(loose.clone(), arrays)?)
 }
 
 /// The rows of a partition that pass the dynamic filters, decided by value.
@@ -1035,12 +1026,11 @@ impl PartitionReader {
                         })
                         .collect::<DfResult<Vec<BooleanArray>>>()?;
                     let parts: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
-                    let keep = (!parts.is_empty())
-                        .then(|| compute::concat(&parts))
-                        .transpose()?
-                        .map(|a| a.as_boolean().clone());
-                    let accepted =
-                        Arc::new(keep.unwrap_or_else(|| BooleanArray::from(vec![true; n])));
+                    let accepted = Arc::new(if parts.is_empty() {
+                        BooleanArray::from(Vec::<bool>::new())
+                    } else {
+                        compute::concat(&parts)?.as_boolean().clone()
+                    });
                     *cache = Some(ByValue {
                         filters: currents,
                         accepted: accepted.clone(),
