@@ -441,3 +441,83 @@ fn the_ground_truth_names_subjects_that_exist_in_their_grids() {
         assert_eq!(actual, grid, "{r:?}");
     }
 }
+
+#[test]
+fn pooled_text_keeps_only_the_values_of_loaded_rows() {
+    // Door devices and billing months are held as keys into their column's distinct values.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/edges");
+    let dir = scratch("pooled-text");
+    copy_dataset(&fixture, &dir);
+    let append = |file: &str, rows: &str| {
+        let mut text = std::fs::read_to_string(dir.join(file)).unwrap();
+        text.push_str(rows);
+        std::fs::write(dir.join(file), text).unwrap();
+    };
+    // A door event of an unknown building is rejected, and its device with it; a new device
+    // of a loaded row is kept.
+    append(
+        "access_events.csv",
+        "2026-10-21 21:00:00,NO-SUCH-BUILDING,VIS1,in,D-REJECTED\n\
+         2026-10-21 22:00:00,B1,VIS1,in,D9\n",
+    );
+    // Months are kept as YYYY-MM, without the spaces around: " 2026-09" repeats R3's 2026-09
+    // and is rejected; "2026-08 " is kept as 2026-08.
+    append(
+        "utility_readings.csv",
+        "R3,\" 2026-09\",50,1\nR7,\"2026-08 \",5,1\n",
+    );
+    let store = load(&dir, &LoadOptions::default()).unwrap();
+    let report = |t: &str| {
+        store
+            .report
+            .tables
+            .iter()
+            .find(|r| r.table == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(report("access_events").rejected, 1);
+    assert_eq!(report("utility_readings").rejected, 1);
+    let reasons: Vec<String> = (0..store.rejects.num_rows())
+        .map(|i| {
+            let col = |n: &str| {
+                let a = store.rejects.column_by_name(n).unwrap();
+                arrow::util::display::array_value_to_string(a, i).unwrap()
+            };
+            format!("{} {}", col("table_name"), col("reason"))
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "access_events unknown_reference".to_string(),
+            "utility_readings duplicate_key".to_string()
+        ]
+    );
+
+    let events = store.table(TableId::AccessEvents);
+    let (keys, devices) = events.pooled("device_id").unwrap();
+    let mut values: Vec<&str> = devices.iter().flatten().collect();
+    values.sort();
+    let fixture_store = load(&fixture, &LoadOptions::default()).unwrap();
+    let (_, before) = fixture_store
+        .table(TableId::AccessEvents)
+        .pooled("device_id")
+        .unwrap();
+    let mut expected: Vec<&str> = before.iter().flatten().chain(["D9"]).collect();
+    expected.sort();
+    assert_eq!(values, expected, "no D-REJECTED, D9 added once");
+    assert_eq!(keys.len(), events.rows);
+    assert!(keys.iter().all(|&k| (k as usize) < devices.len()));
+
+    let readings = store.table(TableId::UtilityReadings);
+    let (keys, months) = readings.pooled("month").unwrap();
+    let rooms = readings.keys("room_id").unwrap();
+    let room_ids = store.table(TableId::Rooms).strings("room_id").unwrap();
+    let r7: Vec<&str> = (0..readings.rows)
+        .filter(|&i| room_ids.value(rooms[i] as usize) == "R7")
+        .map(|i| months.value(keys[i] as usize))
+        .collect();
+    assert!(r7.contains(&"2026-08"), "{r7:?}");
+    assert!(months.iter().flatten().all(|m| m.len() == 7), "{months:?}");
+}

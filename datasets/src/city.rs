@@ -916,7 +916,7 @@ impl<'a> Chunk<'a> {
         self.rooms[r].kwh = self.kwh(level);
         // Earlier occupants of the room who moved out (人户分离 history), and family members who
         // died.
-        let moved = if self.rng.random_bool(0.2) {
+        let moved = if self.rng.random_bool(0.1) {
             self.rng.random_range(1..3)
         } else {
             0
@@ -958,8 +958,8 @@ impl<'a> Chunk<'a> {
 
     fn household_size(&mut self, kind: &str) -> usize {
         let w: &[u32] = match kind {
-            "hukou" => &[15, 28, 28, 18, 8, 3],
-            "non_local" => &[35, 30, 20, 12, 3, 0],
+            "hukou" => &[6, 18, 30, 26, 14, 6],
+            "non_local" => &[20, 28, 28, 17, 5, 2],
             _ => &[40, 30, 20, 10, 0, 0],
         };
         WeightedIndex::new(w)
@@ -1320,11 +1320,11 @@ impl Chunk<'_> {
                 let mut any = false;
                 for d in since..self.today {
                     let m = time::midnight(d);
-                    if self.rng.random_bool(0.32) {
+                    if self.rng.random_bool(0.40) {
                         rows.push((m + night_time(&mut self.rng), b, Some(p), true));
                         any = true;
                     }
-                    if self.rng.random_bool(0.09) {
+                    if self.rng.random_bool(0.11) {
                         rows.push((
                             m + 6 * HOUR + 30 * MINUTE + self.rng.random_range(0..150 * MINUTE),
                             b,
@@ -1435,7 +1435,7 @@ impl Chunk<'_> {
                     room: None,
                     idn: None,
                 });
-                for _ in 0..self.rng.random_range(1..=4) {
+                for _ in 0..self.rng.random_range(3..=9) {
                     if let Some(&r) = rooms_by_grid[g].choose(&mut self.rng) {
                         let at = time::midnight(d) + 9 * HOUR + self.rng.random_range(0..8 * HOUR);
                         visits.push(Visit {

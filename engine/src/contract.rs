@@ -149,6 +149,9 @@ pub struct ColumnDef {
     pub personal: bool,
     /// An identity document number, interned in the shared identity pool (the cross-source key).
     pub identity: bool,
+    /// Text that repeats a lot (a door's device id): held as keys into the column's own
+    /// dictionary of distinct values rather than one string per row.
+    pub pooled: bool,
     /// What the column means.
     pub doc: &'static str,
 }
@@ -163,6 +166,7 @@ impl ColumnDef {
             check: Check::None,
             personal: false,
             identity: false,
+            pooled: false,
             doc,
         }
     }
@@ -180,6 +184,10 @@ impl ColumnDef {
     }
     const fn personal(mut self) -> Self {
         self.personal = true;
+        self
+    }
+    const fn pooled(mut self) -> Self {
+        self.pooled = true;
         self
     }
     const fn identity(mut self) -> Self {
@@ -610,7 +618,7 @@ pub static ACCESS_EVENTS: TableDef = TableDef {
         )
         .identity(),
         ColumnDef::new("direction", Enum(DIRECTION), "").req(),
-        ColumnDef::new("device_id", Text, ""),
+        ColumnDef::new("device_id", Text, "").pooled(),
     ],
 };
 
@@ -625,7 +633,9 @@ pub static UTILITY_READINGS: TableDef = TableDef {
         ColumnDef::new("room_id", Text, "")
             .req()
             .refs(TableId::Rooms),
-        ColumnDef::new("month", Month, "billing month").req(),
+        ColumnDef::new("month", Month, "billing month")
+            .req()
+            .pooled(),
         ColumnDef::new("electricity_kwh", Float, "").check(AtLeast(0.0)),
         ColumnDef::new("water_m3", Float, "").check(AtLeast(0.0)),
     ],

@@ -10,7 +10,7 @@ use crate::load::report::RejectReason;
 use crate::time;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int8Array,
-    Int64Array, StringArray, TimestampMicrosecondArray,
+    Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::compute::{self, CastOptions};
 use arrow::datatypes::{DataType, Int32Type, TimeUnit};
@@ -102,6 +102,88 @@ impl Text {
         }
     }
 
+    /// Maps every row through `f`, calling it once per distinct value: for a look-up in a large
+    /// table, whose every call costs a trip to memory, while the batch's own distinct values
+    /// stay in cache.
+    pub fn lookup<T: Clone>(&self, f: impl Fn(&str) -> T) -> Vec<Option<T>> {
+        match self {
+            Text::Dict(_) => self.map(f),
+            // A column of (nearly) unique values, like a table's own identity numbers, gains
+            // nothing from the batch's dictionary: looked up row by row.
+            Text::Plain(a) if mostly_distinct(a) => self.map(f),
+            Text::Plain(_) => {
+                let (values, keys) = self.distinct();
+                let found: Vec<T> = values.iter().map(|v| f(v.unwrap_or(""))).collect();
+                keys.iter()
+                    .map(|&k| found.get(k as usize).cloned())
+                    .collect()
+            }
+        }
+    }
+
+    /// The batch's own dictionary: its distinct values in order of first appearance, and for
+    /// each row the position of its value (`u32::MAX` for null).
+    pub fn distinct(&self) -> (StringArray, Vec<u32>) {
+        const NULL: u32 = u32::MAX;
+        let mut values = StringBuilder::new();
+        let mut keys = Vec::with_capacity(self.len());
+        match self {
+            Text::Plain(a) => {
+                let state = ahash::RandomState::with_seeds(1, 2, 3, 4);
+                let mut seen: hashbrown::HashTable<(u64, u32)> =
+                    hashbrown::HashTable::with_capacity(1024);
+                let mut firsts: Vec<usize> = Vec::new();
+                let mut last: Option<(&str, u32)> = None;
+                for i in 0..a.len() {
+                    if a.is_null(i) {
+                        keys.push(NULL);
+                        continue;
+                    }
+                    let v = a.value(i);
+                    if let Some((lv, k)) = last
+                        && lv == v
+                    {
+                        keys.push(k);
+                        continue;
+                    }
+                    let h = state.hash_one(v);
+                    let k = match seen.find(h, |&(_, k)| a.value(firsts[k as usize]) == v) {
+                        Some(&(_, k)) => k,
+                        None => {
+                            let k = firsts.len() as u32;
+                            firsts.push(i);
+                            values.append_value(v);
+                            seen.insert_unique(h, (h, k), |&(h, _)| h);
+                            k
+                        }
+                    };
+                    keys.push(k);
+                    last = Some((v, k));
+                }
+            }
+            Text::Dict(d) => {
+                let v = d.values().as_string::<i32>();
+                let mut local = vec![NULL; v.len()];
+                let mut next = 0u32;
+                let dk = d.keys();
+                for i in 0..d.len() {
+                    if dk.is_null(i) || v.is_null(dk.value(i) as usize) {
+                        keys.push(NULL);
+                        continue;
+                    }
+                    let k = dk.value(i) as usize;
+                    if local[k] == NULL {
+                        local[k] = next;
+                        next += 1;
+                        values.append_value(v.value(k));
+                    }
+                    keys.push(local[k]);
+                }
+            }
+        }
+        (values.finish(), keys)
+    }
+
     /// The text as plain strings.
     pub fn to_plain(&self) -> Result<StringArray> {
         match self {
@@ -112,6 +194,18 @@ impl Text {
             }
         }
     }
+}
+
+/// Whether most of the first rows hold different values.
+fn mostly_distinct(a: &StringArray) -> bool {
+    let sample = a.len().min(2048);
+    let mut seen = ahash::AHashSet::with_capacity(sample);
+    for i in 0..sample {
+        if !a.is_null(i) {
+            seen.insert(a.value(i));
+        }
+    }
+    seen.len() * 2 > sample
 }
 
 /// A column converted to its contract type.

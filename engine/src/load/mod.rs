@@ -19,7 +19,7 @@ pub mod report;
 use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::{ColumnDef, ColumnType, TableDef, TableId};
 use crate::error::{Error, Result};
-use crate::store::pool::{IdentityPool, KeyIndex};
+use crate::store::pool::{KeyIndex, StringPool};
 use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable};
 use crate::time;
 use arrow::array::{
@@ -149,8 +149,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let rejects = report::rejects_batch(&rejects_all)?;
-    ctx.identity.freeze();
-    let identities = Arc::new(ctx.identity.values().clone());
+    let identities = Arc::new(std::mem::take(&mut ctx.identity).into_values());
     let t0 = Instant::now();
     let mut store = Store::new(
         ctx.tables, identities, manifest, as_of, calendar, report, rejects,
@@ -169,7 +168,7 @@ pub fn now() -> i64 {
 #[derive(Default)]
 struct Ctx {
     tables: Vec<StoredTable>,
-    identity: IdentityPool,
+    identity: StringPool,
 }
 
 impl Ctx {
@@ -251,6 +250,14 @@ enum Built {
     Codes(Int8Array),
     /// Keys: a resolved reference, or an identity (`MISS` where not pooled yet).
     Keys(Vec<u32>),
+    /// A pooled text column: keys (`NONE` for null) into its distinct values (a batch's own,
+    /// then, once the batches are concatenated, the column's).
+    Pooled {
+        /// The distinct values.
+        values: StringArray,
+        /// Each row's value.
+        keys: Vec<u32>,
+    },
 }
 
 /// Row numbers of a batch: a run (Parquet) or a list (CSV, where quoted line breaks skip lines).
@@ -451,7 +458,7 @@ fn convert_batch(
                 Built::Keys(resolve(ctx, col, target, &text, ci, &mut fault)?)
             }
             (None, true, Typed::Text(text)) => {
-                let found = text.map(|s| ctx.identity.get(s));
+                let found = text.lookup(|s| ctx.identity.get(s));
                 let mut keys = Vec::with_capacity(n);
                 for (row, f) in found.into_iter().enumerate() {
                     keys.push(match f {
@@ -466,6 +473,10 @@ fn convert_batch(
                     });
                 }
                 Built::Keys(keys)
+            }
+            (_, _, Typed::Text(text)) if col.pooled => {
+                let (values, keys) = text.distinct();
+                Built::Pooled { values, keys }
             }
             (_, _, Typed::Text(text)) => Built::Text(text),
             (_, _, Typed::Array(a)) => Built::Array(a),
@@ -527,7 +538,7 @@ fn resolve(
     let key_name = target.def().single_key().unwrap_or("");
     let keys = t.strings(key_name)?;
     let index = t.key_index.as_ref();
-    let found = text.map(|s| index.and_then(|ix| ix.get(keys, s)));
+    let found = text.lookup(|s| index.and_then(|ix| ix.get(keys, s)));
     let mut out = Vec::with_capacity(found.len());
     for (row, f) in found.into_iter().enumerate() {
         out.push(match f {
@@ -751,11 +762,12 @@ fn finalize(
     let ncols = def.columns.len();
     let mut columns: Vec<Built> = Vec::with_capacity(ncols);
     for ci in 0..ncols {
-        columns.push(concat_built(
-            def.columns[ci],
-            outs.iter().map(|o| &o.cols[ci]),
-            total,
-        )?);
+        // Each batch's part is moved out (and freed once concatenated).
+        let parts: Vec<Built> = outs
+            .iter_mut()
+            .map(|o| std::mem::replace(&mut o.cols[ci], Built::Keys(Vec::new())))
+            .collect();
+        columns.push(concat_built(def.columns[ci], parts, total)?);
     }
     phase("concatenated");
     let mut misses: Vec<(usize, usize, String)> = outs
@@ -788,6 +800,7 @@ fn finalize(
     phase("keys checked");
     // Row order (then column order): the order identities are interned in, and binary search.
     misses.par_sort_unstable_by_key(|(c, r, _)| (*r, *c));
+    phase("misses sorted");
     for (row, first) in &duplicates {
         alive[*row] = false;
         let (ffile, frow) = where_of(*first);
@@ -821,31 +834,43 @@ fn finalize(
     let fresh: Vec<&(usize, usize, String)> =
         misses.iter().filter(|(_, row, _)| alive[*row]).collect();
     let values: Vec<&str> = fresh.iter().map(|(_, _, v)| v.as_str()).collect();
-    let interned = ctx.identity.intern_all(&values);
+    phase("misses listed");
+    // Each was looked up in the pool as its batch was converted, and nothing was pooled since.
+    let interned = ctx.identity.intern_absent(&values);
+    phase("misses pooled");
     for (&&(ci, row, _), id) in fresh.iter().zip(interned) {
         if let Built::Keys(keys) = &mut columns[ci] {
             keys[row] = id;
         }
     }
-    ctx.identity.freeze();
     phase("identities interned");
     // Keep the loaded rows.
-    let keep = BooleanArray::from(alive.clone());
-    let mut new_row = vec![NONE; total];
-    let mut next = 0u32;
-    for (i, a) in alive.iter().enumerate() {
-        if *a {
-            new_row[i] = next;
-            next += 1;
+    // Usually every row is kept, and the columns are stored as they are.
+    let kept = if rejects.is_empty() {
+        None
+    } else {
+        let keep = BooleanArray::from(alive.clone());
+        if let Some(ix) = key_index.as_mut() {
+            let mut new_row = vec![NONE; total];
+            let mut next = 0u32;
+            for (i, a) in alive.iter().enumerate() {
+                if *a {
+                    new_row[i] = next;
+                    next += 1;
+                }
+            }
+            ix.renumber(&new_row);
         }
-    }
-    let rows = next as usize;
+        Some(Kept {
+            rows: keep.true_count(),
+            keep,
+            alive: &alive,
+        })
+    };
+    let rows = kept.as_ref().map_or(total, |k| k.rows);
     let mut stored = Vec::with_capacity(ncols);
     for (ci, built) in columns.into_iter().enumerate() {
-        stored.push(store_column(def.columns[ci], built, &keep, &alive, rows)?);
-    }
-    if let Some(ix) = key_index.as_mut() {
-        ix.renumber(&new_row);
+        stored.push(store_column(def.columns[ci], built, kept.as_ref())?);
     }
     phase("rows kept");
     // Extra columns, in order of first appearance.
@@ -892,7 +917,10 @@ fn finalize(
         } else {
             compute::concat(&refs)?
         };
-        stored.push(StoredColumn::Array(compute::filter(&all, &keep)?));
+        stored.push(StoredColumn::Array(match &kept {
+            Some(k) => k.array(&all)?,
+            None => all,
+        }));
         fields.push(Field::new(name, dt, true));
     }
     rejects.sort_by_key(|(r, _)| *r);
@@ -914,14 +942,13 @@ fn finalize(
     })
 }
 
-fn concat_built<'a>(
-    col: ColumnDef,
-    parts: impl Iterator<Item = &'a Built>,
-    total: usize,
-) -> Result<Built> {
-    let parts: Vec<&Built> = parts.collect();
+fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built> {
     if parts.is_empty() {
         return Ok(match col.ty {
+            _ if col.pooled => Built::Pooled {
+                values: StringArray::from(Vec::<&str>::new()),
+                keys: Vec::new(),
+            },
             ColumnType::Enum(_) => Built::Codes(Int8Array::from(Vec::<i8>::new())),
             ColumnType::Text | ColumnType::Month if col.references.is_none() && !col.identity => {
                 Built::Text(Text::Plain(StringArray::from(Vec::<&str>::new())))
@@ -932,13 +959,49 @@ fn concat_built<'a>(
     }
     Ok(match parts[0] {
         Built::Keys(_) => {
-            let mut v = Vec::with_capacity(total);
-            for p in &parts {
-                if let Built::Keys(k) = p {
-                    v.extend_from_slice(k);
+            let parts: Vec<Vec<u32>> = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    Built::Keys(k) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            Built::Keys(par_concat(&parts, total))
+        }
+        Built::Pooled { .. } => {
+            // Each batch's values join the column's pool in batch order, then every batch's
+            // keys are renumbered, side by side.
+            let mut pool = StringPool::default();
+            let mut renumbered: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(parts.len());
+            for p in parts {
+                if let Built::Pooled { values, keys } = p {
+                    let to = if col.ty == ColumnType::Month {
+                        // Months are held in their canonical form, YYYY-MM.
+                        let v: Vec<String> = values
+                            .iter()
+                            .map(|v| canonical_month(v.unwrap_or("")))
+                            .collect();
+                        pool.intern_all(&v.iter().map(String::as_str).collect::<Vec<_>>())
+                    } else {
+                        let v: Vec<&str> = values.iter().map(|v| v.unwrap_or("")).collect();
+                        pool.intern_all(&v)
+                    };
+                    renumbered.push((to, keys));
                 }
             }
-            Built::Keys(v)
+            let mut keys = vec![0u32; total];
+            slots(&mut keys, renumbered.iter().map(|(_, k)| k.len()))
+                .into_par_iter()
+                .zip(renumbered.par_iter())
+                .for_each(|(out, (to, from))| {
+                    for (o, &k) in out.iter_mut().zip(from) {
+                        *o = if k == NONE { NONE } else { to[k as usize] };
+                    }
+                });
+            Built::Pooled {
+                values: pool.into_values(),
+                keys,
+            }
         }
         Built::Codes(_) => {
             let arrays: Vec<&dyn Array> = parts
@@ -959,7 +1022,7 @@ fn concat_built<'a>(
                     _ => None,
                 })
                 .collect();
-            Built::Array(compute::concat(&arrays)?)
+            Built::Array(concat_arrays(&arrays, total)?)
         }
         Built::Text(_) => {
             let plain: Vec<StringArray> = parts
@@ -976,49 +1039,176 @@ fn concat_built<'a>(
     })
 }
 
-fn store_column(
-    col: ColumnDef,
-    built: Built,
-    keep: &BooleanArray,
-    alive: &[bool],
+/// The rows kept when some were rejected.
+struct Kept<'a> {
+    keep: BooleanArray,
+    alive: &'a [bool],
     rows: usize,
-) -> Result<StoredColumn> {
-    Ok(match built {
-        Built::Keys(keys) => {
-            let mut v: Vec<u32> = Vec::with_capacity(rows);
-            for (k, a) in keys.iter().zip(alive) {
-                if *a {
-                    v.push(*k);
+}
+
+impl Kept<'_> {
+    fn keys(&self, keys: Vec<u32>) -> Vec<u32> {
+        let mut v: Vec<u32> = Vec::with_capacity(self.rows);
+        v.extend(
+            keys.iter()
+                .zip(self.alive)
+                .filter(|(_, a)| **a)
+                .map(|(k, _)| *k),
+        );
+        v
+    }
+
+    fn array(&self, a: &dyn Array) -> Result<ArrayRef> {
+        Ok(compute::filter(a, &self.keep)?)
+    }
+}
+
+/// `out` cut into consecutive slices of the given lengths.
+fn slots<T>(mut out: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut v = Vec::new();
+    for n in lens {
+        let (head, tail) = out.split_at_mut(n);
+        v.push(head);
+        out = tail;
+    }
+    v
+}
+
+/// Parts concatenated, copied side by side.
+fn par_concat<T: Copy + Default + Send + Sync>(parts: &[Vec<T>], total: usize) -> Vec<T> {
+    let mut out = vec![T::default(); total];
+    slots(&mut out, parts.iter().map(Vec::len))
+        .into_par_iter()
+        .zip(parts.par_iter())
+        .for_each(|(o, p)| o.copy_from_slice(p));
+    out
+}
+
+/// Arrays concatenated: fixed-width ones copied side by side, others by Arrow.
+fn concat_arrays(arrays: &[&dyn Array], total: usize) -> Result<ArrayRef> {
+    use arrow::datatypes::{
+        ArrowPrimitiveType, Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    };
+    fn primitive<T: ArrowPrimitiveType>(arrays: &[&dyn Array], total: usize) -> Option<ArrayRef> {
+        let parts: Vec<&arrow::array::PrimitiveArray<T>> = arrays
+            .iter()
+            .map(|a| a.as_primitive_opt::<T>())
+            .collect::<Option<_>>()?;
+        let dt = parts.first()?.data_type().clone();
+        let mut values = vec![T::Native::default(); total];
+        slots(&mut values, parts.iter().map(|p| p.len()))
+            .into_par_iter()
+            .zip(parts.par_iter())
+            .for_each(|(o, p)| o.copy_from_slice(p.values()));
+        let nulls = if parts.iter().any(|p| p.null_count() > 0) {
+            let mut b = arrow::array::BooleanBufferBuilder::new(total);
+            for p in &parts {
+                match p.nulls() {
+                    Some(n) => b.append_buffer(n.inner()),
+                    None => b.append_n(p.len(), true),
                 }
             }
-            let nulls = NullBuffer::from(v.iter().map(|&k| k != NONE).collect::<Vec<bool>>());
-            let nulls = (nulls.null_count() > 0).then_some(nulls);
-            let keys = UInt32Array::new(ScalarBuffer::from(v), nulls);
+            Some(NullBuffer::new(b.finish()))
+        } else {
+            None
+        };
+        Some(Arc::new(
+            arrow::array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls)
+                .with_data_type(dt),
+        ))
+    }
+    let fast = match arrays.first().map(|a| a.data_type()) {
+        Some(DataType::Int64) => primitive::<Int64Type>(arrays, total),
+        Some(DataType::Float64) => primitive::<Float64Type>(arrays, total),
+        Some(DataType::Date32) => primitive::<Date32Type>(arrays, total),
+        Some(DataType::Timestamp(..)) => primitive::<TimestampMicrosecondType>(arrays, total),
+        _ => None,
+    };
+    match fast {
+        Some(a) => Ok(a),
+        None => Ok(compute::concat(arrays)?),
+    }
+}
+
+fn store_column(col: ColumnDef, built: Built, kept: Option<&Kept>) -> Result<StoredColumn> {
+    Ok(match built {
+        Built::Pooled { values, keys } => {
+            let Some(kept) = kept else {
+                // Every batch's values are ones its rows use.
+                return Ok(StoredColumn::Keys {
+                    keys: keys_array(keys),
+                    pool: Pool::Local(Arc::new(values)),
+                });
+            };
+            // The loaded rows' keys, and only the values they use, in pool order.
+            let mut v = kept.keys(keys);
+            let mut used = vec![false; values.len()];
+            for &k in &v {
+                if k != NONE {
+                    used[k as usize] = true;
+                }
+            }
+            let mut to = vec![NONE; values.len()];
+            let mut kept = StringBuilder::new();
+            let mut next = 0u32;
+            for (i, u) in used.iter().enumerate() {
+                if *u {
+                    to[i] = next;
+                    next += 1;
+                    kept.append_value(values.value(i));
+                }
+            }
+            v.par_iter_mut().for_each(|k| {
+                if *k != NONE {
+                    *k = to[*k as usize];
+                }
+            });
+            StoredColumn::Keys {
+                keys: keys_array(v),
+                pool: Pool::Local(Arc::new(kept.finish())),
+            }
+        }
+        Built::Keys(keys) => {
+            let v = match kept {
+                Some(k) => k.keys(keys),
+                None => keys,
+            };
             let pool = match col.references {
                 Some(t) => Pool::Table(t),
                 None => Pool::Identity,
             };
-            StoredColumn::Keys { keys, pool }
+            StoredColumn::Keys {
+                keys: keys_array(v),
+                pool,
+            }
         }
         Built::Codes(c) => {
-            let f = compute::filter(&c, keep)?;
+            let f = match kept {
+                Some(k) => k.array(&c)?,
+                None => Arc::new(c),
+            };
             StoredColumn::Codes {
                 codes: f.as_primitive::<arrow::datatypes::Int8Type>().clone(),
                 values: Arc::new(StringArray::from(col.enum_values().unwrap_or(&[]).to_vec())),
             }
         }
-        Built::Array(a) => StoredColumn::Array(compute::filter(&a, keep)?),
+        Built::Array(a) => StoredColumn::Array(match kept {
+            Some(k) => k.array(&a)?,
+            None => a,
+        }),
         Built::Text(t) => {
             let plain = t.to_plain()?;
-            let f = compute::filter(&plain, keep)?;
+            let f: ArrayRef = match kept {
+                Some(k) => k.array(&plain)?,
+                None => Arc::new(plain),
+            };
             if col.ty == ColumnType::Month {
-                // Months are held in their canonical form, YYYY-MM.
                 let s = f.as_string::<i32>();
                 let mut b = StringBuilder::with_capacity(s.len(), s.len() * 7);
                 for v in s.iter() {
-                    match v.map(|v| time::parse_month(v.trim())) {
-                        Some(Ok(m)) => b.append_value(time::format_month(m)),
-                        _ => b.append_null(),
+                    match v {
+                        Some(v) => b.append_value(canonical_month(v)),
+                        None => b.append_null(),
                     }
                 }
                 StoredColumn::Array(Arc::new(b.finish()))
@@ -1027,6 +1217,24 @@ fn store_column(
             }
         }
     })
+}
+
+/// A month in its canonical form, YYYY-MM (a value that is not a month, which the checks have
+/// rejected already, as it is).
+fn canonical_month(v: &str) -> String {
+    time::parse_month(v.trim())
+        .map(time::format_month)
+        .unwrap_or_else(|_| v.to_string())
+}
+
+/// Keys as an array, null where `NONE`.
+fn keys_array(v: Vec<u32>) -> UInt32Array {
+    let nulls = v.par_iter().any(|&k| k == NONE).then(|| {
+        NullBuffer::new(arrow::buffer::BooleanBuffer::collect_bool(v.len(), |i| {
+            v[i] != NONE
+        }))
+    });
+    UInt32Array::new(ScalarBuffer::from(v), nulls)
 }
 
 /// A row's value of a contract column, as text, before the table is finalized.
@@ -1041,6 +1249,10 @@ fn value_string(
     let col = &def.columns[ci];
     match &columns[ci] {
         Built::Text(t) => t.get(row).unwrap_or("").to_string(),
+        Built::Pooled { values, keys } => match keys[row] {
+            NONE => String::new(),
+            k => values.value(k as usize).to_string(),
+        },
         Built::Codes(c) => {
             if c.is_null(row) {
                 String::new()
@@ -1078,14 +1290,8 @@ fn value_string(
                         Some(s.value(key as usize).to_string())
                     })
                     .unwrap_or_default(),
-                None => {
-                    let v = ctx.identity.values();
-                    if (key as usize) < v.len() {
-                        v.value(key as usize).to_string()
-                    } else {
-                        String::new()
-                    }
-                }
+                None if (key as usize) < ctx.identity.len() => ctx.identity.value(key).to_string(),
+                None => String::new(),
             }
         }
     }
@@ -1113,7 +1319,9 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
         let mut out = Vec::with_capacity(16);
         for &ci in &parts {
             match &columns[ci] {
-                Built::Keys(k) => out.extend_from_slice(&k[row].to_le_bytes()),
+                Built::Keys(k) | Built::Pooled { keys: k, .. } => {
+                    out.extend_from_slice(&k[row].to_le_bytes())
+                }
                 Built::Codes(c) => out.push(c.value(row) as u8),
                 Built::Array(a) => {
                     if let Some(d) = a.as_primitive_opt::<arrow::datatypes::Date32Type>() {
@@ -1123,9 +1331,7 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
                 Built::Text(t) => {
                     let s = t.get(row).unwrap_or("");
                     let s = if def.columns[ci].ty == ColumnType::Month {
-                        time::parse_month(s.trim())
-                            .map(time::format_month)
-                            .unwrap_or_else(|_| s.to_string())
+                        canonical_month(s)
                     } else {
                         s.to_string()
                     };
@@ -1140,7 +1346,7 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
     // packed into one integer per row, computed on every core.
     let fixed = |ci: usize, row: usize| -> Option<u64> {
         match &columns[ci] {
-            Built::Keys(k) => Some(k[row] as u64),
+            Built::Keys(k) | Built::Pooled { keys: k, .. } => Some(k[row] as u64),
             Built::Codes(c) => Some(c.value(row) as u8 as u64),
             Built::Array(a) => a
                 .as_primitive_opt::<arrow::datatypes::Date32Type>()
@@ -1168,20 +1374,13 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
             })
             .collect();
         if let Some(packed) = packed {
-            let mut seen: ahash::AHashMap<u128, usize> = ahash::AHashMap::with_capacity(n);
-            let mut dups = Vec::new();
-            for (row, k) in packed.into_iter().enumerate() {
-                if !alive[row] {
-                    continue;
-                }
-                match seen.entry(k) {
-                    std::collections::hash_map::Entry::Occupied(e) => dups.push((row, *e.get())),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(row);
-                    }
-                }
-            }
-            return dups;
+            let state = ahash::RandomState::with_seeds(7, 11, 13, 17);
+            let hashes: Vec<Option<u64>> = packed
+                .par_iter()
+                .enumerate()
+                .map(|(row, k)| alive[row].then(|| state.hash_one(k)))
+                .collect();
+            return crate::store::pool::repeats(&hashes, |a, b| packed[a] == packed[b]);
         }
     }
     let mut seen: ahash::AHashMap<Vec<u8>, usize> = ahash::AHashMap::with_capacity(n);

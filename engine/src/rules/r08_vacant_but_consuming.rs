@@ -36,7 +36,12 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let this_month = time::month_of(ctx.today);
     let first = this_month - k;
     let room = readings.keys("room_id")?;
-    let month = readings.strings("month")?;
+    let (month, months) = readings.pooled("month")?;
+    // Each distinct month once.
+    let month_of: Vec<Option<i32>> = months
+        .iter()
+        .map(|v| v.and_then(|v| time::parse_month(v).ok()))
+        .collect();
     let kwh = readings.floats("electricity_kwh")?;
     let n_rooms = ctx.table(TableId::Rooms).rows;
     let min_kwh = ctx.params.r08_min_kwh;
@@ -45,7 +50,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         if kwh.is_null(i) || kwh.value(i) < min_kwh || room[i] as usize >= n_rooms {
             return None;
         }
-        let m = time::parse_month(month.value(i)).ok()?;
+        let m = month_of.get(month[i] as usize).copied().flatten()?;
         (first..this_month)
             .contains(&m)
             .then(|| (m - first) as usize)

@@ -48,6 +48,57 @@ impl Csr {
         Csr { offsets, values }
     }
 
+    /// [`Csr::build`] of every item (but those keyed `NONE`), on every core: the items are cut
+    /// into parts, counted per part, and each part's items are placed side by side.
+    pub fn build_par(keys: &[u32], n_keys: usize) -> Csr {
+        use rayon::prelude::*;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let part = keys
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(1 << 16);
+        let counts: Vec<Vec<u32>> = keys
+            .par_chunks(part)
+            .map(|c| {
+                let mut n = vec![0u32; n_keys];
+                for &k in c {
+                    if (k as usize) < n_keys {
+                        n[k as usize] += 1;
+                    }
+                }
+                n
+            })
+            .collect();
+        // Where each part's items of each key start.
+        let mut offsets = vec![0u32; n_keys + 1];
+        let mut starts: Vec<Vec<u32>> = counts.iter().map(|_| vec![0u32; n_keys]).collect();
+        let mut at = 0u32;
+        for k in 0..n_keys {
+            offsets[k] = at;
+            for (p, c) in counts.iter().enumerate() {
+                starts[p][k] = at;
+                at += c[k];
+            }
+        }
+        offsets[n_keys] = at;
+        drop(counts);
+        let values: Vec<AtomicU32> = (0..at).map(|_| AtomicU32::new(0)).collect();
+        keys.par_chunks(part)
+            .zip(starts.into_par_iter())
+            .enumerate()
+            .for_each(|(p, (c, mut next))| {
+                for (i, &k) in c.iter().enumerate() {
+                    if (k as usize) < n_keys {
+                        let slot = &mut next[k as usize];
+                        values[*slot as usize].store((p * part + i) as u32, Ordering::Relaxed);
+                        *slot += 1;
+                    }
+                }
+            });
+        let values = values.into_iter().map(AtomicU32::into_inner).collect();
+        Csr { offsets, values }
+    }
+
     /// The items of a key.
     pub fn get(&self, key: u32) -> &[u32] {
         let k = key as usize;
@@ -82,11 +133,30 @@ pub struct GridRows {
 
 impl GridRows {
     fn build(grid_of_row: impl Iterator<Item = u32>, n_grids: usize) -> GridRows {
+        use rayon::prelude::*;
+        let grids: Vec<u32> = grid_of_row.collect();
+        // Rows grouped by grid, in order; then each grid's bitmap from its sorted rows, side by
+        // side.
+        let csr = Csr::build(&grids, n_grids, |_| true);
+        drop(grids);
+        let by_grid = (0..n_grids as u32)
+            .into_par_iter()
+            .map(|g| {
+                RoaringBitmap::from_sorted_iter(csr.get(g).iter().copied()).unwrap_or_default()
+            })
+            .collect();
+        GridRows { by_grid }
+    }
+
+    /// From ranges of rows: `ranges` yields (grid, rows), the ranges of a grid in order.
+    fn from_ranges(
+        ranges: impl Iterator<Item = (u32, std::ops::Range<u32>)>,
+        n_grids: usize,
+    ) -> GridRows {
         let mut by_grid = vec![RoaringBitmap::new(); n_grids];
-        // Rows come in order, so pushing keeps each bitmap's inserts append-only.
-        for (row, g) in grid_of_row.enumerate() {
-            if (g as usize) < n_grids {
-                by_grid[g as usize].insert(row as u32);
+        for (g, rows) in ranges {
+            if let Some(b) = by_grid.get_mut(g as usize) {
+                b.insert_range(rows);
             }
         }
         GridRows { by_grid }
@@ -226,7 +296,10 @@ impl Indexes {
         if events.rows > 0 {
             let eb = events.keys("building_id")?;
             let ts = events.timestamps("ts")?.values();
-            if (1..eb.len()).any(|i| eb[i - 1] > eb[i] || (eb[i - 1] == eb[i] && ts[i - 1] > ts[i]))
+            use rayon::prelude::*;
+            if (1..eb.len())
+                .into_par_iter()
+                .any(|i| eb[i - 1] > eb[i] || (eb[i - 1] == eb[i] && ts[i - 1] > ts[i]))
             {
                 return Err(Error::Internal(
                     "door events are not sorted by building and time".into(),
@@ -265,7 +338,6 @@ impl Indexes {
             (TableId::Households, "room_id", 'r'),
             (TableId::Leases, "room_id", 'r'),
             (TableId::UtilityReadings, "room_id", 'r'),
-            (TableId::AccessEvents, "building_id", 'b'),
         ] {
             let tb = table(tables, t);
             if tb.rows == 0 {
@@ -285,6 +357,17 @@ impl Indexes {
             });
             grid_rows.insert(t, GridRows::build(it, n_grids));
         }
+        // Door events are sorted by building: a building's events are one range.
+        grid_rows.insert(
+            TableId::AccessEvents,
+            GridRows::from_ranges(
+                (0..buildings.rows).map(|b| {
+                    let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
+                    (grid_of_building(b as u32), rows)
+                }),
+                n_grids,
+            ),
+        );
         // Visits belong to the grid of their worker.
         let visits = table(tables, TableId::Visits);
         let worker_grid = table(tables, TableId::Workers).keys("grid_code")?;

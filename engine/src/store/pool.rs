@@ -4,7 +4,8 @@
 //! Both keep the strings once, in Arrow buffers, and hold only row numbers in a hash table
 //! (`hashbrown::HashTable<u32>`), so that 16 million keys cost a few bytes each beyond their text.
 
-use arrow::array::{Array, StringArray, StringBuilder};
+use arrow::array::{Array, StringArray};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use hashbrown::HashTable;
 
 /// Fixed seeds: hashing is deterministic from run to run.
@@ -28,9 +29,35 @@ pub struct KeyIndex {
     state: ahash::RandomState,
 }
 
-/// The shard of a hash (its top bits: hashbrown places entries by the low bits).
+/// The shard of a hash: bits that hashbrown uses neither to place an entry (the low bits) nor
+/// for its tag (the top 7), so that entries of one shard still differ in their tags.
 fn shard_of(h: u64) -> usize {
-    (h >> 60) as usize % SHARDS
+    (h >> 40) as usize % SHARDS
+}
+
+/// Item numbers by shard, each shard's in item order (`None` hashes are left out).
+fn by_shard(hashes: &[Option<u64>]) -> Vec<Vec<u32>> {
+    let mut counts = [0usize; SHARDS];
+    for h in hashes.iter().flatten() {
+        counts[shard_of(*h)] += 1;
+    }
+    let mut out: Vec<Vec<u32>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+    for (i, h) in hashes.iter().enumerate() {
+        if let Some(h) = h {
+            out[shard_of(*h)].push(i as u32);
+        }
+    }
+    out
+}
+
+/// Items that repeat an earlier item's value, as `(item, first item)` in item order: `hashes[i]`
+/// is item `i`'s hash (`None`: leave the item out) and `same(i, j)` whether two items hold the
+/// same value. Runs on every core.
+pub fn repeats(
+    hashes: &[Option<u64>],
+    same: impl Fn(usize, usize) -> bool + Sync,
+) -> Vec<(usize, usize)> {
+    first_items(hashes, same).1
 }
 
 /// Finds repeated values among items, in [`SHARDS`] hash shards built side by side. `hashes[i]`
@@ -44,16 +71,14 @@ fn first_items(
     use rayon::prelude::*;
     // Each shard takes its items in order, so the first of repeated values is kept.
     type Shard = (HashTable<u32>, Vec<(usize, usize)>);
-    let built: Vec<Shard> = (0..SHARDS)
+    let built: Vec<Shard> = by_shard(hashes)
         .into_par_iter()
-        .map(|shard| {
-            let mut table: HashTable<u32> = HashTable::new();
+        .map(|items| {
+            let mut table: HashTable<u32> = HashTable::with_capacity(items.len());
             let mut repeats = Vec::new();
-            for (i, h) in hashes.iter().enumerate() {
-                let Some(h) = *h else { continue };
-                if shard_of(h) != shard {
-                    continue;
-                }
+            for i in items {
+                let i = i as usize;
+                let h = hashes[i].unwrap_or(0);
                 match table.find(h, |&j| same(i, j as usize)) {
                     Some(&first) => repeats.push((i, first as usize)),
                     None => {
@@ -125,160 +150,201 @@ impl KeyIndex {
     }
 }
 
-/// The pool of identity numbers (`id_number`, `tenant_id_number`, …) from every source, each
-/// kept once and known by its position: the cross-source join key.
+/// A pool of distinct strings, each kept once and known by its position: the identity numbers
+/// (`id_number`, `tenant_id_number`, …) of every source, the cross-source join key; and a pooled
+/// text column's own dictionary.
+///
+/// The strings live in one byte buffer with offsets (handed to Arrow without a copy by
+/// [`StringPool::into_values`]); positions are found through [`SHARDS`] hash tables, so that
+/// many strings are interned on every core at once.
 #[derive(Debug)]
-pub struct IdentityPool {
-    values: StringBuilder,
-    /// A frozen copy of `values`, refreshed by [`IdentityPool::freeze`], that lookups read.
-    frozen: StringArray,
-    table: HashTable<u32>,
+pub struct StringPool {
+    bytes: Vec<u8>,
+    offsets: Vec<i32>,
+    shards: Vec<HashTable<u32>>,
     state: ahash::RandomState,
 }
 
-impl Default for IdentityPool {
+impl Default for StringPool {
     fn default() -> Self {
-        IdentityPool {
-            values: StringBuilder::new(),
-            frozen: StringArray::from(Vec::<&str>::new()),
-            table: HashTable::new(),
+        StringPool {
+            bytes: Vec::new(),
+            offsets: vec![0],
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             state: hasher(),
         }
     }
 }
 
-impl IdentityPool {
-    /// The number of identities; `get` answers for identities below [`IdentityPool::frozen_len`].
+impl StringPool {
+    /// The number of strings.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.offsets.len() - 1
     }
 
     /// Whether the pool is empty.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
-    /// How many identities lookups through [`IdentityPool::get`] see.
-    pub fn frozen_len(&self) -> usize {
-        self.frozen.len()
+    /// The string at a position.
+    pub fn value(&self, r: u32) -> &str {
+        // Only whole `&str`s are appended, so every range is valid UTF-8.
+        std::str::from_utf8(self.bytes_at(r)).unwrap_or("")
     }
 
-    /// Looks up an identity interned before the last [`IdentityPool::freeze`]; safe to call
-    /// from many threads.
+    fn bytes_at(&self, r: u32) -> &[u8] {
+        let r = r as usize;
+        &self.bytes[self.offsets[r] as usize..self.offsets[r + 1] as usize]
+    }
+
+    /// The position of a string, if pooled; safe to call from many threads.
     pub fn get(&self, v: &str) -> Option<u32> {
-        let h = self.state.hash_one(v);
-        let frozen = &self.frozen;
-        self.table
-            .find(h, |&r: &u32| {
-                (r as usize) < frozen.len() && frozen.value(r as usize) == v
-            })
-            .copied()
-            .filter(|&r| (r as usize) < frozen.len())
+        self.find(self.state.hash_one(v), v)
     }
 
-    /// Interns an identity, returning its position. Call [`IdentityPool::freeze`] before
-    /// looking up new identities with [`IdentityPool::get`].
-    pub fn intern(&mut self, v: &str) -> u32 {
-        let h = self.state.hash_one(v);
-        // Entries past the frozen copy live only in the builder; compare against either.
-        if let Some(r) = self.find_any(h, v) {
-            return r;
-        }
-        let r = self.table.len() as u32;
-        self.values.append_value(v);
-        let (frozen, values, state) = (&self.frozen, &self.values, &self.state);
-        self.table
-            .insert_unique(h, r, |&x| state.hash_one(pooled(frozen, values, x)));
+    fn find(&self, h: u64, v: &str) -> Option<u32> {
+        self.shards[shard_of(h)]
+            .find(h, |&r| self.bytes_at(r) == v.as_bytes())
+            .copied()
+    }
+
+    fn push(&mut self, v: &str) -> u32 {
+        let r = self.len() as u32;
+        self.bytes.extend_from_slice(v.as_bytes());
+        self.offsets.push(self.bytes.len() as i32);
         r
     }
 
-    /// Interns many identities at once, as if by [`IdentityPool::intern`] one after another
-    /// (new identities take positions in the order they first appear), working on every core.
+    /// Interns a string, returning its position.
+    pub fn intern(&mut self, v: &str) -> u32 {
+        let h = self.state.hash_one(v);
+        if let Some(r) = self.find(h, v) {
+            return r;
+        }
+        let r = self.push(v);
+        let Self {
+            bytes,
+            offsets,
+            shards,
+            state,
+        } = self;
+        shards[shard_of(h)].insert_unique(h, r, |&x| rehash(state, bytes, offsets, x));
+        r
+    }
+
+    /// Interns many strings at once, as if by [`StringPool::intern`] one after another (new
+    /// strings take positions in the order they first appear), working on every core.
     pub fn intern_all(&mut self, values: &[&str]) -> Vec<u32> {
+        self.intern_many(values, true)
+    }
+
+    /// [`StringPool::intern_all`] of strings known not to be pooled yet (each may still repeat
+    /// among `values`): the pool is not searched for them.
+    pub fn intern_absent(&mut self, values: &[&str]) -> Vec<u32> {
+        self.intern_many(values, false)
+    }
+
+    fn intern_many(&mut self, values: &[&str], search: bool) -> Vec<u32> {
         use rayon::prelude::*;
-        let state = &self.state;
-        let hashes: Vec<u64> = values.par_iter().map(|v| state.hash_one(v)).collect();
-        // Identities already pooled, and for the others the first item with the same value.
         const NEW: u32 = u32::MAX;
-        let known: Vec<u32> = {
+        let state = &self.state;
+        let hashes: Vec<Option<u64>> = values.par_iter().map(|v| Some(state.hash_one(v))).collect();
+        let shards = by_shard(&hashes);
+        // Per shard, in item order: pooled strings, and among the others the first item of each
+        // value and the later items repeating it.
+        struct Found {
+            known: Vec<(u32, u32)>,
+            firsts: Vec<u32>,
+            repeats: Vec<(u32, u32)>,
+        }
+        let found: Vec<Found> = {
             let this = &*self;
-            values
+            shards
                 .par_iter()
-                .zip(hashes.par_iter())
-                .map(|(v, &h)| this.find_any(h, v).unwrap_or(NEW))
+                .map(|items| {
+                    let mut f = Found {
+                        known: Vec::new(),
+                        firsts: Vec::new(),
+                        repeats: Vec::new(),
+                    };
+                    let mut fresh: HashTable<u32> = HashTable::with_capacity(items.len());
+                    for &i in items {
+                        let (v, h) = (values[i as usize], hashes[i as usize].unwrap_or(0));
+                        if let Some(r) = search.then(|| this.find(h, v)).flatten() {
+                            f.known.push((i, r));
+                        } else if let Some(&j) = fresh.find(h, |&j| values[j as usize] == v) {
+                            f.repeats.push((i, j));
+                        } else {
+                            fresh.insert_unique(h, i, |&j| hashes[j as usize].unwrap_or(0));
+                            f.firsts.push(i);
+                        }
+                    }
+                    f
+                })
                 .collect()
         };
-        // first[i]: the earlier item holding the same new value, if any.
-        let new: Vec<Option<u64>> = hashes
-            .iter()
-            .zip(&known)
-            .map(|(&h, &k)| (k == NEW).then_some(h))
-            .collect();
-        let mut first = vec![NEW; values.len()];
-        for (i, j) in first_items(&new, |a, b| values[a] == values[b]).1 {
-            first[i] = j as u32;
+        let mut out = vec![NEW; values.len()];
+        let mut is_first = vec![false; values.len()];
+        let mut added_bytes = 0usize;
+        for f in &found {
+            for &(i, r) in &f.known {
+                out[i as usize] = r;
+            }
+            for &i in &f.firsts {
+                is_first[i as usize] = true;
+                added_bytes += values[i as usize].len();
+            }
         }
-        let added = known
-            .iter()
-            .zip(&first)
-            .filter(|&(&k, &f)| k == NEW && f == NEW)
-            .count();
-        let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
-        self.table
-            .reserve(added, |&x| state.hash_one(pooled(frozen, values_b, x)));
-        let mut out = known;
-        for i in 0..values.len() {
-            if out[i] != NEW {
-                continue;
+        // New strings take positions in item order.
+        let added: usize = found.iter().map(|f| f.firsts.len()).sum();
+        self.bytes.reserve(added_bytes);
+        self.offsets.reserve(added);
+        for (i, first) in is_first.iter().enumerate() {
+            if *first {
+                out[i] = self.push(values[i]);
             }
-            if first[i] != NEW {
-                out[i] = out[first[i] as usize];
-                continue;
+        }
+        for f in &found {
+            for &(i, j) in &f.repeats {
+                out[i as usize] = out[j as usize];
             }
-            let r = self.table.len() as u32;
-            self.values.append_value(values[i]);
-            let (frozen, values_b, state) = (&self.frozen, &self.values, &self.state);
-            self.table.insert_unique(hashes[i], r, |&x| {
-                state.hash_one(pooled(frozen, values_b, x))
+        }
+        let Self {
+            bytes,
+            offsets,
+            shards: tables,
+            state,
+        } = self;
+        let (bytes, offsets, state, out_ref) = (&*bytes, &*offsets, &*state, &out);
+        tables
+            .par_iter_mut()
+            .zip(found.par_iter())
+            .for_each(|(table, f)| {
+                table.reserve(f.firsts.len(), |&x| rehash(state, bytes, offsets, x));
+                for &i in &f.firsts {
+                    let h = hashes[i as usize].unwrap_or(0);
+                    table.insert_unique(h, out_ref[i as usize], |&x| {
+                        rehash(state, bytes, offsets, x)
+                    });
+                }
             });
-            out[i] = r;
-        }
         out
     }
 
-    /// The position of an identity interned at any time (frozen or not).
-    fn find_any(&self, h: u64, v: &str) -> Option<u32> {
-        let (frozen, values) = (&self.frozen, &self.values);
-        self.table
-            .find(h, |&r| pooled(frozen, values, r) == v)
-            .copied()
-    }
-
-    /// Makes every interned identity visible to [`IdentityPool::get`].
-    pub fn freeze(&mut self) {
-        self.frozen = self.values.finish_cloned();
-    }
-
-    /// The identities, by position.
-    pub fn values(&self) -> &StringArray {
-        &self.frozen
+    /// The strings, by position, as an Arrow array (the pool's buffers, not copied).
+    pub fn into_values(self) -> StringArray {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        StringArray::new(offsets, Buffer::from_vec(self.bytes), None)
     }
 }
 
-/// An identity of the pool: in the frozen copy, or past it, only in the builder.
-fn pooled<'a>(frozen: &'a StringArray, values: &'a StringBuilder, r: u32) -> &'a str {
+/// The hash of a pooled string, from the pool's parts (as `str`, whose hash differs from its
+/// bytes').
+fn rehash(state: &ahash::RandomState, bytes: &[u8], offsets: &[i32], r: u32) -> u64 {
     let r = r as usize;
-    if r < frozen.len() {
-        frozen.value(r)
-    } else {
-        builder_value(values, r)
-    }
-}
-
-fn builder_value(b: &StringBuilder, i: usize) -> &str {
-    let offsets = b.offsets_slice();
-    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-    std::str::from_utf8(&b.values_slice()[start..end]).unwrap_or("")
+    let b = &bytes[offsets[r] as usize..offsets[r + 1] as usize];
+    state.hash_one(std::str::from_utf8(b).unwrap_or(""))
 }
 
 #[cfg(test)]
@@ -304,20 +370,21 @@ mod tests {
             .map(|i| format!("id{}", (i * 7919) % 1300))
             .collect();
         let refs: Vec<&str> = items.iter().map(String::as_str).collect();
-        let mut one = IdentityPool::default();
+        let mut one = StringPool::default();
         one.intern("id5");
-        one.freeze();
         one.intern("id9");
-        let mut all = IdentityPool::default();
+        let mut all = StringPool::default();
         all.intern("id5");
-        all.freeze();
         all.intern("id9");
         let expected: Vec<u32> = refs.iter().map(|v| one.intern(v)).collect();
         assert_eq!(all.intern_all(&refs), expected);
-        one.freeze();
-        all.freeze();
-        assert_eq!(one.values(), all.values());
+        let fresh: Vec<String> = (0..300).map(|i| format!("new{}", i % 120)).collect();
+        let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
+        let expected: Vec<u32> = fresh.iter().map(|v| one.intern(v)).collect();
+        assert_eq!(all.intern_absent(&fresh), expected);
         assert_eq!(all.get("id9"), Some(1));
+        assert_eq!(all.get("id1299"), one.get("id1299"));
+        assert_eq!(one.into_values(), all.into_values());
     }
 
     #[test]
@@ -338,19 +405,18 @@ mod tests {
     }
 
     #[test]
-    fn identity_pool_interns_once() {
-        let mut p = IdentityPool::default();
+    fn string_pool_interns_once() {
+        let mut p = StringPool::default();
         assert_eq!(p.intern("x"), 0);
         assert_eq!(p.intern("y"), 1);
         assert_eq!(p.intern("x"), 0);
-        assert_eq!(p.get("x"), None, "not visible before freeze");
-        p.freeze();
         assert_eq!(p.get("x"), Some(0));
-        assert_eq!(p.intern("z"), 2);
-        assert_eq!(p.intern("y"), 1);
         assert_eq!(p.get("z"), None);
-        p.freeze();
-        assert_eq!(p.get("z"), Some(2));
-        assert_eq!(p.values().len(), 3);
+        assert_eq!(p.intern_all(&["z", "y", "z", "w"]), vec![2, 1, 2, 3]);
+        assert_eq!(p.value(3), "w");
+        assert_eq!(p.len(), 4);
+        let v = p.into_values();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v.value(2), "z");
     }
 }
