@@ -16,6 +16,9 @@ use arrow::compute::{self, CastOptions};
 use arrow::datatypes::{DataType, Int32Type, TimeUnit};
 use std::sync::Arc;
 
+/// A row without a value, in a batch's own dictionary.
+const NULL: u32 = u32::MAX;
+
 /// A value that does not fit: the row (within the batch), why, and a sentence with the value.
 pub type ValueError = (usize, RejectReason, String);
 
@@ -111,9 +114,9 @@ impl Text {
             // A column of (nearly) unique values, like a table's own identity numbers, gains
             // nothing from the batch's dictionary: looked up row by row.
             Text::Plain(a) if mostly_distinct(a) => self.map(f),
-            Text::Plain(_) => {
-                let (values, keys) = self.distinct();
-                let found: Vec<T> = values.iter().map(|v| f(v.unwrap_or(""))).collect();
+            Text::Plain(a) => {
+                let (firsts, keys) = plain_distinct(a);
+                let found: Vec<T> = firsts.iter().map(|&i| f(a.value(i))).collect();
                 keys.iter()
                     .map(|&k| found.get(k as usize).cloned())
                     .collect()
@@ -124,44 +127,17 @@ impl Text {
     /// The batch's own dictionary: its distinct values in order of first appearance, and for
     /// each row the position of its value (`u32::MAX` for null).
     pub fn distinct(&self) -> (StringArray, Vec<u32>) {
-        const NULL: u32 = u32::MAX;
         let mut values = StringBuilder::new();
-        let mut keys = Vec::with_capacity(self.len());
         match self {
             Text::Plain(a) => {
-                let state = ahash::RandomState::with_seeds(1, 2, 3, 4);
-                let mut seen: hashbrown::HashTable<(u64, u32)> =
-                    hashbrown::HashTable::with_capacity(1024);
-                let mut firsts: Vec<usize> = Vec::new();
-                let mut last: Option<(&str, u32)> = None;
-                for i in 0..a.len() {
-                    if a.is_null(i) {
-                        keys.push(NULL);
-                        continue;
-                    }
-                    let v = a.value(i);
-                    if let Some((lv, k)) = last
-                        && lv == v
-                    {
-                        keys.push(k);
-                        continue;
-                    }
-                    let h = state.hash_one(v);
-                    let k = match seen.find(h, |&(_, k)| a.value(firsts[k as usize]) == v) {
-                        Some(&(_, k)) => k,
-                        None => {
-                            let k = firsts.len() as u32;
-                            firsts.push(i);
-                            values.append_value(v);
-                            seen.insert_unique(h, (h, k), |&(h, _)| h);
-                            k
-                        }
-                    };
-                    keys.push(k);
-                    last = Some((v, k));
+                let (firsts, keys) = plain_distinct(a);
+                for i in firsts {
+                    values.append_value(a.value(i));
                 }
+                (values.finish(), keys)
             }
             Text::Dict(d) => {
+                let mut keys = Vec::with_capacity(d.len());
                 let v = d.values().as_string::<i32>();
                 let mut local = vec![NULL; v.len()];
                 let mut next = 0u32;
@@ -179,9 +155,9 @@ impl Text {
                     }
                     keys.push(local[k]);
                 }
+                (values.finish(), keys)
             }
         }
-        (values.finish(), keys)
     }
 
     /// The text as plain strings.
@@ -194,6 +170,42 @@ impl Text {
             }
         }
     }
+}
+
+/// Plain text's distinct values: the first row of each, in order of appearance, and each row's
+/// value as a position in that list (`NULL` for null).
+fn plain_distinct(a: &StringArray) -> (Vec<usize>, Vec<u32>) {
+    let state = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    let mut seen: hashbrown::HashTable<(u64, u32)> = hashbrown::HashTable::with_capacity(1024);
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut keys = Vec::with_capacity(a.len());
+    let mut last: Option<(&str, u32)> = None;
+    for i in 0..a.len() {
+        if a.is_null(i) {
+            keys.push(NULL);
+            continue;
+        }
+        let v = a.value(i);
+        if let Some((lv, k)) = last
+            && lv == v
+        {
+            keys.push(k);
+            continue;
+        }
+        let h = state.hash_one(v);
+        let k = match seen.find(h, |&(_, k)| a.value(firsts[k as usize]) == v) {
+            Some(&(_, k)) => k,
+            None => {
+                let k = firsts.len() as u32;
+                firsts.push(i);
+                seen.insert_unique(h, (h, k), |&(h, _)| h);
+                k
+            }
+        };
+        keys.push(k);
+        last = Some((v, k));
+    }
+    (firsts, keys)
 }
 
 /// Whether most of the first rows hold different values.

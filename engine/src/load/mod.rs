@@ -20,7 +20,7 @@ use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::{ColumnDef, ColumnType, TableDef, TableId};
 use crate::error::{Error, Result};
 use crate::store::pool::{KeyIndex, StringPool};
-use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable};
+use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable, slots};
 use crate::time;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int8Array, StringArray, StringBuilder, UInt32Array,
@@ -959,10 +959,10 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
     }
     Ok(match parts[0] {
         Built::Keys(_) => {
-            let parts: Vec<Vec<u32>> = parts
-                .into_iter()
+            let parts: Vec<&[u32]> = parts
+                .iter()
                 .filter_map(|p| match p {
-                    Built::Keys(k) => Some(k),
+                    Built::Keys(k) => Some(k.as_slice()),
                     _ => None,
                 })
                 .collect();
@@ -975,18 +975,16 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
             let mut renumbered: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(parts.len());
             for p in parts {
                 if let Built::Pooled { values, keys } = p {
-                    let to = if col.ty == ColumnType::Month {
-                        // Months are held in their canonical form, YYYY-MM.
-                        let v: Vec<String> = values
-                            .iter()
-                            .map(|v| canonical_month(v.unwrap_or("")))
-                            .collect();
-                        pool.intern_all(&v.iter().map(String::as_str).collect::<Vec<_>>())
-                    } else {
-                        let v: Vec<&str> = values.iter().map(|v| v.unwrap_or("")).collect();
-                        pool.intern_all(&v)
-                    };
-                    renumbered.push((to, keys));
+                    // Months are held in their canonical form, YYYY-MM.
+                    let v: Vec<std::borrow::Cow<str>> = values
+                        .iter()
+                        .map(|v| match v.unwrap_or("") {
+                            v if col.ty == ColumnType::Month => canonical_month(v).into(),
+                            v => v.into(),
+                        })
+                        .collect();
+                    let v: Vec<&str> = v.iter().map(|v| v.as_ref()).collect();
+                    renumbered.push((pool.intern_all(&v), keys));
                 }
             }
             let mut keys = vec![0u32; total];
@@ -1063,21 +1061,10 @@ impl Kept<'_> {
     }
 }
 
-/// `out` cut into consecutive slices of the given lengths.
-fn slots<T>(mut out: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
-    let mut v = Vec::new();
-    for n in lens {
-        let (head, tail) = out.split_at_mut(n);
-        v.push(head);
-        out = tail;
-    }
-    v
-}
-
 /// Parts concatenated, copied side by side.
-fn par_concat<T: Copy + Default + Send + Sync>(parts: &[Vec<T>], total: usize) -> Vec<T> {
+fn par_concat<T: Copy + Default + Send + Sync>(parts: &[&[T]], total: usize) -> Vec<T> {
     let mut out = vec![T::default(); total];
-    slots(&mut out, parts.iter().map(Vec::len))
+    slots(&mut out, parts.iter().map(|p| p.len()))
         .into_par_iter()
         .zip(parts.par_iter())
         .for_each(|(o, p)| o.copy_from_slice(p));
@@ -1095,11 +1082,8 @@ fn concat_arrays(arrays: &[&dyn Array], total: usize) -> Result<ArrayRef> {
             .map(|a| a.as_primitive_opt::<T>())
             .collect::<Option<_>>()?;
         let dt = parts.first()?.data_type().clone();
-        let mut values = vec![T::Native::default(); total];
-        slots(&mut values, parts.iter().map(|p| p.len()))
-            .into_par_iter()
-            .zip(parts.par_iter())
-            .for_each(|(o, p)| o.copy_from_slice(p.values()));
+        let slices: Vec<&[T::Native]> = parts.iter().map(|p| p.values().as_ref()).collect();
+        let values = par_concat(&slices, total);
         let nulls = if parts.iter().any(|p| p.null_count() > 0) {
             let mut b = arrow::array::BooleanBufferBuilder::new(total);
             for p in &parts {
@@ -1149,13 +1133,13 @@ fn store_column(col: ColumnDef, built: Built, kept: Option<&Kept>) -> Result<Sto
                 }
             }
             let mut to = vec![NONE; values.len()];
-            let mut kept = StringBuilder::new();
+            let mut used_values = StringBuilder::new();
             let mut next = 0u32;
             for (i, u) in used.iter().enumerate() {
                 if *u {
                     to[i] = next;
                     next += 1;
-                    kept.append_value(values.value(i));
+                    used_values.append_value(values.value(i));
                 }
             }
             v.par_iter_mut().for_each(|k| {
@@ -1165,7 +1149,7 @@ fn store_column(col: ColumnDef, built: Built, kept: Option<&Kept>) -> Result<Sto
             });
             StoredColumn::Keys {
                 keys: keys_array(v),
-                pool: Pool::Local(Arc::new(kept.finish())),
+                pool: Pool::Local(Arc::new(used_values.finish())),
             }
         }
         Built::Keys(keys) => {

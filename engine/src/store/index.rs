@@ -137,7 +137,7 @@ impl GridRows {
         let grids: Vec<u32> = grid_of_row.collect();
         // Rows grouped by grid, in order; then each grid's bitmap from its sorted rows, side by
         // side.
-        let csr = Csr::build(&grids, n_grids, |_| true);
+        let csr = Csr::build_par(&grids, n_grids);
         drop(grids);
         let by_grid = (0..n_grids as u32)
             .into_par_iter()

@@ -280,15 +280,9 @@ impl StoredTable {
         tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "sort: grouped by key");
         let lens: Vec<usize> = (0..n_keys as u32).map(|k| csr.get(k).len()).collect();
         let mut order = csr.into_values();
+        let keyless = n - order.len();
         order.extend((0..n as u32).filter(|&r| keys[r as usize] == NONE));
-        let keyless = n - lens.iter().sum::<usize>();
-        let mut parts = Vec::with_capacity(n_keys + 1);
-        let mut rest: &mut [u32] = &mut order;
-        for len in lens.into_iter().chain([keyless]) {
-            let (head, tail) = rest.split_at_mut(len);
-            parts.push(head);
-            rest = tail;
-        }
+        let parts = slots(&mut order, lens.into_iter().chain([keyless]));
         parts.into_par_iter().for_each(|s| {
             let mut pairs: Vec<(i64, u32)> = s.iter().map(|&r| (ts[r as usize], r)).collect();
             pairs.sort_unstable();
@@ -302,6 +296,17 @@ impl StoredTable {
         tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "sort: reordered");
         out
     }
+}
+
+/// `out` cut into consecutive slices of the given lengths.
+pub(crate) fn slots<T>(mut out: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut v = Vec::new();
+    for n in lens {
+        let (head, tail) = out.split_at_mut(n);
+        v.push(head);
+        out = tail;
+    }
+    v
 }
 
 fn empty_column(c: &ColumnDef) -> StoredColumn {
