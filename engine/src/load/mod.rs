@@ -15,6 +15,7 @@
 pub mod convert;
 pub mod read;
 pub mod report;
+mod whole;
 
 use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::{ColumnDef, ColumnType, TableDef, TableId};
@@ -37,6 +38,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use whole::{Placed, Whole};
+
+/// A row's first problem: the column (if one), the reason and the detail.
+type Fault = (Option<usize>, RejectReason, String);
 
 /// Marks an identity that was not in the pool yet when its batch was converted.
 const MISS: u32 = u32::MAX - 1;
@@ -285,6 +290,8 @@ struct BatchOut {
     file: usize,
     rows: RowNumbers,
     cols: Vec<Built>,
+    /// Per column written into its table's whole column: what the batch kept of it.
+    placed: Vec<Placed>,
     extras: Vec<(String, ArrayRef)>,
     rejects: Vec<(usize, Reject)>,
     /// Identity values not in the pool yet: (column, row, value).
@@ -329,21 +336,69 @@ fn load_table(
             layouts.push((fi, layout, map));
         }
     }
+    // A table read from Parquet alone knows its rows before reading them: its fixed-width
+    // columns are allocated whole, and each row group writes its batches into its own part.
+    let group_rows: Vec<usize> = units.iter().map(|(_, g)| g.2).collect();
+    let mut wholes: Vec<Option<Whole>> = if files.iter().all(|f| f.format == Format::Parquet) {
+        let total = group_rows.iter().sum();
+        def.columns
+            .iter()
+            .map(|c| Whole::for_column(c, total))
+            .collect()
+    } else {
+        def.columns.iter().map(|_| None).collect()
+    };
+    let mut parts: Vec<Vec<Option<whole::Part>>> = units.iter().map(|_| Vec::new()).collect();
+    for w in wholes.iter_mut() {
+        match w {
+            Some(w) => {
+                for (u, p) in w.parts(&group_rows).into_iter().enumerate() {
+                    parts[u].push(Some(p));
+                }
+            }
+            None => parts.iter_mut().for_each(|p| p.push(None)),
+        }
+    }
     let cx: &Ctx = ctx;
     let done: Vec<Result<(usize, Vec<BatchOut>)>> = units
         .par_iter()
-        .map(|&(li, g)| {
+        .zip(parts.into_par_iter())
+        .map(|(&(li, g), mut parts)| {
             let (fi, layout, map) = &layouts[li];
             let file = &files[*fi];
             let mut v = Vec::new();
+            let mut at = 0;
             read::read_parquet_row_group(file, layout, g, opts.batch_rows, |raw| {
-                let n = raw.len() as u64;
-                v.push(convert_batch(def, map, raw, *fi, file, cx)?);
+                let n = raw.len();
+                let mut out = convert_batch(def, map, raw, *fi, file, cx)?;
+                for (ci, part) in parts.iter_mut().enumerate() {
+                    let placed = match part {
+                        Some(part) => {
+                            let built =
+                                std::mem::replace(&mut out.cols[ci], Built::Keys(Vec::new()));
+                            part.write(at, built).map_err(|e| {
+                                Error::Load(format!("{}: row group {}: {e}", file.name, g.0))
+                            })?
+                        }
+                        None => Placed::default(),
+                    };
+                    out.placed.push(placed);
+                }
+                at += n;
+                v.push(out);
                 if let Some(p) = &opts.progress {
-                    p(def.name, n);
+                    p(def.name, n as u64);
                 }
                 Ok(())
             })?;
+            if let Some(short) = parts.iter().flatten().find(|p| p.len() != at) {
+                return Err(Error::Load(format!(
+                    "{}: row group {} holds {at} rows, and its footer says {}",
+                    file.name,
+                    g.0,
+                    short.len()
+                )));
+            }
             Ok((*fi, v))
         })
         .collect();
@@ -390,7 +445,7 @@ fn load_table(
     }
     let outs: Vec<BatchOut> = per_file.into_iter().flatten().collect();
     let files: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    finalize(def, files, outs, early, ctx, encodings)
+    finalize(def, files, outs, wholes, early, ctx, encodings)
 }
 
 fn convert_group(
@@ -437,14 +492,14 @@ fn convert_batch(
 ) -> Result<BatchOut> {
     let n = raw.len();
     // The first problem of each row: (column, reason, detail).
-    let mut fault: Vec<Option<(Option<usize>, RejectReason, String)>> = vec![None; n];
+    let mut fault: Vec<Option<Box<Fault>>> = vec![None; n];
     let mut typed = Vec::with_capacity(def.columns.len());
     for (ci, col) in def.columns.iter().enumerate() {
         let input = map.contract[ci].map(|i| &raw.columns[i]);
         let (t, errors) = convert::convert(&file.name, col, input, n)?;
         for (row, reason, detail) in errors {
             if fault[row].is_none() {
-                fault[row] = Some((Some(ci), reason, detail));
+                fault[row] = Some(Box::new((Some(ci), reason, detail)));
             }
         }
         typed.push(t);
@@ -486,7 +541,8 @@ fn convert_batch(
     }
     let mut rejects = Vec::new();
     for (row, f) in fault.into_iter().enumerate() {
-        if let Some((ci, reason, detail)) = f {
+        if let Some(f) = f {
+            let (ci, reason, detail) = *f;
             rejects.push((
                 row,
                 Reject {
@@ -519,6 +575,7 @@ fn convert_batch(
         file: fi,
         rows,
         cols,
+        placed: Vec::new(),
         extras,
         rejects,
         misses,
@@ -532,7 +589,7 @@ fn resolve(
     target: TableId,
     text: &Text,
     ci: usize,
-    fault: &mut [Option<(Option<usize>, RejectReason, String)>],
+    fault: &mut [Option<Box<Fault>>],
 ) -> Result<Vec<u32>> {
     let t = ctx.table(target)?;
     let key_name = target.def().single_key().unwrap_or("");
@@ -547,7 +604,7 @@ fn resolve(
             Some(None) => {
                 if fault[row].is_none() {
                     let v = text.get(row).unwrap_or("");
-                    fault[row] = Some((
+                    fault[row] = Some(Box::new((
                         Some(ci),
                         RejectReason::UnknownReference,
                         format!(
@@ -560,7 +617,7 @@ fn resolve(
                                 ""
                             }
                         ),
-                    ));
+                    )));
                 }
                 NONE
             }
@@ -570,11 +627,7 @@ fn resolve(
 }
 
 /// Checks that involve several columns of a row.
-fn cross_checks(
-    def: &TableDef,
-    typed: &[Typed],
-    fault: &mut [Option<(Option<usize>, RejectReason, String)>],
-) {
+fn cross_checks(def: &TableDef, typed: &[Typed], fault: &mut [Option<Box<Fault>>]) {
     let text = |name: &str| -> Option<&Text> {
         match def.position(name).map(|i| &typed[i]) {
             Some(Typed::Text(t)) => Some(t),
@@ -607,14 +660,14 @@ fn cross_checks(
                     if let (Some(g), Some(c)) = (grid.get(row), code.get(row))
                         && g.get(..len) != Some(c)
                     {
-                        *f = Some((
+                        *f = Some(Box::new((
                             Some(ci),
                             RejectReason::GridCodeMismatch,
                             format!(
                                 "{name} {c} disagrees with grid_code {g} (expected {})",
                                 g.get(..len).unwrap_or(g)
                             ),
-                        ));
+                        )));
                     }
                 }
             }
@@ -636,7 +689,7 @@ fn cross_checks(
             for (row, f) in fault.iter_mut().enumerate() {
                 if f.is_none() && !s.is_null(row) && !e.is_null(row) && e.value(row) < s.value(row)
                 {
-                    *f = Some((
+                    *f = Some(Box::new((
                         Some(ci),
                         RejectReason::EndBeforeStart,
                         format!(
@@ -644,7 +697,7 @@ fn cross_checks(
                             time::format_date(e.value(row)),
                             time::format_date(s.value(row))
                         ),
-                    ));
+                    )));
                 }
             }
         }
@@ -677,7 +730,7 @@ fn cross_checks(
                     && !c.is_null(row)
                     && c.value(row) < r.value(row)
                 {
-                    *f = Some((
+                    *f = Some(Box::new((
                         Some(ci),
                         RejectReason::StageOrder,
                         format!(
@@ -687,7 +740,7 @@ fn cross_checks(
                             def.columns[ri].name,
                             time::format_timestamp(r.value(row))
                         ),
-                    ));
+                    )));
                     continue;
                 }
                 let mut prev: Option<(usize, i64)> = None;
@@ -699,7 +752,7 @@ fn cross_checks(
                     if let Some((pi, pt)) = prev
                         && t < pt
                     {
-                        *f = Some((
+                        *f = Some(Box::new((
                             Some(ci),
                             RejectReason::StageOrder,
                             format!(
@@ -709,7 +762,7 @@ fn cross_checks(
                                 def.columns[pi].name,
                                 time::format_timestamp(pt)
                             ),
-                        ));
+                        )));
                         break;
                     }
                     prev = Some((ci, t));
@@ -730,6 +783,7 @@ fn finalize(
     def: &'static TableDef,
     files: Vec<String>,
     mut outs: Vec<BatchOut>,
+    wholes: Vec<Option<Whole>>,
     early: Vec<Reject>,
     ctx: &mut Ctx,
     encodings: BTreeMap<String, String>,
@@ -758,16 +812,29 @@ fn finalize(
             rejects.push((starts[b] + r, rej.clone()));
         }
     }
-    // Concatenate the batches column by column.
+    // Concatenate the batches column by column, unless their rows are in a whole column already.
     let ncols = def.columns.len();
+    let lens: Vec<usize> = outs.iter().map(|o| o.rows.len()).collect();
     let mut columns: Vec<Built> = Vec::with_capacity(ncols);
-    for ci in 0..ncols {
-        // Each batch's part is moved out (and freed once concatenated).
-        let parts: Vec<Built> = outs
-            .iter_mut()
-            .map(|o| std::mem::replace(&mut o.cols[ci], Built::Keys(Vec::new())))
-            .collect();
-        columns.push(concat_built(def.columns[ci], parts, total)?);
+    for (ci, w) in wholes.into_iter().enumerate() {
+        let col = def.columns[ci];
+        columns.push(match w {
+            Some(w) => {
+                let placed: Vec<Placed> = outs
+                    .iter_mut()
+                    .map(|o| std::mem::take(&mut o.placed[ci]))
+                    .collect();
+                w.assemble(&col, placed, &lens)?
+            }
+            None => {
+                // Each batch's part is moved out (and freed once concatenated).
+                let parts: Vec<Built> = outs
+                    .iter_mut()
+                    .map(|o| std::mem::replace(&mut o.cols[ci], Built::Keys(Vec::new())))
+                    .collect();
+                concat_built(col, parts, total)?
+            }
+        });
     }
     phase("concatenated");
     let mut misses: Vec<(usize, usize, String)> = outs
@@ -969,37 +1036,18 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
             Built::Keys(par_concat(&parts, total))
         }
         Built::Pooled { .. } => {
-            // Each batch's values join the column's pool in batch order, then every batch's
-            // keys are renumbered, side by side.
-            let mut pool = StringPool::default();
-            let mut renumbered: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(parts.len());
-            for p in parts {
-                if let Built::Pooled { values, keys } = p {
-                    // Months are held in their canonical form, YYYY-MM.
-                    let v: Vec<std::borrow::Cow<str>> = values
-                        .iter()
-                        .map(|v| match v.unwrap_or("") {
-                            v if col.ty == ColumnType::Month => canonical_month(v).into(),
-                            v => v.into(),
-                        })
-                        .collect();
-                    let v: Vec<&str> = v.iter().map(|v| v.as_ref()).collect();
-                    renumbered.push((pool.intern_all(&v), keys));
+            let mut values = Vec::with_capacity(parts.len());
+            let mut keys = Vec::with_capacity(parts.len());
+            for p in &parts {
+                if let Built::Pooled { values: v, keys: k } = p {
+                    values.push(v.clone());
+                    keys.push(k.as_slice());
                 }
             }
-            let mut keys = vec![0u32; total];
-            slots(&mut keys, renumbered.iter().map(|(_, k)| k.len()))
-                .into_par_iter()
-                .zip(renumbered.par_iter())
-                .for_each(|(out, (to, from))| {
-                    for (o, &k) in out.iter_mut().zip(from) {
-                        *o = if k == NONE { NONE } else { to[k as usize] };
-                    }
-                });
-            Built::Pooled {
-                values: pool.into_values(),
-                keys,
-            }
+            let lens: Vec<usize> = keys.iter().map(|k| k.len()).collect();
+            let mut keys = par_concat(&keys, total);
+            let values = pool_batches(&col, &values, &mut keys, &lens);
+            Built::Pooled { values, keys }
         }
         Built::Codes(_) => {
             let arrays: Vec<&dyn Array> = parts
@@ -1035,6 +1083,42 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
             Built::Text(Text::Plain(c.as_string::<i32>().clone()))
         }
     })
+}
+
+/// A pooled column's pool, from its batches' own distinct values: each batch's values join it
+/// in batch order, then `keys` (the batches' keys, one after another, `lens` rows each) are
+/// renumbered from each batch's values to the pool's, side by side.
+fn pool_batches(
+    col: &ColumnDef,
+    values: &[StringArray],
+    keys: &mut [u32],
+    lens: &[usize],
+) -> StringArray {
+    let mut pool = StringPool::default();
+    let mut to: Vec<Vec<u32>> = Vec::with_capacity(values.len());
+    for v in values {
+        // Months are held in their canonical form, YYYY-MM.
+        let v: Vec<std::borrow::Cow<str>> = v
+            .iter()
+            .map(|v| match v.unwrap_or("") {
+                v if col.ty == ColumnType::Month => canonical_month(v).into(),
+                v => v.into(),
+            })
+            .collect();
+        let v: Vec<&str> = v.iter().map(|v| v.as_ref()).collect();
+        to.push(pool.intern_all(&v));
+    }
+    slots(keys, lens.iter().copied())
+        .into_par_iter()
+        .zip(to.par_iter())
+        .for_each(|(keys, to)| {
+            for k in keys.iter_mut() {
+                if *k != NONE {
+                    *k = to[*k as usize];
+                }
+            }
+        });
+    pool.into_values()
 }
 
 /// The rows kept when some were rejected.
@@ -1084,18 +1168,7 @@ fn concat_arrays(arrays: &[&dyn Array], total: usize) -> Result<ArrayRef> {
         let dt = parts.first()?.data_type().clone();
         let slices: Vec<&[T::Native]> = parts.iter().map(|p| p.values().as_ref()).collect();
         let values = par_concat(&slices, total);
-        let nulls = if parts.iter().any(|p| p.null_count() > 0) {
-            let mut b = arrow::array::BooleanBufferBuilder::new(total);
-            for p in &parts {
-                match p.nulls() {
-                    Some(n) => b.append_buffer(n.inner()),
-                    None => b.append_n(p.len(), true),
-                }
-            }
-            Some(NullBuffer::new(b.finish()))
-        } else {
-            None
-        };
+        let nulls = whole::concat_nulls(parts.iter().map(|p| (p.len(), p.nulls())), total);
         Some(Arc::new(
             arrow::array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls)
                 .with_data_type(dt),

@@ -156,13 +156,27 @@ impl KeyIndex {
 ///
 /// The strings live in one byte buffer with offsets (handed to Arrow without a copy by
 /// [`StringPool::into_values`]); positions are found through [`SHARDS`] hash tables, so that
-/// many strings are interned on every core at once.
+/// many strings are interned on every core at once. Each entry keeps its string's hash beside
+/// its position: a table grows without reading a string again, and a look-up compares only the
+/// strings whose whole hash matches.
 #[derive(Debug)]
 pub struct StringPool {
     bytes: Vec<u8>,
     offsets: Vec<i32>,
-    shards: Vec<HashTable<u32>>,
+    shards: Vec<HashTable<Entry>>,
     state: ahash::RandomState,
+}
+
+/// A pooled string's entry: its hash and its position.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    hash: u64,
+    at: u32,
+}
+
+/// An entry's hash, as a table that grows needs it.
+fn entry_hash(e: &Entry) -> u64 {
+    e.hash
 }
 
 impl Default for StringPool {
@@ -205,8 +219,8 @@ impl StringPool {
 
     fn find(&self, h: u64, v: &str) -> Option<u32> {
         self.shards[shard_of(h)]
-            .find(h, |&r| self.bytes_at(r) == v.as_bytes())
-            .copied()
+            .find(h, |e| e.hash == h && self.bytes_at(e.at) == v.as_bytes())
+            .map(|e| e.at)
     }
 
     fn push(&mut self, v: &str) -> u32 {
@@ -223,13 +237,7 @@ impl StringPool {
             return r;
         }
         let r = self.push(v);
-        let Self {
-            bytes,
-            offsets,
-            shards,
-            state,
-        } = self;
-        shards[shard_of(h)].insert_unique(h, r, |&x| rehash(state, bytes, offsets, x));
+        self.shards[shard_of(h)].insert_unique(h, Entry { hash: h, at: r }, entry_hash);
         r
     }
 
@@ -310,23 +318,16 @@ impl StringPool {
                 out[i as usize] = out[j as usize];
             }
         }
-        let Self {
-            bytes,
-            offsets,
-            shards: tables,
-            state,
-        } = self;
-        let (bytes, offsets, state, out_ref) = (&*bytes, &*offsets, &*state, &out);
-        tables
+        let out_ref = &out;
+        self.shards
             .par_iter_mut()
             .zip(found.par_iter())
             .for_each(|(table, f)| {
-                table.reserve(f.firsts.len(), |&x| rehash(state, bytes, offsets, x));
+                table.reserve(f.firsts.len(), entry_hash);
                 for &i in &f.firsts {
-                    let h = hashes[i as usize].unwrap_or(0);
-                    table.insert_unique(h, out_ref[i as usize], |&x| {
-                        rehash(state, bytes, offsets, x)
-                    });
+                    let hash = hashes[i as usize].unwrap_or(0);
+                    let at = out_ref[i as usize];
+                    table.insert_unique(hash, Entry { hash, at }, entry_hash);
                 }
             });
         out
@@ -337,14 +338,6 @@ impl StringPool {
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         StringArray::new(offsets, Buffer::from_vec(self.bytes), None)
     }
-}
-
-/// The hash of a pooled string, from the pool's parts (as `str`, whose hash differs from its
-/// bytes').
-fn rehash(state: &ahash::RandomState, bytes: &[u8], offsets: &[i32], r: u32) -> u64 {
-    let r = r as usize;
-    let b = &bytes[offsets[r] as usize..offsets[r + 1] as usize];
-    state.hash_one(std::str::from_utf8(b).unwrap_or(""))
 }
 
 #[cfg(test)]
