@@ -93,6 +93,8 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // As the gridlens binary does: loads reuse the memory they free.
+    gridlens_engine::memory::keep_freed_memory();
     // GRIDLENS_LOG=info shows where a load spends its time.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("GRIDLENS_LOG") {
         let _ = tracing_subscriber::fmt()

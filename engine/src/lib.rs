@@ -26,6 +26,7 @@ pub mod error;
 pub mod idcard;
 pub mod kpis;
 pub mod load;
+pub mod memory;
 pub mod rules;
 pub mod sla;
 pub mod sql;

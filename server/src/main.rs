@@ -9,5 +9,7 @@ mod serve;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Loads reuse the memory they free (see gridlens_engine::memory).
+    gridlens_engine::memory::keep_freed_memory();
     cli::run()
 }

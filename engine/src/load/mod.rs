@@ -85,6 +85,16 @@ impl std::fmt::Debug for LoadOptions {
 /// Loads a dataset folder.
 pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
     let started = Instant::now();
+    let loaded = load_store(dir, opts);
+    // What the load used and freed goes back to the system: a served city holds its own memory.
+    crate::memory::release_freed_memory();
+    let mut store = loaded?;
+    store.report.seconds = started.elapsed().as_secs_f64();
+    Ok(store)
+}
+
+fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
+    let started = Instant::now();
     let found = read::discover(dir)?;
     let mut ctx = Ctx::default();
     let mut reports = Vec::new();
@@ -160,7 +170,6 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
         ctx.tables, identities, manifest, as_of, calendar, report, rejects,
     )?;
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), "indexes built");
-    // The load is done when the indexes are built.
     store.report.seconds = started.elapsed().as_secs_f64();
     Ok(store)
 }

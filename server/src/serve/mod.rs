@@ -376,6 +376,9 @@ impl App {
                 if let Ok(mut w) = self.served.write() {
                     *w = s.clone();
                 }
+                // The city replaced is freed once its last request is done; what is free now
+                // goes back to the system.
+                tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
                 self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reloaded {}", s.name);
                 Ok(s)
