@@ -443,7 +443,7 @@ fn the_ground_truth_names_subjects_that_exist_in_their_grids() {
 }
 
 #[test]
-fn pooled_text_keeps_only_the_values_of_loaded_rows() {
+fn pooled_text_and_identities_keep_only_the_values_of_loaded_rows() {
     // Door devices and billing months are held as keys into their column's distinct values.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/edges");
     let dir = scratch("pooled-text");
@@ -453,12 +453,18 @@ fn pooled_text_keeps_only_the_values_of_loaded_rows() {
         text.push_str(rows);
         std::fs::write(dir.join(file), text).unwrap();
     };
-    // A door event of an unknown building is rejected, and its device with it; a new device
-    // of a loaded row is kept.
+    // A door event of an unknown building is rejected, and its device and identity with it; a
+    // new device and a new identity of a loaded row are kept.
     append(
         "access_events.csv",
-        "2026-10-21 21:00:00,NO-SUCH-BUILDING,VIS1,in,D-REJECTED\n\
-         2026-10-21 22:00:00,B1,VIS1,in,D9\n",
+        "2026-10-21 21:00:00,NO-SUCH-BUILDING,ID-REJECTED,in,D-REJECTED\n\
+         2026-10-21 22:00:00,B1,ID-LOADED,in,D9\n",
+    );
+    // A person whose record repeats P01's is rejected once the keys are checked, after the
+    // batch was converted: the identity is not pooled either.
+    append(
+        "people.csv",
+        "P01,ID-REPEATED,passport,甲一,F,1946-11-01,H1,R1,hukou,2000-01-01,2026-10-01,active,,\n",
     );
     // Months are kept as YYYY-MM, without the spaces around: " 2026-09" repeats R3's 2026-09
     // and is rejected; "2026-08 " is kept as 2026-08.
@@ -477,6 +483,13 @@ fn pooled_text_keeps_only_the_values_of_loaded_rows() {
             .clone()
     };
     assert_eq!(report("access_events").rejected, 1);
+    assert_eq!(report("people").rejected, 1);
+    let identities: Vec<&str> = store.identities.iter().flatten().collect();
+    assert!(identities.contains(&"ID-LOADED"));
+    assert!(!identities.contains(&"ID-REJECTED"), "{identities:?}");
+    assert!(!identities.contains(&"ID-REPEATED"), "{identities:?}");
+    let fixture_ids = load(&fixture, &LoadOptions::default()).unwrap().identities;
+    assert_eq!(identities.len(), fixture_ids.len() + 1);
     assert_eq!(report("utility_readings").rejected, 1);
     let reasons: Vec<String> = (0..store.rejects.num_rows())
         .map(|i| {
@@ -490,6 +503,7 @@ fn pooled_text_keeps_only_the_values_of_loaded_rows() {
     assert_eq!(
         reasons,
         vec![
+            "people duplicate_key".to_string(),
             "access_events unknown_reference".to_string(),
             "utility_readings duplicate_key".to_string()
         ]

@@ -160,6 +160,21 @@ impl Text {
         }
     }
 
+    /// Like [`Text::distinct`], except that text whose values nearly all differ (a table's own
+    /// identity numbers) is kept as it is, each row its own value: finding its few repeats
+    /// would cost more than it saves.
+    pub fn pooled(&self) -> (StringArray, Vec<u32>) {
+        match self {
+            Text::Plain(a) if mostly_distinct(a) => {
+                let keys = (0..a.len())
+                    .map(|i| if a.is_null(i) { NULL } else { i as u32 })
+                    .collect();
+                (a.clone(), keys)
+            }
+            _ => self.distinct(),
+        }
+    }
+
     /// The text as plain strings.
     pub fn to_plain(&self) -> Result<StringArray> {
         match self {

@@ -43,9 +43,6 @@ use whole::{Placed, Whole};
 /// A row's first problem: the column (if one), the reason and the detail.
 type Fault = (Option<usize>, RejectReason, String);
 
-/// Marks an identity that was not in the pool yet when its batch was converted.
-const MISS: u32 = u32::MAX - 1;
-
 /// Called as rows are read: the table and how many more rows.
 pub type Progress = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
@@ -262,14 +259,25 @@ enum Built {
     Array(ArrayRef),
     /// Enum codes.
     Codes(Int8Array),
-    /// Keys: a resolved reference, or an identity (`MISS` where not pooled yet).
+    /// Keys: a resolved reference, or a pooled identity.
     Keys(Vec<u32>),
-    /// A pooled text column: keys (`NONE` for null) into its distinct values (a batch's own,
-    /// then, once the batches are concatenated, the column's).
+    /// A pooled text column, or an identity column before it joins the identity pool: keys
+    /// (`NONE` for null) into its distinct values (a batch's own, then, once the batches are
+    /// concatenated, the column's).
     Pooled {
         /// The distinct values.
         values: StringArray,
         /// Each row's value.
+        keys: Vec<u32>,
+    },
+    /// An identity column once its batches are concatenated, before the identities of its
+    /// loaded rows join the pool: each batch's keys still point into that batch's values.
+    Batches {
+        /// Each batch's values.
+        values: Vec<StringArray>,
+        /// Each batch's first row.
+        starts: Vec<usize>,
+        /// Each row's value, in its batch's values.
         keys: Vec<u32>,
     },
 }
@@ -303,8 +311,6 @@ struct BatchOut {
     placed: Vec<Placed>,
     extras: Vec<(String, ArrayRef)>,
     rejects: Vec<(usize, Reject)>,
-    /// Identity values not in the pool yet: (column, row, value).
-    misses: Vec<(usize, usize, String)>,
 }
 
 struct LoadedTable {
@@ -515,28 +521,15 @@ fn convert_batch(
     }
     cross_checks(def, &typed, &mut fault);
     let mut cols = Vec::with_capacity(typed.len());
-    let mut misses = Vec::new();
     for (ci, (col, t)) in def.columns.iter().zip(typed).enumerate() {
         let built = match (col.references, col.identity, t) {
             (Some(target), _, Typed::Text(text)) => {
                 Built::Keys(resolve(ctx, col, target, &text, ci, &mut fault)?)
             }
+            // Identities join the pool once the table's loaded rows are known.
             (None, true, Typed::Text(text)) => {
-                let found = text.lookup(|s| ctx.identity.get(s));
-                let mut keys = Vec::with_capacity(n);
-                for (row, f) in found.into_iter().enumerate() {
-                    keys.push(match f {
-                        None => NONE,
-                        Some(Some(k)) => k,
-                        Some(None) => {
-                            if fault[row].is_none() {
-                                misses.push((ci, row, text.get(row).unwrap_or("").to_string()));
-                            }
-                            MISS
-                        }
-                    });
-                }
-                Built::Keys(keys)
+                let (values, keys) = text.pooled();
+                Built::Pooled { values, keys }
             }
             (_, _, Typed::Text(text)) if col.pooled => {
                 let (values, keys) = text.distinct();
@@ -587,7 +580,6 @@ fn convert_batch(
         placed: Vec::new(),
         extras,
         rejects,
-        misses,
     })
 }
 
@@ -846,16 +838,6 @@ fn finalize(
         });
     }
     phase("concatenated");
-    let mut misses: Vec<(usize, usize, String)> = outs
-        .iter_mut()
-        .enumerate()
-        .flat_map(|(b, o)| {
-            let start = starts[b];
-            std::mem::take(&mut o.misses)
-                .into_iter()
-                .map(move |(c, r, v)| (c, start + r, v))
-        })
-        .collect();
     // Unique keys: every copy after the first is rejected.
     let mut key_index = None;
     let where_of = |row: usize| -> (String, u64) {
@@ -874,9 +856,6 @@ fn finalize(
         duplicates = composite_duplicates(def, &columns, &alive);
     }
     phase("keys checked");
-    // Row order (then column order): the order identities are interned in, and binary search.
-    misses.par_sort_unstable_by_key(|(c, r, _)| (*r, *c));
-    phase("misses sorted");
     for (row, first) in &duplicates {
         alive[*row] = false;
         let (ffile, frow) = where_of(*first);
@@ -886,10 +865,7 @@ fn finalize(
             .iter()
             .map(|k| {
                 let ci = def.position(k).unwrap_or(0);
-                format!(
-                    "{k} {}",
-                    value_string(def, ctx, &columns, &misses, ci, *row)
-                )
+                format!("{k} {}", value_string(def, ctx, &columns, ci, *row))
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -902,21 +878,23 @@ fn finalize(
                 column: Some(def.key.join("+")),
                 reason: RejectReason::DuplicateKey,
                 detail: format!("{key_desc} repeats {ffile} row {frow}"),
-                raw: render_built(def, ctx, &columns, &misses, *row),
+                raw: render_built(def, ctx, &columns, *row),
             },
         ));
     }
-    // Identities not pooled yet are interned in row order, so that positions are deterministic.
-    let fresh: Vec<&(usize, usize, String)> =
-        misses.iter().filter(|(_, row, _)| alive[*row]).collect();
-    let values: Vec<&str> = fresh.iter().map(|(_, _, v)| v.as_str()).collect();
-    phase("misses listed");
-    // Each was looked up in the pool as its batch was converted, and nothing was pooled since.
-    let interned = ctx.identity.intern_absent(&values);
-    phase("misses pooled");
-    for (&&(ci, row, _), id) in fresh.iter().zip(interned) {
-        if let Built::Keys(keys) = &mut columns[ci] {
-            keys[row] = id;
+    // The identities of the loaded rows join the pool.
+    for c in columns.iter_mut() {
+        if let Built::Batches { .. } = c {
+            let Built::Batches {
+                values,
+                starts,
+                mut keys,
+            } = std::mem::replace(c, Built::Keys(Vec::new()))
+            else {
+                continue;
+            };
+            intern_identities(&mut ctx.identity, &values, &starts, &mut keys, &alive);
+            *c = Built::Keys(keys);
         }
     }
     phase("identities interned");
@@ -1034,6 +1012,11 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
         });
     }
     Ok(match parts[0] {
+        Built::Batches { .. } => {
+            return Err(Error::Internal(
+                "a batch holds an identity column already concatenated".into(),
+            ));
+        }
         Built::Keys(_) => {
             let parts: Vec<&[u32]> = parts
                 .iter()
@@ -1055,6 +1038,13 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
             }
             let lens: Vec<usize> = keys.iter().map(|k| k.len()).collect();
             let mut keys = par_concat(&keys, total);
+            if col.identity {
+                return Ok(Built::Batches {
+                    values,
+                    starts: starts_of(&lens),
+                    keys,
+                });
+            }
             let values = pool_batches(&col, &values, &mut keys, &lens);
             Built::Pooled { values, keys }
         }
@@ -1092,6 +1082,64 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
             Built::Text(Text::Plain(c.as_string::<i32>().clone()))
         }
     })
+}
+
+/// Interns the identities of an identity column's loaded rows, in order of their first loaded
+/// row (positions are deterministic), on every core; `keys` then hold pool positions (`NONE`
+/// for null and for rows not loaded). Batch `b` holds rows `starts[b]..` and `values[b]`.
+fn intern_identities(
+    pool: &mut StringPool,
+    values: &[StringArray],
+    starts: &[usize],
+    keys: &mut [u32],
+    alive: &[bool],
+) {
+    let lens: Vec<usize> = (0..starts.len())
+        .map(|b| starts.get(b + 1).copied().unwrap_or(keys.len()) - starts[b])
+        .collect();
+    // Each batch's values used by loaded rows, in order of first use.
+    let used: Vec<Vec<u32>> = slots(keys, lens.iter().copied())
+        .into_par_iter()
+        .zip(values.par_iter())
+        .zip(starts.par_iter())
+        .map(|((keys, values), &start)| {
+            let mut seen = vec![false; values.len()];
+            let mut used = Vec::new();
+            for (i, &k) in keys.iter().enumerate() {
+                if k != NONE && alive[start + i] && !seen[k as usize] {
+                    seen[k as usize] = true;
+                    used.push(k);
+                }
+            }
+            used
+        })
+        .collect();
+    let all: Vec<&str> = used
+        .iter()
+        .zip(values)
+        .flat_map(|(u, v)| u.iter().map(move |&k| v.value(k as usize)))
+        .collect();
+    let ids = pool.intern_all(&all);
+    let mut to: Vec<Vec<u32>> = values.iter().map(|v| vec![NONE; v.len()]).collect();
+    let mut next = ids.into_iter();
+    for (b, u) in used.iter().enumerate() {
+        for &k in u {
+            to[b][k as usize] = next.next().unwrap_or(NONE);
+        }
+    }
+    slots(keys, lens.iter().copied())
+        .into_par_iter()
+        .zip(to.par_iter())
+        .zip(starts.par_iter())
+        .for_each(|((keys, to), &start)| {
+            for (i, k) in keys.iter_mut().enumerate() {
+                *k = if *k == NONE || !alive[start + i] {
+                    NONE
+                } else {
+                    to[*k as usize]
+                };
+            }
+        });
 }
 
 /// A pooled column's pool, from its batches' own distinct values: each batch's values join it
@@ -1154,6 +1202,17 @@ impl Kept<'_> {
     }
 }
 
+/// Each part's first row, for parts of the given lengths.
+fn starts_of(lens: &[usize]) -> Vec<usize> {
+    lens.iter()
+        .scan(0, |next, &n| {
+            let start = *next;
+            *next += n;
+            Some(start)
+        })
+        .collect()
+}
+
 /// Parts concatenated, copied side by side.
 fn par_concat<T: Copy + Default + Send + Sync>(parts: &[&[T]], total: usize) -> Vec<T> {
     let mut out = vec![T::default(); total];
@@ -1198,6 +1257,12 @@ fn concat_arrays(arrays: &[&dyn Array], total: usize) -> Result<ArrayRef> {
 
 fn store_column(col: ColumnDef, built: Built, kept: Option<&Kept>) -> Result<StoredColumn> {
     Ok(match built {
+        Built::Batches { .. } => {
+            return Err(Error::Internal(format!(
+                "the identities of {} were not pooled",
+                col.name
+            )));
+        }
         Built::Pooled { values, keys } => {
             let Some(kept) = kept else {
                 // Every batch's values are ones its rows use.
@@ -1304,20 +1369,21 @@ fn keys_array(v: Vec<u32>) -> UInt32Array {
 }
 
 /// A row's value of a contract column, as text, before the table is finalized.
-fn value_string(
-    def: &TableDef,
-    ctx: &Ctx,
-    columns: &[Built],
-    misses: &[(usize, usize, String)],
-    ci: usize,
-    row: usize,
-) -> String {
+fn value_string(def: &TableDef, ctx: &Ctx, columns: &[Built], ci: usize, row: usize) -> String {
     let col = &def.columns[ci];
     match &columns[ci] {
         Built::Text(t) => t.get(row).unwrap_or("").to_string(),
         Built::Pooled { values, keys } => match keys[row] {
             NONE => String::new(),
             k => values.value(k as usize).to_string(),
+        },
+        Built::Batches {
+            values,
+            starts,
+            keys,
+        } => match keys[row] {
+            NONE => String::new(),
+            k => values[locate(starts, row).0].value(k as usize).to_string(),
         },
         Built::Codes(c) => {
             if c.is_null(row) {
@@ -1340,12 +1406,6 @@ fn value_string(
             if key == NONE {
                 return String::new();
             }
-            if key == MISS {
-                return misses
-                    .binary_search_by_key(&(row, ci), |(c, r, _)| (*r, *c))
-                    .map(|i| misses[i].2.clone())
-                    .unwrap_or_default();
-            }
             match col.references {
                 Some(t) => ctx
                     .table(t)
@@ -1363,15 +1423,9 @@ fn value_string(
     }
 }
 
-fn render_built(
-    def: &TableDef,
-    ctx: &Ctx,
-    columns: &[Built],
-    misses: &[(usize, usize, String)],
-    row: usize,
-) -> String {
+fn render_built(def: &TableDef, ctx: &Ctx, columns: &[Built], row: usize) -> String {
     let values: Vec<String> = (0..def.columns.len())
-        .map(|ci| value_string(def, ctx, columns, misses, ci, row))
+        .map(|ci| value_string(def, ctx, columns, ci, row))
         .collect();
     read::record_to_csv(values.iter().map(String::as_str))
 }
@@ -1387,6 +1441,18 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
             match &columns[ci] {
                 Built::Keys(k) | Built::Pooled { keys: k, .. } => {
                     out.extend_from_slice(&k[row].to_le_bytes())
+                }
+                Built::Batches {
+                    values,
+                    starts,
+                    keys,
+                } => {
+                    let s = match keys[row] {
+                        NONE => "",
+                        k => values[locate(starts, row).0].value(k as usize),
+                    };
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
                 }
                 Built::Codes(c) => out.push(c.value(row) as u8),
                 Built::Array(a) => {
@@ -1413,6 +1479,7 @@ fn composite_duplicates(def: &TableDef, columns: &[Built], alive: &[bool]) -> Ve
     let fixed = |ci: usize, row: usize| -> Option<u64> {
         match &columns[ci] {
             Built::Keys(k) | Built::Pooled { keys: k, .. } => Some(k[row] as u64),
+            Built::Batches { .. } => None,
             Built::Codes(c) => Some(c.value(row) as u8 as u64),
             Built::Array(a) => a
                 .as_primitive_opt::<arrow::datatypes::Date32Type>()

@@ -81,7 +81,7 @@ impl Whole {
         );
         let dt = col.arrow_type();
         Ok(match self {
-            Whole::U32(mut keys) if col.pooled => {
+            Whole::U32(mut keys) if col.pooled || col.identity => {
                 let values: Vec<StringArray> = placed
                     .into_iter()
                     .map(|p| {
@@ -89,6 +89,14 @@ impl Whole {
                             .unwrap_or_else(|| StringArray::from(Vec::<&str>::new()))
                     })
                     .collect();
+                if col.identity {
+                    // The identities join the pool once the table's loaded rows are known.
+                    return Ok(Built::Batches {
+                        values,
+                        starts: super::starts_of(lens),
+                        keys,
+                    });
+                }
                 let values = super::pool_batches(col, &values, &mut keys, lens);
                 Built::Pooled { values, keys }
             }

@@ -156,27 +156,15 @@ impl KeyIndex {
 ///
 /// The strings live in one byte buffer with offsets (handed to Arrow without a copy by
 /// [`StringPool::into_values`]); positions are found through [`SHARDS`] hash tables, so that
-/// many strings are interned on every core at once. Each entry keeps its string's hash beside
-/// its position: a table grows without reading a string again, and a look-up compares only the
-/// strings whose whole hash matches.
+/// many strings are interned on every core at once. Each string's hash is kept by position, so
+/// that a table grows without reading its strings again.
 #[derive(Debug)]
 pub struct StringPool {
     bytes: Vec<u8>,
     offsets: Vec<i32>,
-    shards: Vec<HashTable<Entry>>,
+    hashes: Vec<u64>,
+    shards: Vec<HashTable<u32>>,
     state: ahash::RandomState,
-}
-
-/// A pooled string's entry: its hash and its position.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    hash: u64,
-    at: u32,
-}
-
-/// An entry's hash, as a table that grows needs it.
-fn entry_hash(e: &Entry) -> u64 {
-    e.hash
 }
 
 impl Default for StringPool {
@@ -184,6 +172,7 @@ impl Default for StringPool {
         StringPool {
             bytes: Vec::new(),
             offsets: vec![0],
+            hashes: Vec::new(),
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             state: hasher(),
         }
@@ -219,14 +208,15 @@ impl StringPool {
 
     fn find(&self, h: u64, v: &str) -> Option<u32> {
         self.shards[shard_of(h)]
-            .find(h, |e| e.hash == h && self.bytes_at(e.at) == v.as_bytes())
-            .map(|e| e.at)
+            .find(h, |&r| self.bytes_at(r) == v.as_bytes())
+            .copied()
     }
 
-    fn push(&mut self, v: &str) -> u32 {
+    fn push(&mut self, v: &str, hash: u64) -> u32 {
         let r = self.len() as u32;
         self.bytes.extend_from_slice(v.as_bytes());
         self.offsets.push(self.bytes.len() as i32);
+        self.hashes.push(hash);
         r
     }
 
@@ -236,24 +226,15 @@ impl StringPool {
         if let Some(r) = self.find(h, v) {
             return r;
         }
-        let r = self.push(v);
-        self.shards[shard_of(h)].insert_unique(h, Entry { hash: h, at: r }, entry_hash);
+        let r = self.push(v, h);
+        let hashes = &self.hashes;
+        self.shards[shard_of(h)].insert_unique(h, r, |&x| hashes[x as usize]);
         r
     }
 
     /// Interns many strings at once, as if by [`StringPool::intern`] one after another (new
     /// strings take positions in the order they first appear), working on every core.
     pub fn intern_all(&mut self, values: &[&str]) -> Vec<u32> {
-        self.intern_many(values, true)
-    }
-
-    /// [`StringPool::intern_all`] of strings known not to be pooled yet (each may still repeat
-    /// among `values`): the pool is not searched for them.
-    pub fn intern_absent(&mut self, values: &[&str]) -> Vec<u32> {
-        self.intern_many(values, false)
-    }
-
-    fn intern_many(&mut self, values: &[&str], search: bool) -> Vec<u32> {
         use rayon::prelude::*;
         const NEW: u32 = u32::MAX;
         let state = &self.state;
@@ -279,7 +260,7 @@ impl StringPool {
                     let mut fresh: HashTable<u32> = HashTable::with_capacity(items.len());
                     for &i in items {
                         let (v, h) = (values[i as usize], hashes[i as usize].unwrap_or(0));
-                        if let Some(r) = search.then(|| this.find(h, v)).flatten() {
+                        if let Some(r) = this.find(h, v) {
                             f.known.push((i, r));
                         } else if let Some(&j) = fresh.find(h, |&j| values[j as usize] == v) {
                             f.repeats.push((i, j));
@@ -308,9 +289,10 @@ impl StringPool {
         let added: usize = found.iter().map(|f| f.firsts.len()).sum();
         self.bytes.reserve(added_bytes);
         self.offsets.reserve(added);
+        self.hashes.reserve(added);
         for (i, first) in is_first.iter().enumerate() {
             if *first {
-                out[i] = self.push(values[i]);
+                out[i] = self.push(values[i], hashes[i].unwrap_or(0));
             }
         }
         for f in &found {
@@ -318,16 +300,15 @@ impl StringPool {
                 out[i as usize] = out[j as usize];
             }
         }
-        let out_ref = &out;
+        let (out_ref, pooled) = (&out, &self.hashes);
         self.shards
             .par_iter_mut()
             .zip(found.par_iter())
             .for_each(|(table, f)| {
-                table.reserve(f.firsts.len(), entry_hash);
+                table.reserve(f.firsts.len(), |&x| pooled[x as usize]);
                 for &i in &f.firsts {
                     let hash = hashes[i as usize].unwrap_or(0);
-                    let at = out_ref[i as usize];
-                    table.insert_unique(hash, Entry { hash, at }, entry_hash);
+                    table.insert_unique(hash, out_ref[i as usize], |&x| pooled[x as usize]);
                 }
             });
         out
@@ -374,7 +355,7 @@ mod tests {
         let fresh: Vec<String> = (0..300).map(|i| format!("new{}", i % 120)).collect();
         let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
         let expected: Vec<u32> = fresh.iter().map(|v| one.intern(v)).collect();
-        assert_eq!(all.intern_absent(&fresh), expected);
+        assert_eq!(all.intern_all(&fresh), expected);
         assert_eq!(all.get("id9"), Some(1));
         assert_eq!(all.get("id1299"), one.get("id1299"));
         assert_eq!(one.into_values(), all.into_values());
