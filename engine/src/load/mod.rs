@@ -163,11 +163,10 @@ fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
     let rejects = report::rejects_batch(&rejects_all)?;
     let identities = Arc::new(std::mem::take(&mut ctx.identity).into_values());
     let t0 = Instant::now();
-    let mut store = Store::new(
+    let store = Store::new(
         ctx.tables, identities, manifest, as_of, calendar, report, rejects,
     )?;
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), "indexes built");
-    store.report.seconds = started.elapsed().as_secs_f64();
     Ok(store)
 }
 
@@ -884,17 +883,14 @@ fn finalize(
     }
     // The identities of the loaded rows join the pool.
     for c in columns.iter_mut() {
-        if let Built::Batches { .. } = c {
-            let Built::Batches {
-                values,
-                starts,
-                mut keys,
-            } = std::mem::replace(c, Built::Keys(Vec::new()))
-            else {
-                continue;
-            };
-            intern_identities(&mut ctx.identity, &values, &starts, &mut keys, &alive);
-            *c = Built::Keys(keys);
+        if let Built::Batches {
+            values,
+            starts,
+            keys,
+        } = c
+        {
+            intern_identities(&mut ctx.identity, values, starts, keys, &alive);
+            *c = Built::Keys(std::mem::take(keys));
         }
     }
     phase("identities interned");
@@ -1084,9 +1080,9 @@ fn concat_built(col: ColumnDef, parts: Vec<Built>, total: usize) -> Result<Built
     })
 }
 
-/// Interns the identities of an identity column's loaded rows, in order of their first loaded
-/// row (positions are deterministic), on every core; `keys` then hold pool positions (`NONE`
-/// for null and for rows not loaded). Batch `b` holds rows `starts[b]..` and `values[b]`.
+/// Interns the identities of an identity column's loaded rows into the identity pool, in order
+/// of their first loaded row (positions are deterministic); `keys` then hold pool positions
+/// (`NONE` for null and for rows not loaded). Batch `b` holds rows `starts[b]..` and `values[b]`.
 fn intern_identities(
     pool: &mut StringPool,
     values: &[StringArray],
@@ -1097,34 +1093,80 @@ fn intern_identities(
     let lens: Vec<usize> = (0..starts.len())
         .map(|b| starts.get(b + 1).copied().unwrap_or(keys.len()) - starts[b])
         .collect();
-    // Each batch's values used by loaded rows, in order of first use.
-    let used: Vec<Vec<u32>> = slots(keys, lens.iter().copied())
-        .into_par_iter()
-        .zip(values.par_iter())
-        .zip(starts.par_iter())
-        .map(|((keys, values), &start)| {
-            let mut seen = vec![false; values.len()];
-            let mut used = Vec::new();
-            for (i, &k) in keys.iter().enumerate() {
-                if k != NONE && alive[start + i] && !seen[k as usize] {
-                    seen[k as usize] = true;
-                    used.push(k);
+    join_pool(
+        pool,
+        values,
+        keys,
+        &lens,
+        Some(alive),
+        std::borrow::Cow::Borrowed,
+    );
+}
+
+/// A pooled column's pool, from its batches' own distinct values (months in their canonical
+/// form, YYYY-MM); `keys` then hold positions in it.
+fn pool_batches(
+    col: &ColumnDef,
+    values: &[StringArray],
+    keys: &mut [u32],
+    lens: &[usize],
+) -> StringArray {
+    let mut pool = StringPool::default();
+    join_pool(&mut pool, values, keys, lens, None, |v| match col.ty {
+        ColumnType::Month => canonical_month(v).into(),
+        _ => v.into(),
+    });
+    pool.into_values()
+}
+
+/// Batches' own values joining a pool, all at once, in order of first use batch by batch, as
+/// `canon` gives them: `keys` holds the batches' keys one after another (`lens` rows each), each
+/// into its batch's `values`, and is renumbered to pool positions side by side. With `alive`,
+/// only values of the rows it keeps join, and the other rows' keys become `NONE`; without, every
+/// value of a batch is one its rows use (a batch's own dictionary), in order of first use.
+fn join_pool<'a>(
+    pool: &mut StringPool,
+    values: &'a [StringArray],
+    keys: &mut [u32],
+    lens: &[usize],
+    alive: Option<&[bool]>,
+    canon: impl Fn(&'a str) -> std::borrow::Cow<'a, str> + Sync,
+) {
+    let starts = starts_of(lens);
+    // Each batch's values that join, in order of first use.
+    let used: Vec<Vec<u32>> = match alive {
+        None => values
+            .iter()
+            .map(|v| (0..v.len() as u32).collect())
+            .collect(),
+        Some(alive) => slots(keys, lens.iter().copied())
+            .into_par_iter()
+            .zip(values.par_iter())
+            .zip(starts.par_iter())
+            .map(|((keys, values), &start)| {
+                let mut seen = vec![false; values.len()];
+                let mut used = Vec::new();
+                for (i, &k) in keys.iter().enumerate() {
+                    if k != NONE && alive[start + i] && !seen[k as usize] {
+                        seen[k as usize] = true;
+                        used.push(k);
+                    }
                 }
-            }
-            used
-        })
-        .collect();
-    let all: Vec<&str> = used
+                used
+            })
+            .collect(),
+    };
+    let all: Vec<std::borrow::Cow<str>> = used
         .iter()
         .zip(values)
-        .flat_map(|(u, v)| u.iter().map(move |&k| v.value(k as usize)))
+        .flat_map(|(u, v)| u.iter().map(|&k| canon(v.value(k as usize))))
         .collect();
-    let ids = pool.intern_all(&all);
+    let all: Vec<&str> = all.iter().map(|v| v.as_ref()).collect();
+    let mut ids = pool.intern_all(&all).into_iter();
     let mut to: Vec<Vec<u32>> = values.iter().map(|v| vec![NONE; v.len()]).collect();
-    let mut next = ids.into_iter();
-    for (b, u) in used.iter().enumerate() {
+    for (to, u) in to.iter_mut().zip(&used) {
         for &k in u {
-            to[b][k as usize] = next.next().unwrap_or(NONE);
+            to[k as usize] = ids.next().unwrap_or(NONE);
         }
     }
     slots(keys, lens.iter().copied())
@@ -1133,49 +1175,14 @@ fn intern_identities(
         .zip(starts.par_iter())
         .for_each(|((keys, to), &start)| {
             for (i, k) in keys.iter_mut().enumerate() {
-                *k = if *k == NONE || !alive[start + i] {
+                let loaded = alive.is_none_or(|a| a[start + i]);
+                *k = if *k == NONE || !loaded {
                     NONE
                 } else {
                     to[*k as usize]
                 };
             }
         });
-}
-
-/// A pooled column's pool, from its batches' own distinct values: each batch's values join it
-/// in batch order, then `keys` (the batches' keys, one after another, `lens` rows each) are
-/// renumbered from each batch's values to the pool's, side by side.
-fn pool_batches(
-    col: &ColumnDef,
-    values: &[StringArray],
-    keys: &mut [u32],
-    lens: &[usize],
-) -> StringArray {
-    let mut pool = StringPool::default();
-    let mut to: Vec<Vec<u32>> = Vec::with_capacity(values.len());
-    for v in values {
-        // Months are held in their canonical form, YYYY-MM.
-        let v: Vec<std::borrow::Cow<str>> = v
-            .iter()
-            .map(|v| match v.unwrap_or("") {
-                v if col.ty == ColumnType::Month => canonical_month(v).into(),
-                v => v.into(),
-            })
-            .collect();
-        let v: Vec<&str> = v.iter().map(|v| v.as_ref()).collect();
-        to.push(pool.intern_all(&v));
-    }
-    slots(keys, lens.iter().copied())
-        .into_par_iter()
-        .zip(to.par_iter())
-        .for_each(|(keys, to)| {
-            for k in keys.iter_mut() {
-                if *k != NONE {
-                    *k = to[*k as usize];
-                }
-            }
-        });
-    pool.into_values()
 }
 
 /// The rows kept when some were rejected.
@@ -1236,7 +1243,7 @@ fn concat_arrays(arrays: &[&dyn Array], total: usize) -> Result<ArrayRef> {
         let dt = parts.first()?.data_type().clone();
         let slices: Vec<&[T::Native]> = parts.iter().map(|p| p.values().as_ref()).collect();
         let values = par_concat(&slices, total);
-        let nulls = whole::concat_nulls(parts.iter().map(|p| (p.len(), p.nulls())), total);
+        let nulls = crate::store::concat_nulls(parts.iter().map(|p| (p.len(), p.nulls())), total);
         Some(Arc::new(
             arrow::array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls)
                 .with_data_type(dt),

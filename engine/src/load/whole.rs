@@ -8,7 +8,7 @@
 use super::Built;
 use crate::contract::{ColumnDef, ColumnType};
 use crate::error::{Error, Result};
-use crate::store::slots;
+use crate::store::{concat_nulls, slots};
 use arrow::array::{Array, ArrayRef, AsArray, Int8Array, PrimitiveArray, StringArray};
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::{
@@ -195,27 +195,6 @@ fn primitive<T: ArrowPrimitiveType>(
     dt: arrow::datatypes::DataType,
 ) -> ArrayRef {
     Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls).with_data_type(dt))
-}
-
-/// Parts' null masks, concatenated: `(rows, nulls)` per part; `None` when no part has a null.
-pub(super) fn concat_nulls<'a>(
-    parts: impl Iterator<Item = (usize, Option<&'a NullBuffer>)> + Clone,
-    total: usize,
-) -> Option<NullBuffer> {
-    if parts
-        .clone()
-        .all(|(_, n)| n.is_none_or(|n| n.null_count() == 0))
-    {
-        return None;
-    }
-    let mut b = arrow::array::BooleanBufferBuilder::new(total);
-    for (rows, n) in parts {
-        match n {
-            Some(n) => b.append_buffer(n.inner()),
-            None => b.append_n(rows, true),
-        }
-    }
-    Some(NullBuffer::new(b.finish()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int8Array,
     Int64Array, PrimitiveArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
+use arrow::buffer::NullBuffer;
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
 use index::Indexes;
@@ -316,7 +317,7 @@ fn take_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
     a: &PrimitiveArray<T>,
     order: &[u32],
 ) -> PrimitiveArray<T> {
-    use arrow::buffer::{BooleanBuffer, NullBuffer};
+    use arrow::buffer::BooleanBuffer;
     use rayon::prelude::*;
     // A multiple of 8, so that the chunks' null masks join on byte boundaries.
     const CHUNK: usize = 1 << 16;
@@ -330,18 +331,39 @@ fn take_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
                 *o = src[r as usize];
             }
         });
-    let nulls = a.nulls().filter(|n| n.null_count() > 0).map(|n| {
-        let chunks: Vec<BooleanBuffer> = order
+    let nulls = a.nulls().filter(|n| n.null_count() > 0).and_then(|n| {
+        let chunks: Vec<NullBuffer> = order
             .par_chunks(CHUNK)
-            .map(|rows| BooleanBuffer::collect_bool(rows.len(), |i| n.is_valid(rows[i] as usize)))
+            .map(|rows| {
+                NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
+                    n.is_valid(rows[i] as usize)
+                }))
+            })
             .collect();
-        let mut b = arrow::array::BooleanBufferBuilder::new(order.len());
-        for c in &chunks {
-            b.append_buffer(c);
-        }
-        NullBuffer::new(b.finish())
+        concat_nulls(chunks.iter().map(|c| (c.len(), Some(c))), order.len())
     });
     PrimitiveArray::<T>::new(values.into(), nulls).with_data_type(a.data_type().clone())
+}
+
+/// Parts' null masks, concatenated: `(rows, nulls)` per part; `None` when no part has a null.
+pub(crate) fn concat_nulls<'a>(
+    parts: impl Iterator<Item = (usize, Option<&'a NullBuffer>)> + Clone,
+    total: usize,
+) -> Option<NullBuffer> {
+    if parts
+        .clone()
+        .all(|(_, n)| n.is_none_or(|n| n.null_count() == 0))
+    {
+        return None;
+    }
+    let mut b = arrow::array::BooleanBufferBuilder::new(total);
+    for (rows, n) in parts {
+        match n {
+            Some(n) => b.append_buffer(n.inner()),
+            None => b.append_n(rows, true),
+        }
+    }
+    Some(NullBuffer::new(b.finish()))
 }
 
 /// `out` cut into consecutive slices of the given lengths.
