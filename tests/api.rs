@@ -324,7 +324,7 @@ fn every_endpoint_and_format() {
         .find(|l| l["sql"] == q && l["rows"].as_u64() == Some(n_groups as u64))
         .expect("the SQL request is audited with its rows");
     assert_eq!(sql_line["role"], "admin");
-    assert_eq!(sql_line["outcome"], "ok");
+    assert_eq!(sql_line["outcome"], "ok", "{sql_line}");
     assert_eq!(sql_line["endpoint"], "/v1/sql");
     assert!(sql_line["token_id"].as_str().unwrap().len() == 8);
     assert!(sql_line["duration_ms"].as_f64().is_some());

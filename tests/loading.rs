@@ -328,7 +328,26 @@ fn a_broken_dataset_fails_with_a_message_naming_the_file() {
         std::fs::write(d.join("deaths.csv"), bytes).unwrap();
     });
     assert!(
-        e.contains("deaths.csv: the text is neither UTF-8 nor GB18030"),
+        e.contains("deaths.csv: the text is not valid UTF-8 at line 403"),
+        "{e}"
+    );
+    // Invalid bytes deep in a UTF-8 file with Chinese text are named at their own line, not
+    // where the text first fails as GB18030.
+    let e = broken("bad-bytes-late", |d| {
+        let text = std::fs::read_to_string(d.join("grids.csv")).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut bytes = Vec::new();
+        for (i, l) in lines.iter_mut().enumerate() {
+            bytes.extend_from_slice(l.as_bytes());
+            if i == 30 {
+                bytes.extend_from_slice(b"\xff");
+            }
+            bytes.push(b'\n');
+        }
+        std::fs::write(d.join("grids.csv"), bytes).unwrap();
+    });
+    assert!(
+        e.contains("grids.csv: the text is not valid UTF-8 at line 31"),
         "{e}"
     );
 

@@ -14,9 +14,7 @@ use common::*;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::rules::{Params, RuleId, sweep};
 use gridlens_engine::store::Store;
-use gridlens_engine::tasks::{
-    Assignment, Outcome, SaveStage, Status, TaskBook, TaskOptions, task_id,
-};
+use gridlens_engine::tasks::{Assignment, Outcome, SaveStage, Status, TaskBook, TaskOptions};
 use gridlens_engine::time::parse_as_of;
 use std::path::PathBuf;
 
@@ -54,7 +52,7 @@ fn run(
 
 fn task<'a>(book: &'a TaskBook, rule: RuleId, subject: &str) -> &'a gridlens_engine::tasks::Task {
     book.tasks
-        .get(&task_id(rule, subject))
+        .get(&book.task_id(rule, subject))
         .unwrap_or_else(|| panic!("no task for {rule:?} {subject}"))
 }
 
@@ -133,7 +131,7 @@ fn at_most_n_open_tasks_in_priority_order() {
     let backlog_first = book.for_worker("W1", Some(Status::Backlog))[0]
         .task_id
         .clone();
-    let p17 = task_id(RuleId::R11, "P17");
+    let p17 = book.task_id(RuleId::R11, "P17");
     book.close(
         &p17,
         Outcome::Fixed,
@@ -166,8 +164,8 @@ fn resolved_in_data_false_alarm_and_reopening() {
     }
     assert_eq!(s.resolved_in_data, 2);
     // A worker says the empty household is a false alarm, and fixes the unfiled rental R4.
-    let h4 = task_id(RuleId::R12, "H4");
-    let r4 = task_id(RuleId::R03, "R4");
+    let h4 = book.task_id(RuleId::R12, "H4");
+    let r4 = book.task_id(RuleId::R03, "R4");
     let at = parse_as_of("2026-11-02T15:00:00+08:00").unwrap();
     book.close(
         &h4,
@@ -220,7 +218,7 @@ fn state_survives_a_restart_and_a_crash_mid_write() {
         "a restart reads back exactly what was saved"
     );
     // A change, then a crash after the temporary file is written and before the rename.
-    let h4 = task_id(RuleId::R12, "H4");
+    let h4 = book.task_id(RuleId::R12, "H4");
     book.close(&h4, Outcome::Unreachable, None, store.as_of)
         .unwrap();
     let crashed = book.save_with(|stage| match stage {
@@ -259,7 +257,7 @@ fn the_tasks_command() {
         "{out}"
     );
     assert!(out.contains("W1"), "{out}");
-    let id = task_id(RuleId::R12, "H4");
+    let id = TaskBook::open(&state).unwrap().task_id(RuleId::R12, "H4");
     let o = gridlens(&[
         "tasks",
         "--state",

@@ -4,7 +4,10 @@
 //! gridlens-bench generate --scale 1.0 --out /data/city1   # time and peak memory of the generator
 //! gridlens-bench load --data /data/city1                   # load time, store size, peak memory
 //! gridlens-bench sweep --data /data/city1 --repeat 5       # full sweep and each rule, medians
+//! benches/runaway.sh /data/city1                            # a runaway beside small queries
 //! ```
+
+mod runaway;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -72,6 +75,31 @@ enum Cmd {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// What a runaway query does to a running `gridlens serve`: when its CPU stops after its
+    /// time limit, and the p50 / p99 of small queries from other tokens while it runs.
+    Runaway {
+        /// e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: String,
+        /// The server's process id.
+        #[arg(long)]
+        pid: u32,
+        /// The runaway's token.
+        #[arg(long)]
+        runaway_token: String,
+        /// A file of tokens for the small queries, one per line: one client each.
+        #[arg(long)]
+        small_tokens: PathBuf,
+        #[arg(
+            long,
+            default_value = "SELECT count(*) FROM people a, people b WHERE a.name < b.name"
+        )]
+        runaway_sql: String,
+        #[arg(long)]
+        small_sql: String,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Load-test a running `gridlens serve`: `clients` concurrent clients (one thread and one
     /// keep-alive connection each) GET `path` for `seconds`; report p50 / p99 latency and
     /// requests per second. Every answer must be 200.
@@ -103,6 +131,31 @@ fn main() -> Result<()> {
             .try_init();
     }
     match Cli::parse().cmd {
+        Cmd::Runaway {
+            url,
+            pid,
+            runaway_token,
+            small_tokens,
+            runaway_sql,
+            small_sql,
+            seconds,
+        } => {
+            let small_tokens = std::fs::read_to_string(&small_tokens)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            runaway::run(&runaway::Runaway {
+                url,
+                pid,
+                runaway_token,
+                small_tokens,
+                runaway_sql,
+                small_sql,
+                seconds,
+            })?
+        }
         Cmd::HttpLoad {
             url,
             path,

@@ -132,6 +132,26 @@ pub enum Check {
     CategoryPattern,
 }
 
+/// How a personal column is masked for a caller without the `pii` permission
+/// (`spec/interfaces.md`, "Who may see what"). Applied by [`crate::scope::mask`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// An identity document number keeps only its 6-digit region code: `440104************`.
+    Identity,
+    /// A name keeps its first character: `张*`.
+    Name,
+    /// A phone number keeps its first 3 and last 4 digits: `138****5678`.
+    Phone,
+    /// A birth date keeps only its year, shown as January 1 of that year.
+    BirthDate,
+    /// Free text that may hold identity numbers (a subject `<identity>@<place>`): each masked
+    /// as [`Mask::Identity`].
+    IdentitiesInText,
+    /// A column the contract does not declare (an extra column of a city's file): withheld
+    /// (null) unless the caller has `pii`, since nothing says it is not personal.
+    Withheld,
+}
+
 /// One column of the contract.
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnDef {
@@ -145,8 +165,10 @@ pub struct ColumnDef {
     pub references: Option<TableId>,
     /// Range or pattern check.
     pub check: Check,
-    /// Personal data, masked for callers without the `pii` permission.
-    pub personal: bool,
+    /// Personal data: how it is masked for callers without the `pii` permission (`None`: not
+    /// personal). This is the one declaration of what is personal; SQL, evidence and every
+    /// protocol read it through [`crate::scope`].
+    pub mask: Option<Mask>,
     /// An identity document number, interned in the shared identity pool (the cross-source key).
     pub identity: bool,
     /// Text that repeats a lot (a door's device id): held as keys into the column's own
@@ -164,7 +186,7 @@ impl ColumnDef {
             required: false,
             references: None,
             check: Check::None,
-            personal: false,
+            mask: None,
             identity: false,
             pooled: false,
             doc,
@@ -182,8 +204,8 @@ impl ColumnDef {
         self.check = check;
         self
     }
-    const fn personal(mut self) -> Self {
-        self.personal = true;
+    const fn personal(mut self, mask: Mask) -> Self {
+        self.mask = Some(mask);
         self
     }
     const fn pooled(mut self) -> Self {
@@ -192,8 +214,13 @@ impl ColumnDef {
     }
     const fn identity(mut self) -> Self {
         self.identity = true;
-        self.personal = true;
+        self.mask = Some(Mask::Identity);
         self
+    }
+
+    /// Whether the column holds personal data.
+    pub fn is_personal(&self) -> bool {
+        self.mask.is_some()
     }
 
     /// The Arrow type this column has in the store and in SQL.
@@ -453,7 +480,7 @@ pub static WORKERS: TableDef = TableDef {
     doc: "grid workers",
     columns: &[
         ColumnDef::new("worker_id", Text, "").req(),
-        ColumnDef::new("name", Text, "").req().personal(),
+        ColumnDef::new("name", Text, "").req().personal(Mask::Name),
         ColumnDef::new("grid_code", Text, "the grid the worker is responsible for")
             .req()
             .refs(TableId::Grids),
@@ -558,9 +585,11 @@ pub static PEOPLE: TableDef = TableDef {
             .req()
             .identity(),
         ColumnDef::new("doc_type", Enum(DOC_TYPE), "").req(),
-        ColumnDef::new("name", Text, "").req().personal(),
+        ColumnDef::new("name", Text, "").req().personal(Mask::Name),
         ColumnDef::new("sex", Enum(SEX), "").req(),
-        ColumnDef::new("birth_date", Date, "").req(),
+        ColumnDef::new("birth_date", Date, "")
+            .req()
+            .personal(Mask::BirthDate),
         ColumnDef::new("household_id", Text, "").refs(TableId::Households),
         ColumnDef::new("room_id", Text, "registered residence")
             .req()
@@ -569,7 +598,7 @@ pub static PEOPLE: TableDef = TableDef {
         ColumnDef::new("registered_on", Date, "date of this registration").req(),
         ColumnDef::new("last_verified_on", Date, "last in-person verification"),
         ColumnDef::new("status", Enum(PERSON_STATUS), "").req(),
-        ColumnDef::new("phone", Text, "").personal(),
+        ColumnDef::new("phone", Text, "").personal(Mask::Phone),
         ColumnDef::new(
             "care_tags",
             Text,

@@ -34,6 +34,18 @@ pub enum Error {
     /// A limit was reached (time, memory, rows).
     #[error("{0}")]
     ResourcesExhausted(String),
+    /// A query is larger or nests deeper than the server accepts.
+    #[error("{0}")]
+    TooComplex(String),
+    /// The server is busy (what a request needs is taken by others just now); try again.
+    #[error("{0}")]
+    Busy(String),
+    /// A query ran past its time limit and was stopped.
+    #[error("the query ran longer than its time limit and was stopped")]
+    Timeout,
+    /// A query was cancelled (its caller went away or asked).
+    #[error("the query was cancelled")]
+    Cancelled,
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),

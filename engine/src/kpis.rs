@@ -25,79 +25,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashMap;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
-use std::str::FromStr;
 use std::sync::Arc;
 
-/// A level of the grid hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Level {
-    /// 网格
-    Grid,
-    /// 社区
-    Community,
-    /// 街道
-    Street,
-    /// 区
-    District,
-    /// 市
-    City,
-}
-
-impl Level {
-    /// Every level, finest first.
-    pub const ALL: [Level; 5] = [
-        Level::Grid,
-        Level::Community,
-        Level::Street,
-        Level::District,
-        Level::City,
-    ];
-
-    /// The level's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Grid => "grid",
-            Level::Community => "community",
-            Level::Street => "street",
-            Level::District => "district",
-            Level::City => "city",
-        }
-    }
-}
-
-impl FromStr for Level {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Level> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| {
-                Error::param(
-                    "level",
-                    format!(
-                        "{s:?} is unknown (expected grid, community, street, district or city)"
-                    ),
-                )
-            })
-    }
-}
-
-/// The code of a grid at a level: its own code, or the code of the community, street, district
-/// or city it lies in (the city is the district code's first four digits and `00`).
-fn code_at(store: &Store, grid: u32, level: Level) -> String {
-    let parents = &store.indexes.grid_parents[grid as usize];
-    match level {
-        Level::Grid => store
-            .table(TableId::Grids)
-            .strings("grid_code")
-            .map(|s| s.value(grid as usize).to_string())
-            .unwrap_or_default(),
-        Level::Community => parents[0].clone(),
-        Level::Street => parents[1].clone(),
-        Level::District => parents[2].clone(),
-        Level::City => format!("{}00", parents[2].get(..4).unwrap_or("")),
-    }
-}
+pub use crate::hierarchy::Level;
+use crate::hierarchy::code_at;
 
 /// A dimension incident KPIs can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -537,17 +468,12 @@ pub fn incident_kpis(store: &Store, clocks: &Clocks, q: &IncidentQuery) -> Resul
     let n = clocks.reported.len();
     let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
     // Grids inside `within` (every grid when there is none).
-    let inside: Option<Vec<bool>> = match &q.within {
-        Some(w) => {
-            let codes = store.table(TableId::Grids).strings("grid_code")?;
-            Some(
-                (0..codes.len())
-                    .map(|g| codes.value(g).starts_with(w.as_str()))
-                    .collect(),
-            )
-        }
-        None => None,
-    };
+    let inside: Option<Vec<bool>> = q.within.as_ref().map(|w| {
+        let grids = crate::hierarchy::grids_within(store, w);
+        (0..store.table(TableId::Grids).rows as u32)
+            .map(|g| grids.contains(g))
+            .collect()
+    });
     let incident_grid = store.table(TableId::Incidents).keys("grid_code")?;
     let in_period = |i: usize| {
         let r = clocks.reported[i];

@@ -21,13 +21,16 @@
 #![deny(missing_docs)]
 
 pub mod calendar;
+pub mod city;
 pub mod contract;
 pub mod error;
+pub mod hierarchy;
 pub mod idcard;
 pub mod kpis;
 pub mod load;
 pub mod memory;
 pub mod rules;
+pub mod scope;
 pub mod sla;
 pub mod sql;
 pub mod store;

@@ -19,10 +19,11 @@
 use crate::contract::TableId;
 use crate::error::{Error, Result};
 use crate::rules::{Anomaly, RuleId, Sweep};
+use crate::scope::mask::mask_identities_in_text;
+use crate::scope::secret::Secret;
 use crate::store::{NONE, Store};
 use crate::time;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
@@ -32,6 +33,8 @@ use std::path::{Path, PathBuf};
 pub const STATE_FILE: &str = "tasks.json";
 const TEMP_FILE: &str = "tasks.json.tmp";
 const LOCK_FILE: &str = "tasks.lock";
+/// The state file's version: 2 since task ids are keyed with the state folder's secret.
+const STATE_VERSION: u32 = 2;
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,18 +142,11 @@ pub struct Task {
     pub reopened: u32,
 }
 
-/// The stable id of a (rule, subject): `T` and 16 hex digits of its SHA-256.
-pub fn task_id(rule: RuleId, subject_id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(rule.code().as_bytes());
-    h.update(b"\x1f");
-    h.update(subject_id.as_bytes());
-    let d = h.finalize();
-    let mut s = String::from("T");
-    for b in &d[..8] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+/// The stable id of a (rule, subject) under a state folder's secret: `T` and 16 hex digits of
+/// their HMAC. A subject may hold an identity number, so the id is keyed: without the secret,
+/// trying every identity behind a masked subject does not find its task id.
+pub fn task_id(secret: &Secret, rule: RuleId, subject_id: &str) -> String {
+    secret.id("T", &[rule.code(), subject_id])
 }
 
 /// Settings of the task lists.
@@ -234,6 +230,7 @@ pub enum SaveStage {
 #[derive(Debug, Clone)]
 pub struct TaskBook {
     dir: PathBuf,
+    secret: Secret,
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
     runs: Vec<RunSummaryRecord>,
@@ -273,10 +270,12 @@ impl TaskBook {
             tracing::warn!("discarding {}: a save that did not finish", tmp.display());
             let _ = std::fs::remove_file(&tmp);
         }
+        let secret = Secret::open_or_create(dir)?;
         let path = dir.join(STATE_FILE);
         if !path.exists() {
             return Ok(TaskBook {
                 dir: dir.to_path_buf(),
+                secret,
                 tasks: BTreeMap::new(),
                 runs: Vec::new(),
             });
@@ -288,15 +287,29 @@ impl TaskBook {
                 path.display()
             ))
         })?;
+        // State of version 1 had unkeyed ids: they are keyed now (the same tasks, new ids).
+        let rekey = state.version < STATE_VERSION;
+        let tasks = state
+            .tasks
+            .into_iter()
+            .map(|mut t| {
+                if rekey {
+                    t.task_id = secret.id("T", &[t.rule.as_str(), t.subject_id.as_str()]);
+                }
+                (t.task_id.clone(), t)
+            })
+            .collect();
         Ok(TaskBook {
             dir: dir.to_path_buf(),
-            tasks: state
-                .tasks
-                .into_iter()
-                .map(|t| (t.task_id.clone(), t))
-                .collect(),
+            secret,
+            tasks,
             runs: state.runs,
         })
+    }
+
+    /// The stable id of a (rule, subject) in this state folder.
+    pub fn task_id(&self, rule: RuleId, subject_id: &str) -> String {
+        task_id(&self.secret, rule, subject_id)
     }
 
     /// Saves atomically.
@@ -308,7 +321,7 @@ impl TaskBook {
     /// crash there).
     pub fn save_with(&self, hook: impl Fn(SaveStage) -> Result<()>) -> Result<()> {
         let state = StateFile {
-            version: 1,
+            version: STATE_VERSION,
             updated_at: time::format_timestamp(crate::load::now()),
             runs: self.runs.clone(),
             tasks: self.tasks.values().cloned().collect(),
@@ -352,7 +365,7 @@ impl TaskBook {
         };
         let mut found: BTreeSet<String> = BTreeSet::new();
         for a in &sweep.anomalies {
-            let id = task_id(a.rule, &a.subject_id);
+            let id = self.task_id(a.rule, &a.subject_id);
             found.insert(id.clone());
             let grid_code = grids.value(a.grid as usize).to_string();
             match self.tasks.get_mut(&id) {
@@ -501,7 +514,7 @@ impl TaskBook {
         }
         let mut out = Vec::new();
         for (worker, mut ids) in by_worker {
-            ids.sort_by(|a, b| order_key(&self.tasks[a]).cmp(&order_key(&self.tasks[b])));
+            ids.sort_by_cached_key(|a| order_key(&self.tasks[a]));
             let mut s = WorkerSummary {
                 worker_id: worker.clone(),
                 grid_code: String::new(),
@@ -578,17 +591,20 @@ impl TaskBook {
                 t.worker_id.as_deref() == Some(worker_id) && status.is_none_or(|s| t.status == s)
             })
             .collect();
-        v.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+        v.sort_by_cached_key(|t| order_key(t));
         v
     }
 }
 
-fn order_key(t: &Task) -> (i32, i64, &str, &str) {
+/// The order of a worker's list: priority, older evidence, subject, as `rules.md` says, but
+/// with identity numbers inside subjects masked and the keyed task id last, so that neither the
+/// order nor which tasks wait in the backlog follows an identity number.
+fn order_key(t: &Task) -> (i32, i64, String, String) {
     (
         t.priority,
         -t.weight,
-        t.subject_id.as_str(),
-        t.rule.as_str(),
+        mask_identities_in_text(&t.subject_id),
+        t.task_id.clone(),
     )
 }
 

@@ -99,4 +99,5 @@ pub fn count(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> i64 {
     arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
 }
 
+pub mod leaks;
 pub mod server;

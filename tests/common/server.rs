@@ -49,10 +49,19 @@ impl Answer {
     }
 }
 
-/// Issues a token with `gridlens token add` and returns it.
+/// Issues a token with `gridlens token add` and returns it. Without `--scope`, the token is
+/// for the whole city; a code scope is checked against the test city unless `--data` is given.
 pub fn add_token(state: &Path, args: &[&str]) -> String {
     let mut all = vec!["token", "add", "--state", state.to_str().expect("utf-8")];
     all.extend_from_slice(args);
+    if !args.contains(&"--scope") {
+        all.extend_from_slice(&["--scope", "city"]);
+    }
+    let city = super::city(gridlens_datasets::OutputFormat::Parquet, false);
+    let city = city.to_str().expect("utf-8").to_string();
+    if !args.contains(&"--data") {
+        all.extend_from_slice(&["--data", &city]);
+    }
     let o = super::gridlens(&all);
     assert!(
         o.status.success(),

@@ -90,6 +90,30 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
     Ok(store)
 }
 
+/// The codes a scope may name in a dataset, read from its `grids` table alone (quick, for
+/// checking a token's scope): every grid code and the community, street and district codes of
+/// the grids loaded.
+pub fn scope_codes(dir: &Path, opts: &LoadOptions) -> Result<std::collections::BTreeSet<String>> {
+    let found = read::discover(dir)?;
+    let files = found
+        .tables
+        .get(&TableId::Grids)
+        .ok_or_else(|| Error::Load(format!("{}: the dataset has no grids table", dir.display())))?;
+    let mut ctx = Ctx::default();
+    let loaded = load_table(TableId::Grids, files, &mut ctx, opts)?;
+    let mut out = std::collections::BTreeSet::new();
+    for c in [
+        "grid_code",
+        "community_code",
+        "street_code",
+        "district_code",
+    ] {
+        let codes = loaded.table.strings(c)?;
+        out.extend(codes.iter().flatten().map(str::to_string));
+    }
+    Ok(out)
+}
+
 fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
     let started = Instant::now();
     let found = read::discover(dir)?;
@@ -118,7 +142,14 @@ fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
             loaded.read,
             &loaded.rejects,
         );
-        rep.extra_columns = loaded.extras;
+        rep.extra_columns = loaded
+            .extras
+            .iter()
+            .map(|n| match n.strip_prefix(RENAMED) {
+                Some(orig) => format!("{n} (the file's {orig}, which the engine derives)"),
+                None => n.clone(),
+            })
+            .collect();
         reports.push(rep);
         rejects_all.extend(loaded.rejects);
         // Door events are held sorted by building, and by time within a building: a building's
@@ -198,6 +229,21 @@ struct ColumnMap {
     extras: Vec<(usize, String)>,
 }
 
+/// The prefix of an extra column renamed because the engine derives a column of its name.
+pub const RENAMED: &str = "file_";
+
+/// The name an extra column of a file is kept under: its own, unless SQL shows a derived column
+/// of that name on the table (`grid_code` on tables that reach their grid through a reference),
+/// in which case it is kept as `file_<name>` (and the load report says so).
+fn extra_column_name(def: &TableDef, name: &str) -> String {
+    let derived = crate::hierarchy::GridPath::of(def.id()).derives_grid_code();
+    if derived && name.eq_ignore_ascii_case("grid_code") {
+        format!("{RENAMED}{}", name.to_ascii_lowercase())
+    } else {
+        name.to_string()
+    }
+}
+
 impl ColumnMap {
     fn new(def: &TableDef, names: &[String], file: &str) -> Result<ColumnMap> {
         let mut contract = vec![None; def.columns.len()];
@@ -224,10 +270,11 @@ impl ColumnMap {
                             i + 1
                         )));
                     }
-                    if extras.iter().any(|(_, e): &(usize, String)| e == n) {
-                        return Err(Error::Load(format!("{file}: column {n} appears twice")));
+                    let name = extra_column_name(def, n);
+                    if extras.iter().any(|(_, e): &(usize, String)| *e == name) {
+                        return Err(Error::Load(format!("{file}: column {name} appears twice")));
                     }
-                    extras.push((i, n.clone()));
+                    extras.push((i, name));
                 }
             }
         }

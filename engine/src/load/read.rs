@@ -274,8 +274,10 @@ fn first_invalid_gb18030(path: &Path) -> Result<Option<u64>> {
                     offset += read as u64;
                     out.reserve(3 << 20);
                 }
-                encoding_rs::DecoderResult::Malformed(_, _) => {
-                    return Ok(Some(offset + read as u64));
+                encoding_rs::DecoderResult::Malformed(bad, after) => {
+                    // `read` counts the malformed bytes and those read after them.
+                    let start = (read as u64).saturating_sub(bad as u64 + after as u64);
+                    return Ok(Some(offset + start));
                 }
             }
         }
@@ -336,13 +338,21 @@ pub fn detect_encoding(file: &SourceFile, wanted: Encoding) -> Result<(Encoding,
                 file.name,
                 line_of(&file.path, at)
             ))),
-            Some(_) => match first_invalid_gb18030(&file.path)? {
+            Some(utf8_at) => match first_invalid_gb18030(&file.path)? {
                 None => Ok((Encoding::Gb18030, false)),
-                Some(at) => Err(Error::Load(format!(
-                    "{}: the text is neither UTF-8 nor GB18030/GBK (malformed bytes at byte \
-                     {at}, line {}); save it as UTF-8 CSV",
+                // Neither decodes: the file is named at the fault of the encoding that read it
+                // further (most likely the one it is written in).
+                Some(gb_at) if utf8_at >= gb_at => Err(Error::Load(format!(
+                    "{}: the text is not valid UTF-8 at line {} (byte {utf8_at}), nor GB18030/GBK; \
+                     fix that line or save the file again as UTF-8 CSV",
                     file.name,
-                    line_of(&file.path, at)
+                    line_of(&file.path, utf8_at)
+                ))),
+                Some(gb_at) => Err(Error::Load(format!(
+                    "{}: the text is not valid GB18030/GBK at line {} (byte {gb_at}), nor UTF-8; \
+                     fix that line or save the file again as UTF-8 CSV",
+                    file.name,
+                    line_of(&file.path, gb_at)
                 ))),
             },
         },

@@ -17,7 +17,7 @@ pub mod r10_verification_overdue;
 pub mod r11_care_visit_overdue;
 pub mod r12_empty_household;
 
-use crate::contract::{TZ, TableId};
+use crate::contract::{Mask, TZ, TableId};
 use crate::error::{Error, Result};
 use crate::store::index::Indexes;
 use crate::store::{NONE, Store, StoredTable};
@@ -523,9 +523,21 @@ impl Sweep {
         self.runs.iter().map(|r| (r.rule, r.count)).collect()
     }
 
-    /// The findings as the `anomalies` table.
+    /// The findings as the `anomalies` table (every one, evidence as found).
     pub fn to_batch(&self, store: &Store) -> Result<RecordBatch> {
-        let n = self.anomalies.len();
+        let all: Vec<usize> = (0..self.anomalies.len()).collect();
+        self.to_batch_of(store, &all, |e| e.clone())
+    }
+
+    /// Some findings (positions in [`Sweep::anomalies`], in the order given) as the `anomalies`
+    /// table, each evidence passed through `evidence` (a caller's redaction).
+    pub fn to_batch_of(
+        &self,
+        store: &Store,
+        picked: &[usize],
+        evidence: impl Fn(&serde_json::Value) -> serde_json::Value,
+    ) -> Result<RecordBatch> {
+        let n = picked.len();
         let mut cols: Vec<StringBuilder> = (0..12)
             .map(|_| StringBuilder::with_capacity(n, n * 16))
             .collect();
@@ -540,7 +552,8 @@ impl Sweep {
             })
         };
         let mut priority = Vec::with_capacity(n);
-        for a in &self.anomalies {
+        for &i in picked {
+            let a = &self.anomalies[i];
             cols[0].append_value(a.rule.code());
             cols[1].append_value(a.rule.name());
             cols[2].append_value(a.rule.subject_kind());
@@ -552,7 +565,7 @@ impl Sweep {
             cols[8].append_option(key(TableId::Households, a.household));
             cols[9].append_option(a.identity.map(|i| store.identity(i).to_string()));
             priority.push(a.rule.priority());
-            cols[10].append_value(a.evidence.to_string());
+            cols[10].append_value(evidence(&a.evidence).to_string());
         }
         let mut arrays: Vec<ArrayRef> = cols[..10]
             .iter_mut()
@@ -566,6 +579,19 @@ impl Sweep {
         Ok(RecordBatch::try_new(anomalies_schema(), arrays)?)
     }
 }
+
+/// The personal columns of the `anomalies` table and how each is masked (evidence is redacted
+/// as a whole, see [`crate::scope::evidence`]).
+pub fn anomalies_masks() -> &'static [(&'static str, Mask)] {
+    &[
+        ("subject_id", Mask::IdentitiesInText),
+        ("id_number", Mask::Identity),
+    ]
+}
+
+/// Fields of evidence that hold personal data: null for callers without `pii`. An age is
+/// personal: asked at several instants, it tells the birth date.
+pub const PERSONAL_EVIDENCE: &[&str] = &["age"];
 
 /// A date as `YYYY-MM-DD` JSON, or null.
 pub fn date_json(d: Option<i32>) -> serde_json::Value {

@@ -10,8 +10,10 @@
 //! through its references. `EXPLAIN` shows the scan as `StoreScan` with the filters it answered
 //! and the rows it will read.
 
-use super::access::{Access, Masker, mask_array, masker};
+use super::control::{QueryControl, control_of};
 use crate::contract::{ColumnType, TableId};
+use crate::hierarchy::{self, GridPath, Level};
+use crate::scope::View;
 use crate::store::index::DateIndex;
 use crate::store::{NONE, RowSet, Store, StoredColumn, StoredTable};
 use arrow::array::{
@@ -48,42 +50,10 @@ use datafusion::physical_plan::{
 };
 use roaring::RoaringBitmap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// The name of the derived grid column.
 pub const GRID_CODE: &str = "grid_code";
-
-/// How each row of a table reaches its grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GridPath {
-    /// The table is `grids`.
-    Itself,
-    /// Its own `grid_code` key column.
-    Own,
-    /// Through `room_id`.
-    Room,
-    /// Through `building_id`.
-    Building,
-    /// Through the record's room (`people`).
-    Person,
-    /// Through the visiting worker's grid.
-    Worker,
-    /// The table has no grid.
-    None,
-}
-
-fn grid_path(t: TableId) -> GridPath {
-    match t {
-        TableId::Grids => GridPath::Itself,
-        TableId::Workers | TableId::Buildings | TableId::Incidents => GridPath::Own,
-        TableId::Rooms => GridPath::Room,
-        TableId::Households | TableId::Leases | TableId::UtilityReadings => GridPath::Room,
-        TableId::AccessEvents => GridPath::Building,
-        TableId::People => GridPath::Person,
-        TableId::Visits => GridPath::Worker,
-        TableId::Deaths | TableId::SlaRules | TableId::Calendar => GridPath::None,
-    }
-}
 
 /// Which rows of a table to read.
 #[derive(Debug, Clone)]
@@ -103,199 +73,86 @@ impl Selection {
     }
 }
 
-/// A loaded table as a DataFusion table.
-#[derive(Debug)]
+/// A loaded table as a DataFusion table, as one caller sees it.
+#[derive(Debug, Clone)]
 pub struct StoreTable {
-    store: Arc<Store>,
+    view: Arc<View>,
     table: TableId,
     schema: SchemaRef,
     /// Whether `grid_code` is derived (the last column).
     derived_grid: bool,
-    /// What the caller may see.
-    access: Access,
-    /// The rows inside the caller's scope (`None`: every row), worked out on first use: a
-    /// session registers every table, a query reads a few.
-    visible: OnceLock<Option<Arc<RoaringBitmap>>>,
 }
 
 impl StoreTable {
-    /// The table `table` of `store`.
-    pub fn new(store: Arc<Store>, table: TableId) -> StoreTable {
-        let t = store.table(table);
+    /// The table `table` of the view's city: only the rows inside the caller's scope, personal
+    /// columns masked as the caller's scope says.
+    pub fn new(view: Arc<View>, table: TableId) -> StoreTable {
+        let t = view.store().table(table);
         let mut fields: Vec<Field> = t
             .schema
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        let path = grid_path(table);
-        let derived_grid = !matches!(path, GridPath::None | GridPath::Itself | GridPath::Own);
+        let derived_grid = GridPath::of(table).derives_grid_code();
         if derived_grid {
             fields.push(Field::new(GRID_CODE, DataType::Utf8, true));
         }
         StoreTable {
             schema: Arc::new(Schema::new(fields)),
-            store,
+            view,
             table,
             derived_grid,
-            access: Access::full(),
-            visible: OnceLock::new(),
         }
     }
 
-    /// The table as a caller with `access` sees it: only the rows whose grid lies inside the
-    /// scope, personal columns masked. A table without a grid shows, under a scope smaller than
-    /// the city, only what ties to a visible row: `deaths` of the people inside the scope;
-    /// `sla_rules` and `calendar` nothing.
-    pub fn scoped(store: Arc<Store>, table: TableId, access: &Access) -> StoreTable {
-        let mut t = StoreTable::new(store, table);
-        t.access = access.clone();
-        t
+    fn store(&self) -> &Arc<Store> {
+        self.view.store()
     }
 
     /// The rows inside the caller's scope (`None`: every row).
-    fn visible(&self) -> Option<&Arc<RoaringBitmap>> {
-        self.visible
-            .get_or_init(|| {
-                let scope = self.access.scope.as_deref()?;
-                let rows = match grid_path(self.table) {
-                    GridPath::None if self.table == TableId::Deaths => self.deaths_in_scope(scope),
-                    GridPath::None => RoaringBitmap::new(),
-                    _ => match self.grids_where(GRID_CODE, |c| c.starts_with(scope)) {
-                        Some(grids) => self.rows_of_grids(&grids),
-                        None => RoaringBitmap::new(),
-                    },
-                };
-                Some(Arc::new(rows))
-            })
-            .as_ref()
-    }
-
-    /// The rows of `deaths` whose identity number is that of a person inside the scope.
-    fn deaths_in_scope(&self, scope: &str) -> RoaringBitmap {
-        let people = StoreTable::new(self.store.clone(), TableId::People);
-        let Some(grids) = people.grids_where(GRID_CODE, |c| c.starts_with(scope)) else {
-            return RoaringBitmap::new();
-        };
-        let rows = people.rows_of_grids(&grids);
-        let (Ok(person_ids), Ok(death_ids)) = (
-            self.store.table(TableId::People).keys("id_number"),
-            self.stored().keys("id_number"),
-        ) else {
-            return RoaringBitmap::new();
-        };
-        let identities: RoaringBitmap = rows
-            .iter()
-            .map(|r| person_ids[r as usize])
-            .filter(|&i| i != NONE)
-            .collect();
-        death_ids
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| identities.contains(**i))
-            .map(|(r, _)| r as u32)
-            .collect()
+    fn visible(&self) -> Option<Arc<RoaringBitmap>> {
+        self.view.rows(self.table)
     }
 
     /// Rows the caller may see.
     fn visible_rows(&self) -> usize {
-        match self.visible() {
-            Some(v) => v.len() as usize,
-            None => self.stored().rows,
-        }
+        self.view.row_count(self.table)
     }
 
     fn stored(&self) -> &StoredTable {
-        self.store.table(self.table)
+        self.store().table(self.table)
     }
 
     /// The grid (row of `grids`) of each of some rows of the table.
     pub fn grids_of(&self, rows: &[u32]) -> Vec<u32> {
-        let store = &self.store;
-        let t = self.stored();
-        let ix = &store.indexes;
-        let key = |name: &str| t.keys(name).unwrap_or(&[]);
-        let building_grid = store
-            .table(TableId::Buildings)
-            .keys(GRID_CODE)
-            .unwrap_or(&[]);
-        let at = |v: &[u32], i: u32| v.get(i as usize).copied().unwrap_or(NONE);
-        match grid_path(self.table) {
-            GridPath::Itself => rows.to_vec(),
-            GridPath::Own => {
-                let g = key(GRID_CODE);
-                rows.iter().map(|&r| at(g, r)).collect()
-            }
-            GridPath::Room if self.table == TableId::Rooms => {
-                rows.iter().map(|&r| at(&ix.room_grid, r)).collect()
-            }
-            GridPath::Room => {
-                let room = key("room_id");
-                rows.iter()
-                    .map(|&r| at(&ix.room_grid, at(room, r)))
-                    .collect()
-            }
-            GridPath::Building => {
-                let b = key("building_id");
-                rows.iter().map(|&r| at(building_grid, at(b, r))).collect()
-            }
-            GridPath::Person => rows
-                .iter()
-                .map(|&r| at(building_grid, at(&ix.person_building, r)))
-                .collect(),
-            GridPath::Worker => {
-                let w = key("worker_id");
-                let wg = store.table(TableId::Workers).keys(GRID_CODE).unwrap_or(&[]);
-                rows.iter().map(|&r| at(wg, at(w, r))).collect()
-            }
-            GridPath::None => vec![NONE; rows.len()],
-        }
+        hierarchy::grids_of(self.store(), self.table, rows)
     }
 
     /// The grids whose code (or parent code, for a `grids` column) satisfies a test.
     fn grids_where(&self, column: &str, test: impl Fn(&str) -> bool) -> Option<RoaringBitmap> {
         let level = match column {
-            GRID_CODE => 3,
-            "community_code" if self.table == TableId::Grids => 0,
-            "street_code" if self.table == TableId::Grids => 1,
-            "district_code" if self.table == TableId::Grids => 2,
+            GRID_CODE => Level::Grid,
+            "community_code" if self.table == TableId::Grids => Level::Community,
+            "street_code" if self.table == TableId::Grids => Level::Street,
+            "district_code" if self.table == TableId::Grids => Level::District,
             _ => return None,
         };
-        if grid_path(self.table) == GridPath::None {
+        if GridPath::of(self.table) == GridPath::None {
             return None;
         }
-        let grids = self.store.table(TableId::Grids);
-        let codes = grids.strings(GRID_CODE).ok()?;
-        let parents = &self.store.indexes.grid_parents;
-        Some(
-            (0..grids.rows as u32)
-                .filter(|&g| {
-                    let code = if level == 3 {
-                        codes.value(g as usize)
-                    } else {
-                        parents[g as usize][level].as_str()
-                    };
-                    test(code)
-                })
-                .collect(),
-        )
+        Some(hierarchy::grids_where(self.store(), level, test))
     }
 
     fn rows_of_grids(&self, grids: &RoaringBitmap) -> RoaringBitmap {
-        if self.table == TableId::Grids {
-            return grids.clone();
-        }
-        match self.store.indexes.grid_rows.get(&self.table) {
-            Some(gr) => gr.rows_of(grids),
-            None => RoaringBitmap::new(),
-        }
+        hierarchy::rows_of_grids(self.store(), self.table, grids)
     }
 
     fn enum_rows(&self, col: usize) -> Option<Arc<Vec<RoaringBitmap>>> {
         let StoredColumn::Codes { codes, values } = self.stored().columns.get(col)? else {
             return None;
         };
-        self.store
+        self.store()
             .column_indexes
             .enum_rows(self.table, col, values.len(), codes.iter())
     }
@@ -306,7 +163,7 @@ impl StoreTable {
             return None;
         }
         let dates = self.stored().dates(def.name).ok()?;
-        self.store
+        self.store()
             .column_indexes
             .date_rows(self.table, col, dates.iter())
     }
@@ -368,6 +225,9 @@ impl StoreTable {
                 return Some(self.rows_of_grids(&grids));
             }
             let i = self.stored().schema.index_of(col).ok()?;
+            if self.view.mask_of(self.table, i).is_some() {
+                return None;
+            }
             if let StoredColumn::Codes { values, .. } = &self.stored().columns[i] {
                 let by = self.enum_rows(i)?;
                 let code = (0..values.len()).find(|&k| values.value(k) == v);
@@ -380,6 +240,11 @@ impl StoreTable {
             _ => return None,
         };
         let i = self.stored().schema.index_of(col).ok()?;
+        // A masked column is compared as the caller sees it, never through the index of its
+        // real values (a birth date's index would tell the day behind the masked year).
+        if self.view.mask_of(self.table, i).is_some() {
+            return None;
+        }
         let by = self.date_rows(i)?;
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let range = match op {
@@ -417,7 +282,7 @@ impl StoreTable {
                 let grids = self.grids_of(&ids);
                 let keys = UInt32Array::from_iter(grids.iter().map(|&g| (g != NONE).then_some(g)));
                 let codes = self
-                    .store
+                    .store()
                     .table(TableId::Grids)
                     .strings(GRID_CODE)
                     .map_err(df)?;
@@ -427,18 +292,8 @@ impl StoreTable {
                     Rows::Range(s, n) => RowSet::Range(*s, *n),
                     Rows::Take(r) => RowSet::Take(r),
                 };
-                let a = self.store.materialize(t, c, set).map_err(df)?;
-                let def = &self.table.def().columns[c];
-                if def.personal && !self.access.pii {
-                    let m = if def.identity {
-                        Masker::IdNumber
-                    } else {
-                        masker(def.name).unwrap_or(Masker::Name)
-                    };
-                    mask_array(&a, m)?
-                } else {
-                    a
-                }
+                let a = self.store().materialize(t, c, set).map_err(df)?;
+                self.view.mask_stored(self.table, c, a)?
             };
             arrays.push(a);
         }
@@ -623,7 +478,7 @@ impl TableProvider for StoreTable {
             Boundedness::Bounded,
         );
         Ok(Arc::new(StoreScan {
-            table: Arc::new(self.shallow()),
+            table: Arc::new(self.clone()),
             schema,
             projection,
             selection,
@@ -655,7 +510,7 @@ impl StoreTable {
         let selection = match (rows, self.visible()) {
             (Some(r), Some(v)) => Selection::Rows(Arc::new(r & v.as_ref())),
             (Some(r), None) => Selection::Rows(Arc::new(r)),
-            (None, Some(v)) => Selection::Rows(v.clone()),
+            (None, Some(v)) => Selection::Rows(v),
             (None, None) => Selection::All(self.stored().rows),
         };
         (selection, answered)
@@ -671,7 +526,7 @@ impl StoreTable {
     /// known below the row count: a reference has at most as many as the table it references,
     /// an enum as many as its values. `None` for the table's own key and anything else.
     pub fn distinct_bound(&self, column: &str) -> Option<usize> {
-        let grids = || self.store.table(TableId::Grids).rows;
+        let grids = || self.store().table(TableId::Grids).rows;
         if column == GRID_CODE && self.derived_grid {
             return Some(grids());
         }
@@ -681,23 +536,11 @@ impl StoreTable {
         }
         let i = def.position(column)?;
         if let Some(t) = def.columns[i].references {
-            return Some(self.store.table(t).rows);
+            return Some(self.store().table(t).rows);
         }
         match self.stored().columns.get(i)? {
             StoredColumn::Codes { values, .. } => Some(values.len()),
             _ => None,
-        }
-    }
-
-    /// A handle on the same table sharing the store (caches are not shared).
-    fn shallow(&self) -> StoreTable {
-        StoreTable {
-            store: self.store.clone(),
-            table: self.table,
-            schema: self.schema.clone(),
-            derived_grid: self.derived_grid,
-            access: self.access.clone(),
-            visible: self.visible.clone(),
         }
     }
 }
@@ -749,7 +592,7 @@ impl DisplayAs for StoreScan {
             self.selection.len(),
             self.table.visible_rows()
         )?;
-        if let Some(scope) = &self.table.access.scope {
+        if let Some(scope) = self.table.view.scope().code() {
             write!(f, ", scope={scope}")?;
         }
         if !self.answered.is_empty() {
@@ -842,8 +685,9 @@ impl ExecutionPlan for StoreScan {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        let control = control_of(&context);
         let (start, len) = self.part(partition);
         let table = self.table.clone();
         let schema = self.schema.clone();
@@ -875,6 +719,7 @@ impl ExecutionPlan for StoreScan {
                 .collect::<Vec<_>>(),
         ));
         let batches = PartitionReader {
+            control,
             table,
             schema: schema.clone(),
             loose,
@@ -952,6 +797,8 @@ enum Passing {
 /// anything is materialized: 104 M door events are narrowed to one street's by testing its
 /// 0.6 M buildings.
 struct PartitionReader {
+    /// The query's control, checked before each batch.
+    control: Option<Arc<QueryControl>>,
     table: Arc<StoreTable>,
     schema: SchemaRef,
     loose: SchemaRef,
@@ -984,7 +831,8 @@ impl PartitionReader {
         let Some(StoredColumn::Keys { keys: codes, pool }) = t.columns.get(c) else {
             return Ok(None);
         };
-        if self.table.table.def().columns[c].personal && !self.table.access.pii {
+        if self.table.view.mask_of(self.table.table, c).is_some() {
+            // Tested as the caller sees it, row by row.
             return Ok(None);
         }
         let live: Vec<&Arc<dyn PhysicalExpr>> =
@@ -992,7 +840,7 @@ impl PartitionReader {
         if live.is_empty() {
             return Ok(None);
         }
-        let values = self.table.store.pool(pool).map_err(df)?;
+        let values = self.table.store().pool(pool).map_err(df)?;
         if values.len() >= self.total {
             return Ok(None);
         }
@@ -1095,6 +943,9 @@ impl PartitionReader {
     }
 
     fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        if let Some(c) = &self.control {
+            c.check()?;
+        }
         let elapsed = self.baseline.elapsed_compute().clone();
         let _timer = elapsed.timer();
         if !self.decided {
@@ -1110,6 +961,9 @@ impl PartitionReader {
         }
         while let Some(rows) = self.next_rows()? {
             if rows.len() == 0 {
+                if let Some(c) = &self.control {
+                    c.check()?;
+                }
                 continue;
             }
             let batch = self

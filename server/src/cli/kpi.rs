@@ -3,8 +3,8 @@
 use super::dataset::{self, DataArgs};
 use super::output::{self, Format};
 use anyhow::{Result, bail};
+use gridlens_engine::city::City;
 use gridlens_engine::kpis::{GroupBy, Level};
-use gridlens_engine::sql::Derived;
 use gridlens_engine::time;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (from, to) = (instant("from", &a.from)?, instant("to", &a.to)?);
     let store = dataset::load_store(&a.data)?;
     let as_of = dataset::as_of(&store, a.as_of.as_deref())?;
-    let derived = Derived::new(Arc::new(store));
+    let derived = City::new(Arc::new(store));
     let started = std::time::Instant::now();
     let batch = if a.incidents {
         let groups = match &a.group_by {

@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use gridlens_engine::kpis::{GroupBy, Level};
 use gridlens_engine::rules::RuleId;
-use gridlens_engine::sql::{Access, SqlEngine};
-use gridlens_engine::tasks::{Outcome, Status, TaskOptions};
+use gridlens_engine::scope::{Scope, View};
+use gridlens_engine::sql::SqlEngine;
+use gridlens_engine::sql::control::{QueryControl, Stop, StopOnDrop};
+use gridlens_engine::tasks::{Outcome, Status, Task, TaskOptions};
 use gridlens_engine::time;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -31,23 +33,13 @@ pub struct Caller {
     pub token_id: String,
     /// Role.
     pub role: Role,
-    /// Scope (`None`: the city).
-    pub scope: Option<String>,
-    /// The `pii` permission.
-    pub pii: bool,
+    /// What the token may see: its scope and whether personal data is shown.
+    pub scope: Scope,
     /// For a worker: their id.
     pub worker_id: Option<String>,
 }
 
 impl Caller {
-    /// What the caller may see in tables.
-    pub fn access(&self) -> Access {
-        Access {
-            scope: self.scope.clone(),
-            pii: self.pii,
-        }
-    }
-
     /// Refuses the request unless the caller has one of the roles.
     pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
         if roles.contains(&self.role) {
@@ -59,20 +51,6 @@ impl Caller {
             allowed.join(", "),
             self.role
         )))
-    }
-
-    /// The code to restrict to, given a code the caller asked for: the narrower of the two,
-    /// or 403 when they do not overlap.
-    pub fn within(&self, asked: Option<&str>) -> Result<Option<String>, ApiError> {
-        match (asked, &self.scope) {
-            (None, s) => Ok(s.clone()),
-            (Some(a), None) => Ok(Some(a.to_string())),
-            (Some(a), Some(s)) if a.starts_with(s.as_str()) => Ok(Some(a.to_string())),
-            (Some(a), Some(s)) if s.starts_with(a) => Ok(Some(s.clone())),
-            (Some(a), Some(s)) => Err(ApiError::forbidden(format!(
-                "code {a} is outside this token's scope {s}"
-            ))),
-        }
     }
 }
 
@@ -100,14 +78,17 @@ impl FromRequestParts<Arc<App>> for Caller {
                 &entry.id,
                 &entry.name,
                 entry.role.as_str(),
-                entry.scope.as_deref(),
+                entry.scope.as_deref().unwrap_or("none"),
             );
         }
+        // A token without a valid scope is refused; it never falls back to the whole city.
+        let scope = entry
+            .scope()
+            .map_err(|e| ApiError::forbidden(e.to_string()))?;
         Ok(Caller {
             token_id: entry.id,
             role: entry.role,
-            scope: entry.scope,
-            pii: entry.pii,
+            scope,
             worker_id: entry.worker_id,
         })
     }
@@ -208,7 +189,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 /// `GET /v1/tables`: the catalog as the caller sees it.
 pub async fn tables(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Analyst, Role::Leader], "the catalog")?;
-    let engine = app.engine(&caller);
+    let engine = app.engine(&caller)?;
     let ctx = engine.context().map_err(ApiError::from_engine)?;
     let schema = ctx
         .catalog("datafusion")
@@ -254,6 +235,11 @@ pub struct SqlRequest {
 }
 
 /// `POST /v1/sql`: one read-only query; rows streamed as they are computed.
+///
+/// The query runs on the query runtime under a [`QueryControl`]: at its deadline, or as soon as
+/// the client goes away (this handler or its body is dropped), the control stops it and its
+/// CPU is released. The answer does not wait for a query that is slow to notice: the 408 is
+/// sent from here at the deadline.
 pub async fn sql(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -273,29 +259,53 @@ pub async fn sql(
         .limit
         .unwrap_or(app.limits.max_rows)
         .min(app.limits.max_rows);
+    let engine = app.engine(&caller)?;
     let slot = app.token_slot(&caller.token_id)?;
     let permit = app.query_permit().await?;
-    let engine = app.engine(&caller);
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ApiError>>(4);
-    let deadline = tokio::time::Instant::now() + app.limits.query_timeout;
     let timeout = app.limits.query_timeout;
+    let control = QueryControl::new(Some(timeout));
+    // Whoever drops this (the handler, or the body once sent or abandoned) stops the query.
+    let stop_on_drop = StopOnDrop(Some(control.clone()));
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ApiError>>(4);
     let a = audit.clone();
     let app2 = app.clone();
+    let c = control.clone();
     app.query_rt.spawn(async move {
         let _held = (slot, permit);
         app2.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        run_query(engine, req.sql, format, limit, deadline, timeout, tx, a).await;
+        run_query(engine, req.sql, format, limit, c, tx, a).await;
         app2.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     });
-    let first = match rx.recv().await {
+    let first = tokio::select! {
+        biased;
+        m = rx.recv() => m,
+        why = control.wait_stopped() => return Err(stop_error(why, timeout)),
+    };
+    let first = match first {
         Some(Ok(b)) => b,
         Some(Err(e)) => return Err(e),
-        None => return Err(ApiError::internal("the query task ended without an answer")),
+        None => {
+            return Err(match control.stopped() {
+                Some(why) => stop_error(why, timeout),
+                None => ApiError::internal("the query task ended without an answer"),
+            });
+        }
     };
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        let item = rx.recv().await?;
-        Some((item, rx))
-    })
+    let rest = futures::stream::unfold(
+        (rx, stop_on_drop, control),
+        move |(mut rx, guard, control)| async move {
+            let item = tokio::select! {
+                biased;
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    // The query task ended: with its last chunk sent, or stopped.
+                    None => Err(stop_error(control.stopped()?, timeout)),
+                },
+                why = control.wait_stopped() => Err(stop_error(why, timeout)),
+            };
+            Some((item, (rx, guard, control)))
+        },
+    )
     .map(move |item| {
         item.map_err(|e| {
             audit.failed_midway(&e);
@@ -309,40 +319,54 @@ pub async fn sql(
     Ok(resp)
 }
 
-fn timeout_error(timeout: std::time::Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "timeout",
-        format!(
-            "the query ran longer than the limit of {} s and was stopped; narrow it (a filter, a LIMIT) or ask an admin",
-            timeout.as_secs_f64()
+/// The answer to a stopped query.
+fn stop_error(why: Stop, timeout: std::time::Duration) -> ApiError {
+    match why {
+        Stop::Timeout => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the query ran longer than the limit of {} s and was stopped; narrow it (a \
+                 filter, a LIMIT) or ask an admin",
+                timeout.as_secs_f64()
+            ),
         ),
-    )
+        Stop::Cancelled => ApiError::new(
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "cancelled",
+            "the query was cancelled",
+        ),
+        Stop::Memory => ApiError::from_engine(gridlens_engine::Error::ResourcesExhausted(
+            "the query needs more memory than it may use and was stopped; narrow it (a filter, \
+             fewer columns, a LIMIT) or ask an admin for a larger --query-memory-mb"
+                .into(),
+        )),
+    }
 }
 
 /// Plans and runs a query, sending the encoded answer in chunks. Nothing is sent before the
-/// first batch (or the end), so an error until then gets a proper status.
-#[allow(clippy::too_many_arguments)]
+/// first batch (or the end), so an error until then gets a proper status. Stops as soon as the
+/// control does.
 async fn run_query(
     engine: SqlEngine,
     sql: String,
     format: Format,
     limit: usize,
-    deadline: tokio::time::Instant,
-    timeout: std::time::Duration,
+    control: Arc<QueryControl>,
     tx: mpsc::Sender<Result<Bytes, ApiError>>,
     audit: Arc<Audit>,
 ) {
-    let mut stream = match tokio::time::timeout_at(deadline, engine.stream(&sql)).await {
-        Err(_) => {
-            let _ = tx.send(Err(timeout_error(timeout))).await;
-            return;
-        }
-        Ok(Err(e)) => {
-            let _ = tx.send(Err(ApiError::from_engine(e))).await;
-            return;
-        }
-        Ok(Ok(s)) => s,
+    let fail = |e: gridlens_engine::Error| ApiError::from_engine(e);
+    let mut stream = tokio::select! {
+        biased;
+        _ = control.wait_stopped() => return,
+        s = engine.stream(&sql, &control) => match s {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(fail(e))).await;
+                return;
+            }
+        },
     };
     let mut enc = match Encoder::new(format, stream.schema()) {
         Ok(e) => e,
@@ -353,22 +377,19 @@ async fn run_query(
     };
     let (mut rows, mut truncated) = (0usize, false);
     loop {
-        let next = tokio::time::timeout_at(deadline, stream.next()).await;
-        let batch = match next {
-            Err(_) => {
-                let _ = tx.send(Err(timeout_error(timeout))).await;
-                return;
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                let _ = tx
-                    .send(Err(ApiError::from_engine(
-                        gridlens_engine::sql::query_error(e),
-                    )))
-                    .await;
-                return;
-            }
-            Ok(Some(Ok(b))) => b,
+        let batch = tokio::select! {
+            biased;
+            _ = control.wait_stopped() => return,
+            next = stream.next() => match next {
+                None => break,
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Err(fail(gridlens_engine::sql::query_error(e))))
+                        .await;
+                    return;
+                }
+                Some(Ok(b)) => b,
+            },
         };
         if rows >= limit {
             truncated = batch.num_rows() > 0;
@@ -388,13 +409,21 @@ async fn run_query(
                 return;
             }
         };
-        if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
-            return; // the client went away: dropping the stream stops the query
+        if !chunk.is_empty() {
+            let sent = tokio::select! {
+                biased;
+                _ = control.wait_stopped() => return,
+                r = tx.send(Ok(chunk)) => r,
+            };
+            if sent.is_err() {
+                return; // the client went away: dropping the stream stops the query
+            }
         }
         if truncated {
             break;
         }
     }
+    drop(stream);
     audit.rows(rows as u64);
     let _ = match enc.finish(rows, truncated) {
         Ok(tail) => tx.send(Ok(tail)).await,
@@ -425,13 +454,14 @@ pub async fn kpi_grids(
         .transpose()
         .map_err(|e: gridlens_engine::Error| ApiError::bad_request(e.to_string()))?
         .unwrap_or(Level::Grid);
-    let within = caller.within(q.get("code").map(String::as_str))?;
     let served = app.served();
+    let view = app.view_of(&served, &caller)?;
     let as_of = parse_instant("as_of", q.get("as_of"))?.unwrap_or(served.store.as_of);
-    let access = caller.access();
+    let code = q.get("code").cloned();
     let batch = tokio::task::spawn_blocking(move || {
-        let b = served.derived.grid_kpis(as_of, level, within.as_deref())?;
-        Ok::<_, gridlens_engine::Error>(access.restrict(b, "code")?)
+        served
+            .city
+            .grid_kpis_for(&view, as_of, level, code.as_deref())
     })
     .await
     .map_err(ApiError::internal)?
@@ -458,13 +488,13 @@ pub async fn kpi_incidents(
     let from = parse_instant("from", q.get("from"))?;
     let to = parse_instant("to", q.get("to"))?;
     let served = app.served();
+    let view = app.view_of(&served, &caller)?;
     let as_of = parse_instant("as_of", q.get("as_of"))?.unwrap_or(served.store.as_of);
-    let within = caller.scope.clone();
     let groups = group_by.clone();
     let batch = tokio::task::spawn_blocking(move || {
         served
-            .derived
-            .incident_kpis(as_of, groups, from, to, within)
+            .city
+            .incident_kpis_for(&view, as_of, groups, from, to)
     })
     .await
     .map_err(ApiError::internal)?
@@ -487,48 +517,42 @@ pub struct SweepRequest {
     rules: Vec<String>,
 }
 
-/// `POST /v1/sweeps`: runs a sweep, makes it the `anomalies` table; a full sweep also updates
-/// the task lists.
+/// `POST /v1/sweeps`: runs a sweep, makes it the shared `anomalies` table; a full sweep also
+/// updates the task lists. It changes what everyone sees, so it is for an admin of the whole
+/// city; an analyst asks `sweep(as_of => …)` in SQL instead (scoped, private, changes nothing).
 pub async fn sweeps(
     State(app): State<Arc<App>>,
     caller: Caller,
     ApiJson(req): ApiJson<SweepRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin, Role::Analyst], "sweeps")?;
+    caller.require(&[Role::Admin], "running a shared sweep")?;
+    if !caller.scope.is_city() {
+        return Err(ApiError::forbidden(format!(
+            "a shared sweep replaces the anomalies and task lists of the whole city; this \
+             admin token's scope is {}; ask in SQL with sweep(as_of => …) instead",
+            caller.scope.label()
+        )));
+    }
     let served = app.served();
+    let view = app.view_of(&served, &caller)?;
     let as_of = parse_instant("as_of", req.as_of.as_ref())?.unwrap_or(served.store.as_of);
     let rules = RuleId::parse_list(&req.rules.join(","))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let permit = app.query_permit().await?;
     let app2 = app.clone();
-    let scope = caller.scope.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
         let _permit = permit;
         let sweep = served
-            .derived
+            .city
             .sweep(as_of, &rules)
             .map_err(ApiError::from_engine)?;
-        served.derived.set_latest(sweep.clone());
+        served.city.set_latest(sweep.clone());
         let tasks = if rules.is_empty() {
             Some(app2.apply_tasks(&served, &sweep)?)
         } else {
             None
         };
-        let grid_codes = served
-            .store
-            .table(gridlens_engine::contract::TableId::Grids)
-            .strings("grid_code")
-            .map_err(ApiError::from_engine)?;
-        let mut counts: std::collections::BTreeMap<&str, usize> =
-            sweep.runs.iter().map(|r| (r.rule.code(), 0)).collect();
-        for a in &sweep.anomalies {
-            if scope
-                .as_deref()
-                .is_none_or(|s| grid_codes.value(a.grid as usize).starts_with(s))
-            {
-                *counts.entry(a.rule.code()).or_default() += 1;
-            }
-        }
+        let counts = view.sweep_counts(&sweep);
         let total: usize = counts.values().sum();
         let id = app2.sweep_seq.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(serde_json::json!({
@@ -559,6 +583,20 @@ fn status_filter(s: Option<&String>) -> Result<Option<Status>, ApiError> {
     }
 }
 
+/// A task as the caller sees it. A worker sees the tasks assigned to them, B-role tasks of a
+/// partner grid included: their evidence is redacted to the token's scope and the task's own
+/// grid, which the worker is sent to.
+fn task_for(app: &App, view: &View, caller: &Caller, t: &Task) -> Option<serde_json::Value> {
+    let seen = if caller.role == Role::Worker && !view.sees_task(t) {
+        let own = Scope::parse(&t.grid_code, caller.scope.pii()).ok()?;
+        let grid_view = View::new(app.served().store.clone(), own).ok()?;
+        grid_view.task(t)
+    } else {
+        view.task(t)
+    }?;
+    serde_json::to_value(seen).ok()
+}
+
 /// `GET /v1/tasks?worker_id=&status=open`: a worker's list, in the order to work it.
 pub async fn tasks(
     State(app): State<Arc<App>>,
@@ -579,17 +617,21 @@ pub async fn tasks(
         (None, Some(w)) => w.clone(),
         (None, None) => return Err(ApiError::bad_request("give worker_id")),
     };
+    let view = app.view(&caller)?;
     if caller.role != Role::Worker {
-        app.check_worker_in_scope(&worker, &caller)?;
+        app.check_worker_in_scope(&worker, &view)?;
     }
-    let access = caller.access();
     let book = app.tasks.lock().map_err(ApiError::internal)?;
-    let list: Vec<serde_json::Value> = book
+    let picked: Vec<Task> = book
         .for_worker(&worker, status)
         .into_iter()
-        .map(|t| super::mask_task(t, &access))
+        .cloned()
         .collect();
     drop(book);
+    let list: Vec<serde_json::Value> = picked
+        .iter()
+        .filter_map(|t| task_for(&app, &view, &caller, t))
+        .collect();
     audit_of(&audit).rows(list.len() as u64);
     Ok(Json(serde_json::json!({"worker_id": worker, "tasks": list})).into_response())
 }
@@ -603,7 +645,8 @@ pub struct CloseRequest {
     note: Option<String>,
 }
 
-/// `POST /v1/tasks/{task_id}/close`: a worker closes one of their tasks.
+/// `POST /v1/tasks/{task_id}/close`: a worker closes one of their tasks (an admin any task
+/// inside their scope).
 pub async fn close_task(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -613,7 +656,12 @@ pub async fn close_task(
     caller.require(&[Role::Admin, Role::Worker], "closing tasks")?;
     let outcome =
         Outcome::parse_worker(&req.outcome).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let access = caller.access();
+    if req.note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(ApiError::bad_request(
+            "the note is longer than 2000 characters",
+        ));
+    }
+    let view = app.view(&caller)?;
     let app2 = app.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
         let mut book = app2.tasks.lock().map_err(ApiError::internal)?;
@@ -622,7 +670,7 @@ pub async fn close_task(
         };
         let allowed = match caller.role {
             Role::Worker => t.worker_id.is_some() && t.worker_id == caller.worker_id,
-            _ => access.contains(&t.grid_code),
+            _ => view.sees_task(t),
         };
         if !allowed {
             // The same answer as for a task that does not exist: no probing of other lists.
@@ -642,7 +690,9 @@ pub async fn close_task(
             .clone();
         next.save().map_err(ApiError::internal)?;
         *book = next;
-        Ok(super::mask_task(&t, &access))
+        drop(book);
+        task_for(&app2, &view, &caller, &t)
+            .ok_or_else(|| ApiError::not_found(format!("there is no task {task_id}")))
     })
     .await
     .map_err(ApiError::internal)??;
@@ -665,6 +715,12 @@ pub async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Result<Resp
 /// data stays as it was.
 pub async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin], "reloading")?;
+    if !caller.scope.is_city() {
+        return Err(ApiError::forbidden(format!(
+            "a reload replaces the city everyone is served; this admin token's scope is {}",
+            caller.scope.label()
+        )));
+    }
     let served = app.clone().reload().await?;
     Ok(Json(serde_json::json!({
         "status": "reloaded",

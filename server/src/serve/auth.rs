@@ -4,6 +4,7 @@
 //! working at once.
 
 use anyhow::{Context, Result, bail};
+use gridlens_engine::scope::Scope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -66,7 +67,9 @@ pub struct TokenEntry {
     pub name: String,
     /// Role.
     pub role: Role,
-    /// Scope: `None` for the whole city, else a district / street / community / grid code.
+    /// Scope: `city`, or a district / street / community / grid code. A token without one
+    /// (`null`, as files of earlier versions wrote for the city and for blank scopes alike) is
+    /// refused when used, never taken as the city.
     pub scope: Option<String>,
     /// Whether personal columns are shown unmasked.
     pub pii: bool,
@@ -94,27 +97,40 @@ pub struct NewToken {
     pub name: String,
     /// Role.
     pub role: Role,
-    /// Scope (`None`: the city).
-    pub scope: Option<String>,
-    /// The `pii` permission.
-    pub pii: bool,
+    /// Scope and the `pii` permission.
+    pub scope: Scope,
     /// For a worker: their id.
     pub worker_id: Option<String>,
 }
 
-/// Checks a scope code: the city (`None`, or `city`), or 6, 9, 12 or 15 digits.
-pub fn parse_scope(s: Option<&str>) -> Result<Option<String>> {
-    match s.map(str::trim) {
-        None | Some("") | Some("city") => Ok(None),
-        Some(code) => {
-            if code.chars().all(|c| c.is_ascii_digit()) && [6, 9, 12, 15].contains(&code.len()) {
-                Ok(Some(code.to_string()))
-            } else {
-                bail!(
-                    "scope {code:?} is not a district (6 digits), street (9), community (12) or grid (15) code, nor \"city\""
-                )
-            }
+impl TokenEntry {
+    /// What the token grants: its scope (refused if it has none or it is malformed).
+    pub fn scope(&self) -> Result<Scope> {
+        match &self.scope {
+            Some(s) => Ok(Scope::parse(s, self.pii)?),
+            None => bail!(
+                "token {} has no scope recorded (it was issued by an earlier version); issue a \
+                 new one",
+                self.id
+            ),
         }
+    }
+}
+
+/// The codes a scope may name: one per line, written by the server for the city it serves
+/// (`STATE/known-scopes.txt`), so that `gridlens token add` can check a scope before the token
+/// exists.
+pub const KNOWN_SCOPES: &str = "known-scopes.txt";
+
+/// Checks that a scope names a part of the city: against `codes` (every district, street,
+/// community and grid code of the city).
+pub fn check_known(scope: &Scope, codes: &std::collections::BTreeSet<String>) -> Result<()> {
+    match scope.code() {
+        Some(c) if !codes.contains(c) => bail!(
+            "scope {c} is not a district, street, community or grid of the city (check the code, \
+             e.g. in the grids table)"
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -182,8 +198,8 @@ impl TokenFile {
             id,
             name: t.name,
             role: t.role,
-            scope: t.scope,
-            pii: t.pii,
+            scope: Some(t.scope.label().to_string()),
+            pii: t.scope.pii(),
             worker_id: t.worker_id,
             hash: hash(&token),
             created_at: now.to_string(),
@@ -212,11 +228,11 @@ impl TokenFile {
             .find(|e| e.revoked_at.is_none() && e.hash == h)
     }
 
-    /// Whether an active admin token exists.
+    /// Whether an active admin token with a valid scope exists.
     pub fn has_admin(&self) -> bool {
         self.tokens
             .iter()
-            .any(|e| e.role == Role::Admin && e.revoked_at.is_none())
+            .any(|e| e.role == Role::Admin && e.revoked_at.is_none() && e.scope().is_ok())
     }
 }
 

@@ -16,11 +16,14 @@ use auth::{NewToken, Role, TokenFile, Tokens};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use gridlens_engine::city::City;
 use gridlens_engine::contract::TableId;
 use gridlens_engine::rules::Sweep;
-use gridlens_engine::sql::{Access, Derived, SqlEngine};
+use gridlens_engine::scope::{Scope, View};
+use gridlens_engine::sql::SqlEngine;
+use gridlens_engine::sql::control::SqlBounds;
 use gridlens_engine::store::Store;
-use gridlens_engine::tasks::{Task, TaskBook};
+use gridlens_engine::tasks::TaskBook;
 use gridlens_engine::time;
 use observe::{ApiError, AuditLog, Metrics};
 use std::collections::HashMap;
@@ -53,10 +56,15 @@ pub struct Args {
     /// MiB of memory a query may use (DataFusion's memory pool) before it is stopped.
     #[arg(long, default_value_t = 2048)]
     query_memory_mb: usize,
+    /// MiB of memory all running queries may use together; a query that would go past it
+    /// stops with 503 (busy).
+    #[arg(long, default_value_t = 4096)]
+    queries_memory_mb: usize,
     /// Largest request body accepted, in KiB.
     #[arg(long, default_value_t = 1024)]
     max_body_kb: usize,
-    /// Queries and sweeps run at once (default: the number of cores); more wait in line.
+    /// Queries and sweeps run at once (default: four per core); more wait in line. Running
+    /// queries share the cores in turns of a few milliseconds.
     #[arg(long)]
     max_queries: Option<usize>,
     /// Milliseconds a query waits for its turn before the server answers 503.
@@ -68,6 +76,12 @@ pub struct Args {
     /// Most rows one query returns (a query's own "limit" may ask for fewer).
     #[arg(long, default_value_t = 1_000_000)]
     max_rows: usize,
+    /// Largest SQL text accepted, in KiB.
+    #[arg(long, default_value_t = 64)]
+    max_sql_kb: usize,
+    /// How deeply a query may nest expressions and subqueries.
+    #[arg(long, default_value_t = 256)]
+    max_sql_depth: usize,
     /// Open tasks a worker sees at most a day.
     #[arg(long, default_value_t = 20)]
     daily_limit: usize,
@@ -97,9 +111,13 @@ enum TokenCommand {
         #[arg(long)]
         role: String,
         /// What they see: "city", or a district (6 digits), street (9), community (12) or grid
-        /// (15) code.
-        #[arg(long, default_value = "city")]
+        /// (15) code of the city. It is checked against the city: the one the server last
+        /// served with this state folder, or the dataset given with --data.
+        #[arg(long)]
         scope: String,
+        /// A dataset folder to check the scope against (its grids table).
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// May see personal data (identity numbers, names, phones) unmasked.
         #[arg(long)]
         pii: bool,
@@ -124,6 +142,47 @@ fn now_text() -> String {
     time::format_timestamp(gridlens_engine::load::now())
 }
 
+/// The codes a scope may name: those of `--data`'s grids, else those the server wrote for the
+/// city it last served with this state folder.
+fn known_scopes(
+    state: &std::path::Path,
+    data: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeSet<String>> {
+    if let Some(dir) = data {
+        return gridlens_engine::load::scope_codes(dir, &Default::default())
+            .with_context(|| format!("reading the grids of {}", dir.display()));
+    }
+    let path = state.join(auth::KNOWN_SCOPES);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(|l| l.trim().to_string()).collect()),
+        Err(_) => anyhow::bail!(
+            "cannot check the scope: no city is known for the state folder {} yet; start \
+             `gridlens serve` with it once, or give --data DIR",
+            state.display()
+        ),
+    }
+}
+
+/// Writes the codes a scope may name in the city served (see [`auth::KNOWN_SCOPES`]).
+fn write_known_scopes(state: &std::path::Path, store: &Store) -> Result<()> {
+    let grids = store.table(TableId::Grids);
+    let mut codes = std::collections::BTreeSet::new();
+    for c in [
+        "grid_code",
+        "community_code",
+        "street_code",
+        "district_code",
+    ] {
+        codes.extend(grids.strings(c)?.iter().flatten().map(str::to_string));
+    }
+    let text: String = codes.into_iter().map(|c| c + "\n").collect();
+    std::fs::create_dir_all(state)?;
+    let tmp = state.join(format!("{}.tmp", auth::KNOWN_SCOPES));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, state.join(auth::KNOWN_SCOPES))?;
+    Ok(())
+}
+
 /// Runs `gridlens token`.
 pub fn token(a: TokenArgs) -> Result<ExitCode> {
     let path = token_path(&a.state, a.tokens.as_ref());
@@ -133,14 +192,18 @@ pub fn token(a: TokenArgs) -> Result<ExitCode> {
             name,
             role,
             scope,
+            data,
             pii,
             worker,
         } => {
+            let scope = Scope::parse(&scope, pii)?;
+            if !scope.is_city() {
+                auth::check_known(&scope, &known_scopes(&a.state, data.as_deref())?)?;
+            }
             let t = NewToken {
                 name,
                 role: role.parse()?,
-                scope: auth::parse_scope(Some(&scope))?,
-                pii,
+                scope,
                 worker_id: worker,
             };
             let (token, e) = file.issue(t, &now_text())?;
@@ -151,7 +214,7 @@ pub fn token(a: TokenArgs) -> Result<ExitCode> {
                 e.id,
                 e.name,
                 e.role,
-                e.scope.as_deref().unwrap_or("city"),
+                e.scope.as_deref().unwrap_or("none"),
                 if e.pii { ", pii" } else { "" },
                 path.display()
             );
@@ -167,7 +230,7 @@ pub fn token(a: TokenArgs) -> Result<ExitCode> {
                     e.id,
                     e.name,
                     e.role,
-                    e.scope.as_deref().unwrap_or("city"),
+                    e.scope.as_deref().unwrap_or("none (refused)"),
                     if e.pii { "yes" } else { "no" },
                     e.worker_id.as_deref().unwrap_or("-"),
                     e.created_at,
@@ -188,8 +251,8 @@ pub fn token(a: TokenArgs) -> Result<ExitCode> {
 pub struct Served {
     /// The store.
     pub store: Arc<Store>,
-    /// Its sweeps, clocks and KPIs.
-    pub derived: Arc<Derived>,
+    /// The city: its sweeps, clocks and KPIs.
+    pub city: Arc<City>,
     /// Its name.
     pub name: String,
     /// When it was loaded.
@@ -213,12 +276,16 @@ pub struct Limits {
     pub query_timeout: Duration,
     /// Memory a query may use, bytes.
     pub query_memory: usize,
+    /// Memory all queries may use together.
+    pub shared_memory: Arc<gridlens_engine::sql::memory::SharedMemory>,
     /// Rows a query returns at most.
     pub max_rows: usize,
     /// Time a query waits for its turn.
     pub queue_wait: Duration,
     /// Queries per token at once.
     pub per_token: usize,
+    /// Size and nesting of SQL accepted.
+    pub sql: SqlBounds,
 }
 
 /// Everything the endpoints share.
@@ -271,12 +338,29 @@ impl App {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// The caller's view of the city served: refused (403) when the token's scope is not a
+    /// part of it.
+    pub fn view(&self, caller: &api::Caller) -> Result<Arc<View>, ApiError> {
+        self.view_of(&self.served(), caller)
+    }
+
+    /// The caller's view of a given city.
+    pub fn view_of(&self, served: &Served, caller: &api::Caller) -> Result<Arc<View>, ApiError> {
+        View::new(served.store.clone(), caller.scope.clone())
+            .map(Arc::new)
+            .map_err(ApiError::from_engine)
+    }
+
     /// An SQL engine as the caller sees the data.
-    pub fn engine(&self, caller: &api::Caller) -> SqlEngine {
-        SqlEngine::with_derived(self.served().derived.clone())
+    pub fn engine(&self, caller: &api::Caller) -> Result<SqlEngine, ApiError> {
+        let served = self.served();
+        let view = self.view_of(&served, caller)?;
+        Ok(SqlEngine::over(served.city.clone())
+            .with_view(view)
             .with_state_dir(Some(self.state_dir.clone()))
-            .with_access(caller.access())
             .with_memory_limit(Some(self.limits.query_memory))
+            .with_shared_memory(Some(self.limits.shared_memory.clone()))
+            .with_bounds(self.limits.sql))
     }
 
     /// Takes one of the token's query slots, or 429.
@@ -335,31 +419,13 @@ impl App {
     }
 
     /// Refuses (404, as for an unknown worker) a worker outside the caller's scope.
-    pub fn check_worker_in_scope(
-        &self,
-        worker_id: &str,
-        caller: &api::Caller,
-    ) -> Result<(), ApiError> {
-        let served = self.served();
-        let workers = served.store.table(TableId::Workers);
-        let ids = workers
-            .strings("worker_id")
-            .map_err(ApiError::from_engine)?;
-        let grid = workers.keys("grid_code").map_err(ApiError::from_engine)?;
-        let codes = served
-            .store
-            .table(TableId::Grids)
-            .strings("grid_code")
-            .map_err(ApiError::from_engine)?;
-        let found = match &workers.key_index {
-            Some(ix) => ix.get(ids, worker_id).map(|r| r as usize),
-            None => (0..workers.rows).find(|&i| ids.value(i) == worker_id),
-        };
-        match found {
-            Some(i) if caller.access().contains(codes.value(grid[i] as usize)) => Ok(()),
-            _ => Err(ApiError::not_found(format!(
+    pub fn check_worker_in_scope(&self, worker_id: &str, view: &View) -> Result<(), ApiError> {
+        if view.sees_worker(worker_id) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!(
                 "there is no worker {worker_id} in this token's scope"
-            ))),
+            )))
         }
     }
 
@@ -367,7 +433,8 @@ impl App {
     pub async fn reload(self: Arc<Self>) -> Result<Arc<Served>, ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
         let data = self.data.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_served(&data))
+        let state = self.state_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_served(&data, &state))
             .await
             .map_err(ApiError::internal)?;
         match loaded {
@@ -403,34 +470,18 @@ impl App {
     }
 }
 
-/// Masks a task as a caller without `pii` sees it.
-pub fn mask_task(t: &Task, access: &Access) -> serde_json::Value {
-    let mut v = serde_json::to_value(t).unwrap_or_default();
-    if !access.pii {
-        use gridlens_engine::sql::access::{Masker, TEXT_WITH_IDS, mask_value};
-        for field in TEXT_WITH_IDS {
-            let masked = match v.get(*field) {
-                Some(serde_json::Value::String(s)) => mask_value(s, Masker::Text).into(),
-                Some(other) => serde_json::from_str(&mask_value(&other.to_string(), Masker::Text))
-                    .unwrap_or(serde_json::Value::Null),
-                None => continue,
-            };
-            v[*field] = masked;
-        }
-    }
-    v
-}
-
 /// Loads the dataset (or generates the default city) and warms the caches the KPIs use.
-fn load_served(data: &DataArgs) -> Result<Served> {
+fn load_served(data: &DataArgs, state: &std::path::Path) -> Result<Served> {
     let store = Arc::new(dataset::load_store(data)?);
-    let derived = Arc::new(Derived::new(store.clone()));
+    write_known_scopes(state, &store)
+        .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
+    let city = Arc::new(City::new(store.clone()));
     // The latest sweep, the SLA clocks and the grid counts at the dataset's as_of: the first
     // KPI request is then as fast as the rest.
     let t = Instant::now();
-    let sweep = derived.sweep(store.as_of, &[])?;
-    derived.set_latest(sweep);
-    derived.grid_counts(store.as_of)?;
+    let sweep = city.sweep(store.as_of, &[])?;
+    city.set_latest(sweep);
+    city.grid_counts(store.as_of)?;
     tracing::info!(
         "sweep, clocks and grid KPIs ready in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -448,7 +499,7 @@ fn load_served(data: &DataArgs) -> Result<Served> {
         });
     Ok(Served {
         store,
-        derived,
+        city,
         name,
         loaded_at: now_text(),
     })
@@ -464,8 +515,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             NewToken {
                 name: "admin".into(),
                 role: Role::Admin,
-                scope: None,
-                pii: true,
+                scope: Scope::full(),
                 worker_id: None,
             },
             &now_text(),
@@ -480,18 +530,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let _lock = TaskBook::lock(&a.state)
         .with_context(|| format!("the state folder {} is in use", a.state.display()))?;
     let mut book = TaskBook::open(&a.state)?;
-    let served = load_served(&a.data)?;
+    let served = load_served(&a.data, &a.state)?;
     if !book.has_runs() {
-        let sweep = served.derived.latest()?;
+        let sweep = served.city.latest()?;
         book.apply(&served.store, &sweep, &api::task_options(a.daily_limit))?;
         book.save()?;
     }
-    let query_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .thread_name("gridlens-query")
-        .enable_all()
-        .build()
-        .context("starting the query runtime")?;
+    let query_rt =
+        gridlens_engine::sql::query_runtime(Some(cores)).context("starting the query runtime")?;
     let app = Arc::new(App {
         served: RwLock::new(Arc::new(served)),
         data: a.data.clone(),
@@ -507,12 +553,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
         limits: Limits {
             query_timeout: Duration::from_secs_f64(a.query_timeout.max(0.001)),
             query_memory: a.query_memory_mb.max(1) << 20,
+            shared_memory: gridlens_engine::sql::memory::SharedMemory::new(
+                a.queries_memory_mb.max(a.query_memory_mb).max(1) << 20,
+            ),
             max_rows: a.max_rows.max(1),
             queue_wait: Duration::from_millis(a.queue_wait_ms),
             per_token: a.per_token_queries.max(1),
+            sql: SqlBounds {
+                max_bytes: a.max_sql_kb.max(1) << 10,
+                max_depth: a.max_sql_depth.max(8),
+            },
         },
         queries: Arc::new(tokio::sync::Semaphore::new(
-            a.max_queries.unwrap_or(cores).max(1),
+            a.max_queries.unwrap_or(4 * cores).max(1),
         )),
         per_token: Arc::default(),
         query_rt: query_rt.handle().clone(),
@@ -551,6 +604,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/openapi.json", get(api::openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        // A handler that panics answers 500 (and is logged and audited); the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            observe::panicked,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             observe::observe,

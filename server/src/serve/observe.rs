@@ -67,7 +67,20 @@ impl ApiError {
             E::Query(m) => ApiError::new(StatusCode::BAD_REQUEST, "query_error", m),
             E::Param { .. } => ApiError::bad_request(e.to_string()),
             E::Forbidden(m) => ApiError::forbidden(m),
+            E::TooComplex(m) => ApiError::new(StatusCode::BAD_REQUEST, "query_too_complex", m),
             E::ResourcesExhausted(m) => ApiError::new(StatusCode::BAD_REQUEST, "memory_limit", m),
+            E::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", m),
+            E::Timeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the query ran longer than its time limit and was stopped; narrow it (a filter, \
+                 a LIMIT) or ask an admin",
+            ),
+            E::Cancelled => ApiError::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "cancelled",
+                "the query was cancelled",
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -77,6 +90,16 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
     }
+}
+
+/// The answer to a request whose handler panicked: a 500 with no detail (the panic is logged).
+pub fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    ApiError::internal(format!("a handler panicked: {detail}")).into_response()
 }
 
 /// Recorded on an error response, for the audit log.
@@ -118,16 +141,18 @@ pub struct Audit {
     line: Mutex<AuditLine>,
     rows: AtomicU64,
     counted: std::sync::atomic::AtomicBool,
+    /// Whether the answer was complete: its last byte sent (set for every whole answer).
+    complete: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
     /// Records who is calling.
-    pub fn caller(&self, token_id: &str, name: &str, role: &str, scope: Option<&str>) {
+    pub fn caller(&self, token_id: &str, name: &str, role: &str, scope: &str) {
         if let Ok(mut l) = self.line.lock() {
             l.token_id = Some(token_id.to_string());
             l.name = Some(name.to_string());
             l.role = Some(role.to_string());
-            l.scope = Some(scope.unwrap_or("city").to_string());
+            l.scope = Some(scope.to_string());
         }
     }
     /// Records the SQL text.
@@ -324,6 +349,13 @@ impl Drop for Finish {
             return;
         };
         line.duration_ms = (seconds * 1e6).round() / 1e3;
+        if !self.audit.complete.load(Ordering::Relaxed) && line.outcome == "ok" {
+            // The client went away before the answer was whole (or before there was one).
+            line.outcome = "abandoned".into();
+        }
+        if line.status == 0 {
+            line.status = 499;
+        }
         if self.audit.counted.load(Ordering::Relaxed) {
             line.rows = Some(self.audit.rows.load(Ordering::Relaxed));
         }
@@ -339,7 +371,8 @@ impl Drop for Finish {
 }
 
 /// Middleware: times every request, and writes its audit line and metrics once its answer is
-/// complete.
+/// complete, or once the client has gone away (outcome `abandoned`): every request is audited,
+/// whatever its end.
 pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let endpoint = req
@@ -353,33 +386,44 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         l.method = req.method().to_string();
         l.path = req.uri().path().to_string();
         l.endpoint = endpoint;
+        l.outcome = "ok".into();
     }
     req.extensions_mut().insert(audit.clone());
+    // Written when dropped: after the answer, or when this future is dropped because the
+    // client went away first.
+    let finish = Finish {
+        app,
+        audit: audit.clone(),
+        start,
+    };
     let resp = next.run(req).await;
     if let Ok(mut l) = audit.line.lock() {
         l.status = resp.status().as_u16();
-        match resp.extensions().get::<ErrorInfo>() {
-            Some(ErrorInfo(code, message)) => {
-                l.outcome = code.to_string();
-                l.error = Some(message.clone());
-            }
-            None => l.outcome = "ok".into(),
+        if let Some(ErrorInfo(code, message)) = resp.extensions().get::<ErrorInfo>() {
+            l.outcome = code.to_string();
+            l.error = Some(message.clone());
         }
     }
-    let finish = Finish { app, audit, start };
     if axum::body::HttpBody::size_hint(resp.body())
         .exact()
         .is_some()
     {
         // The whole answer is already made: record it now, and keep its Content-Length.
+        audit.complete.store(true, Ordering::Relaxed);
         drop(finish);
         return resp;
     }
     // A streamed answer: record it when its last byte has gone (or the client went away).
     let (parts, body) = resp.into_parts();
-    let stream = body.into_data_stream().map(move |chunk| {
-        let _keep = &finish;
-        chunk
+    let mut inner = body.into_data_stream();
+    let mut finish = Some(finish);
+    let stream = futures::stream::poll_fn(move |cx| {
+        let r = inner.poll_next_unpin(cx);
+        if let std::task::Poll::Ready(None) = r {
+            audit.complete.store(true, Ordering::Relaxed);
+            drop(finish.take());
+        }
+        r
     });
     Response::from_parts(parts, Body::from_stream(stream))
 }

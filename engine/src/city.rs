@@ -1,0 +1,275 @@
+//! One version of the city: the loaded [`Store`] with the parameters its rules and KPIs run
+//! with, and what they computed, cached per `as_of` so that the sweep, the SLA clocks and the
+//! grid KPIs are computed once and shared by every caller (each then sees them through its
+//! [`View`]).
+
+use crate::contract::TableId;
+use crate::error::Result;
+use crate::hierarchy::Level;
+use crate::kpis::{self, GridCounts, GridRollup, GroupBy, IncidentQuery, KpiParams};
+use crate::rules::{self, Params, RuleId, Sweep};
+use crate::scope::View;
+use crate::sla::{self, Clocks, NO_TIME, STATE_NAMES, Stage};
+use crate::store::{NONE, Store};
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use hashbrown::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A sweep's `as_of` and rules.
+type SweepKey = (i64, Vec<RuleId>);
+
+/// One version of the city: the store, the parameters its rules and KPIs run with, and what
+/// they computed (sweeps, SLA clocks, grid counts and roll-ups), cached per `as_of`.
+pub struct City {
+    store: Arc<Store>,
+    /// Rule parameters.
+    pub params: Params,
+    /// KPI weights and windows.
+    pub kpi_params: KpiParams,
+    sweeps: Mutex<HashMap<SweepKey, Arc<Sweep>>>,
+    clocks: Mutex<HashMap<i64, Arc<Clocks>>>,
+    grids: Mutex<HashMap<i64, Arc<Vec<GridCounts>>>>,
+    rollups: Mutex<HashMap<(i64, Level), Arc<GridRollup>>>,
+    latest: RwLock<Option<Arc<Sweep>>>,
+    /// Held while computing into the sweeps, clocks, grids and roll-up caches.
+    computing: [Mutex<()>; 4],
+}
+
+impl fmt::Debug for City {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("City").finish_non_exhaustive()
+    }
+}
+
+fn cached<K: std::hash::Hash + Eq + Clone, V>(
+    cache: &Mutex<HashMap<K, Arc<V>>>,
+    computing: &Mutex<()>,
+    key: K,
+    compute: impl FnOnce() -> Result<V>,
+) -> Result<Arc<V>> {
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(v);
+    }
+    // One computation at a time per cache: callers asking for the same value at once wait for
+    // the first instead of computing it again.
+    let _computing = computing.lock();
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(v);
+    }
+    let v = Arc::new(compute()?);
+    if let Ok(mut c) = cache.lock() {
+        // A small cache: a few as_of values are used at a time.
+        if c.len() >= 8 {
+            c.clear();
+        }
+        c.insert(key, v.clone());
+    }
+    Ok(v)
+}
+
+impl City {
+    /// Over a store, with default parameters.
+    pub fn new(store: Arc<Store>) -> City {
+        City {
+            store,
+            params: Params::default(),
+            kpi_params: KpiParams::default(),
+            sweeps: Mutex::default(),
+            clocks: Mutex::default(),
+            grids: Mutex::default(),
+            rollups: Mutex::default(),
+            latest: RwLock::default(),
+            computing: Default::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// A sweep (all rules if `rules` is empty).
+    pub fn sweep(&self, as_of: i64, rules: &[RuleId]) -> Result<Arc<Sweep>> {
+        let mut key_rules = rules.to_vec();
+        key_rules.sort();
+        cached(&self.sweeps, &self.computing[0], (as_of, key_rules), || {
+            rules::sweep(&self.store, as_of, rules, &self.params)
+        })
+    }
+
+    /// The latest sweep: the one last recorded with [`City::set_latest`], else a full sweep
+    /// at the dataset's `as_of`.
+    pub fn latest(&self) -> Result<Arc<Sweep>> {
+        if let Some(s) = self.latest.read().ok().and_then(|l| l.clone()) {
+            return Ok(s);
+        }
+        self.sweep(self.store.as_of, &[])
+    }
+
+    /// Records a sweep as the latest (the `anomalies` table).
+    pub fn set_latest(&self, sweep: Arc<Sweep>) {
+        if let Ok(mut l) = self.latest.write() {
+            *l = Some(sweep);
+        }
+    }
+
+    /// The SLA clocks of every incident.
+    pub fn clocks(&self, as_of: i64) -> Result<Arc<Clocks>> {
+        cached(&self.clocks, &self.computing[1], as_of, || {
+            sla::clocks(&self.store, as_of)
+        })
+    }
+
+    /// Per-grid KPI counts.
+    pub fn grid_counts(&self, as_of: i64) -> Result<Arc<Vec<GridCounts>>> {
+        cached(&self.grids, &self.computing[2], as_of, || {
+            let sweep = self.sweep(as_of, &[])?;
+            let clocks = self.clocks(as_of)?;
+            kpis::grid_counts(&self.store, &sweep, &clocks, &self.kpi_params)
+        })
+    }
+
+    /// Grid KPIs at a level, optionally inside one code. The city-wide roll-up of a level is kept,
+    /// so asking for one street is a slice of it.
+    pub fn grid_kpis(&self, as_of: i64, level: Level, within: Option<&str>) -> Result<RecordBatch> {
+        let rollup = cached(&self.rollups, &self.computing[3], (as_of, level), || {
+            let counts = self.grid_counts(as_of)?;
+            Ok(GridRollup::new(
+                &counts,
+                &self.store,
+                level,
+                &self.kpi_params,
+            ))
+        })?;
+        rollup.batch(&self.store, within, &self.kpi_params)
+    }
+
+    /// Incident KPIs.
+    pub fn incident_kpis(
+        &self,
+        as_of: i64,
+        group_by: Vec<GroupBy>,
+        from: Option<i64>,
+        to: Option<i64>,
+        within: Option<String>,
+    ) -> Result<RecordBatch> {
+        let clocks = self.clocks(as_of)?;
+        kpis::incident_kpis(
+            &self.store,
+            &clocks,
+            &IncidentQuery {
+                group_by,
+                from,
+                to,
+                within,
+                params: self.kpi_params.clone(),
+            },
+        )
+    }
+
+    /// One row per incident and stage.
+    pub fn incident_stages(&self, as_of: i64) -> Result<RecordBatch> {
+        let clocks = self.clocks(as_of)?;
+        stages_batch(&self.store, &clocks)
+    }
+
+    /// Grid KPIs at a level as a caller sees them: inside the narrower of the code asked for
+    /// and the caller's scope (refused when they do not overlap), only units inside the scope.
+    pub fn grid_kpis_for(
+        &self,
+        view: &View,
+        as_of: i64,
+        level: Level,
+        asked: Option<&str>,
+    ) -> Result<RecordBatch> {
+        let within = view.scope().narrow(asked)?;
+        let b = self.grid_kpis(as_of, level, within.as_deref())?;
+        Ok(view.restrict(b, "code")?)
+    }
+
+    /// Incident KPIs over the incidents inside the caller's scope.
+    pub fn incident_kpis_for(
+        &self,
+        view: &View,
+        as_of: i64,
+        group_by: Vec<GroupBy>,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<RecordBatch> {
+        let within = view.scope().code().map(str::to_string);
+        self.incident_kpis(as_of, group_by, from, to, within)
+    }
+
+    /// One row per incident and stage, inside the caller's scope.
+    pub fn incident_stages_for(&self, view: &View, as_of: i64) -> Result<RecordBatch> {
+        Ok(view.restrict(self.incident_stages(as_of)?, "grid_code")?)
+    }
+}
+
+/// The schema of `incident_stages`.
+pub fn stages_schema() -> SchemaRef {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some(crate::contract::TZ.into()));
+    Arc::new(Schema::new(vec![
+        Field::new("incident_id", DataType::Utf8, false),
+        Field::new("grid_code", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("started_at", ts(), true),
+        Field::new("ended_at", ts(), true),
+        Field::new("deadline", ts(), true),
+        Field::new("state", DataType::Utf8, true),
+    ]))
+}
+
+fn stages_batch(store: &Store, clocks: &Clocks) -> Result<RecordBatch> {
+    let t = store.table(TableId::Incidents);
+    let ids = t.strings("incident_id")?;
+    let grid = t.keys("grid_code")?;
+    let grid_codes = store.table(TableId::Grids).strings("grid_code")?;
+    let n = t.rows * 4;
+    let (mut id, mut g, mut st, mut state) = (
+        StringBuilder::with_capacity(n, n * 12),
+        StringBuilder::with_capacity(n, n * 15),
+        StringBuilder::with_capacity(n, n * 7),
+        StringBuilder::with_capacity(n, n * 7),
+    );
+    let (mut start, mut end, mut deadline) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let opt = |v: i64| (v != NO_TIME).then_some(v);
+    for i in 0..t.rows {
+        for stage in Stage::ALL {
+            let c = &clocks.stages[stage as usize];
+            id.append_value(ids.value(i));
+            g.append_value(if grid[i] == NONE {
+                ""
+            } else {
+                grid_codes.value(grid[i] as usize)
+            });
+            st.append_value(stage.name());
+            let s = c.state[i];
+            state.append_option((s >= 0).then(|| STATE_NAMES[s as usize]));
+            start.push(opt(c.start[i]));
+            end.push(opt(c.end[i]));
+            deadline.push(opt(c.deadline[i]));
+        }
+    }
+    let ts = |v: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(v).with_timezone(crate::contract::TZ))
+    };
+    Ok(RecordBatch::try_new(
+        stages_schema(),
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(g.finish()),
+            Arc::new(st.finish()),
+            ts(start),
+            ts(end),
+            ts(deadline),
+            Arc::new(state.finish()),
+        ],
+    )?)
+}
