@@ -28,4 +28,4 @@ until grep -q "on http://" "$state/serve.log"; do
 done
 "$bench" runaway --url "http://127.0.0.1:$port" --pid $server --runaway-token "$admin" \
   --small-tokens "$state/small-tokens.txt" --seconds "${SECONDS_PER_PHASE:-10}" \
-  --small-sql "SELECT grid_code, count(*) AS n FROM people WHERE status = 'active' GROUP BY grid_code ORDER BY grid_code"
+  --small-sql "${SMALL_SQL:-SELECT grid_code, count(*) AS n FROM people WHERE status = 'active' GROUP BY grid_code ORDER BY grid_code}"

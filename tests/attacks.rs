@@ -25,6 +25,7 @@ mod common;
 
 use common::leaks::{Secrets, answer_text};
 use common::server::{Answer, Server, add_token, state_dir};
+use common::text;
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::sql::SqlEngine;
@@ -43,15 +44,6 @@ struct City {
     grid: String,
 }
 
-fn one(engine: &SqlEngine, sql: &str) -> String {
-    let r = engine
-        .query_blocking(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let c =
-        arrow::compute::cast(r.batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-    arrow::array::cast::as_string_array(&c).value(0).to_string()
-}
-
 fn city() -> &'static City {
     static C: OnceLock<City> = OnceLock::new();
     C.get_or_init(|| {
@@ -59,18 +51,18 @@ fn city() -> &'static City {
         let store = Arc::new(load(&data, &LoadOptions::default()).expect("load"));
         let full = SqlEngine::new(store);
         // The street with the most cross-scope evidence, so that redaction is exercised.
-        let street = one(
+        let street = text(
             &full,
             "SELECT substr(grid_code, 1, 9) FROM people GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
         );
-        let community = one(
+        let community = text(
             &full,
             &format!(
                 "SELECT substr(grid_code, 1, 12) FROM people WHERE grid_code LIKE '{street}%' \
                  GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
             ),
         );
-        let grid = one(
+        let grid = text(
             &full,
             &format!(
                 "SELECT grid_code FROM people WHERE grid_code LIKE '{community}%' GROUP BY 1 \
@@ -173,7 +165,7 @@ fn battery(c: &City) -> Vec<String> {
     .iter()
     .map(|t| format!("SELECT * FROM {t}"))
     .collect();
-    let other = one(
+    let other = text(
         &c.full,
         &format!(
             "SELECT grid_code FROM grids WHERE grid_code NOT LIKE '{}%' ORDER BY 1 LIMIT 1",
@@ -261,7 +253,7 @@ fn no_scope_sees_past_itself_in_any_format() {
             }
         }
         // The endpoints: KPIs at every level and code, the catalog, a worker's tasks.
-        let worker = one(
+        let worker = text(
             &c.full,
             &format!("SELECT min(worker_id) FROM workers WHERE grid_code LIKE '{scope}%'"),
         );
@@ -279,19 +271,39 @@ fn no_scope_sees_past_itself_in_any_format() {
                 &c.street[..6]
             ));
         }
+        // The same paths as an analyst, as a leader (KPIs only), and as the worker (own tasks
+        // only, B-role tasks included).
+        let leader = s.token("boss", "leader", scope, pii);
+        let mut w_args = vec![
+            "--name", "walker", "--role", "worker", "--worker", &worker, "--scope", scope,
+        ];
+        if pii {
+            w_args.push("--pii");
+        }
+        let worker_token = add_token(&s.state, &w_args);
+        let mut calls: Vec<(&str, String)> = Vec::new();
         for p in &paths {
-            let a = s.server.get(p, Some(&t));
+            calls.push((t.as_str(), p.clone()));
+            calls.push((leader.as_str(), p.clone()));
+        }
+        calls.push((worker_token.as_str(), "/v1/tasks?status=all".into()));
+        calls.push((worker_token.as_str(), "/v1/tasks".into()));
+        calls.push((worker_token.as_str(), "/v1/kpis/grids?level=grid".into()));
+        for (tok, p) in &calls {
+            let a = s.server.get(p, Some(tok));
             assert!([200, 403, 404].contains(&a.status), "{p}: {}", a.text());
             let text = a.text();
             redacted += text.matches("outside your scope").count();
             let leaks = c.secrets.leaks(&text, Some(scope), pii, p);
             assert!(leaks.is_empty(), "scope {scope}: {p}\nleaks: {leaks:?}");
         }
+        let sql = s.server.sql(&leader, "SELECT * FROM people");
+        assert_eq!(sql.status, 403, "a leader runs no SQL");
     }
     assert!(answered > 300, "the battery was answered ({answered})");
     // The city has evidence that crosses scopes (R06's current record, R01/R02's registration
     // elsewhere): the redaction was exercised, not just never needed.
-    let crossing = one(
+    let crossing = text(
         &c.full,
         &format!(
             "SELECT count(*) FROM anomalies WHERE grid_code LIKE '{}%' AND rule = 'R06' AND \
@@ -513,7 +525,7 @@ fn shared_sweeps_are_for_city_admins() {
     let root = s.token("root2", "admin", "city", true);
     let before_tasks = std::fs::read(s.state.join("tasks.json")).unwrap();
     let before = s.count(&root, "SELECT count(*) FROM anomalies");
-    let worker_id = one(
+    let worker_id = text(
         &c.full,
         &format!(
             "SELECT min(worker_id) FROM workers WHERE grid_code LIKE '{}%'",
@@ -554,7 +566,7 @@ fn shared_sweeps_are_for_city_admins() {
         .server
         .post("/v1/sweeps", Some(&root), &json!({"rules": ["R07"]}));
     assert_eq!(a.status, 201, "{}", a.text());
-    let want = one(&c.full, "SELECT count(*) FROM sweep('2026-11-01', 'R07')");
+    let want = text(&c.full, "SELECT count(*) FROM sweep('2026-11-01', 'R07')");
     assert_eq!(a.json()["total"].to_string(), want);
 }
 

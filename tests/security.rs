@@ -6,8 +6,8 @@
 mod common;
 
 use arrow::array::Array;
-use common::count;
 use common::server::{Answer, Server, add_token, state_dir};
+use common::{count, text};
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::sql::SqlEngine;
@@ -23,15 +23,6 @@ struct Fixture {
     other_grid: String,
     analyst: String,
     admin: String,
-}
-
-fn text(engine: &SqlEngine, sql: &str) -> String {
-    let r = engine
-        .query_blocking(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let c =
-        arrow::compute::cast(r.batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-    arrow::array::cast::as_string_array(&c).value(0).to_string()
 }
 
 fn setup(name: &str) -> Fixture {

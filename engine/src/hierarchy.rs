@@ -128,12 +128,17 @@ pub fn grid_code(store: &Store, grid: u32) -> &str {
 pub fn grids_where(store: &Store, level: Level, test: impl Fn(&str) -> bool) -> RoaringBitmap {
     let grids = store.table(TableId::Grids);
     let parents = &store.indexes.grid_parents;
-    (0..grids.rows as u32)
-        .filter(|&g| match level.parent_index() {
-            Some(i) => test(parents[g as usize][i].as_str()),
-            None => test(grid_code(store, g)),
-        })
-        .collect()
+    match level.parent_index() {
+        Some(i) => (0..grids.rows as u32)
+            .filter(|&g| test(parents[g as usize][i].as_str()))
+            .collect(),
+        None => match grids.strings("grid_code") {
+            Ok(codes) => (0..codes.len() as u32)
+                .filter(|&g| test(codes.value(g as usize)))
+                .collect(),
+            Err(_) => RoaringBitmap::new(),
+        },
+    }
 }
 
 /// The grid rows inside a code of the hierarchy (every grid whose code starts with it).

@@ -99,5 +99,15 @@ pub fn count(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> i64 {
     arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
 }
 
+/// The first value a query answers, as text, computed by a full-access engine.
+pub fn text(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> String {
+    let r = engine
+        .query_blocking(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let c =
+        arrow::compute::cast(r.batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    arrow::array::cast::as_string_array(&c).value(0).to_string()
+}
+
 pub mod leaks;
 pub mod server;

@@ -52,18 +52,7 @@ impl Secret {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 let s = Secret::random()?;
-                let tmp = dir.join("secret.key.tmp");
-                let write = || -> std::io::Result<()> {
-                    let mut opts = std::fs::File::options();
-                    opts.create(true).truncate(true).write(true);
-                    #[cfg(unix)]
-                    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                    let mut f = opts.open(&tmp)?;
-                    f.write_all(hex(&s.0).as_bytes())?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &path)
-                };
-                write().map_err(|e| Error::io(&path, e))?;
+                write_private(&path, hex(&s.0).as_bytes()).map_err(|e| Error::io(&path, e))?;
                 Ok(s)
             }
             Err(e) => Err(Error::io(&path, e)),
@@ -96,6 +85,22 @@ impl Secret {
         let d = self.digest(parts);
         u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
     }
+}
+
+/// Writes a file readable by its owner only, atomically: a temporary file beside it, flushed to
+/// disk, then renamed over it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut opts = std::fs::File::options();
+    opts.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A secret of this process, for orders of masked rows (stable while the process runs).

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// How long a query's task works before it gives its thread back to other queries.
-pub const SLICE: Duration = Duration::from_millis(5);
+pub const SLICE: Duration = Duration::from_millis(1);
 
 /// Why a query was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

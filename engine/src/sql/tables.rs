@@ -73,7 +73,12 @@ impl TableProvider for Computed {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let compute = self.compute.clone();
-        let batch = compute().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // A sweep at a new instant keeps both cores busy for a while (and waits for any other
+        // sweep being computed): off the query threads, so that other queries go on meanwhile.
+        let batch = tokio::task::spawn_blocking(move || compute())
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("computing a table: {e}")))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let batch = if batch.schema() != self.schema {
             RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?
         } else {

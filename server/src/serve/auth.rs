@@ -8,7 +8,6 @@ use gridlens_engine::scope::Scope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -162,18 +161,9 @@ impl TokenFile {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the folder {}", dir.display()))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut opts = std::fs::File::options();
-            opts.create(true).truncate(true).write(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp)?;
-            f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().with_context(|| format!("writing the token file {}", path.display()))
+        let text = serde_json::to_string_pretty(self)?;
+        gridlens_engine::scope::secret::write_private(path, text.as_bytes())
+            .with_context(|| format!("writing the token file {}", path.display()))
     }
 
     /// Issues a token: returns it (the only time it is seen) and records its hash.
