@@ -436,6 +436,48 @@ fn masks_cannot_be_undone() {
     );
     let e: Value = serde_json::from_str(ev[0]["evidence"].as_str().unwrap()).unwrap();
     assert!(e["age"].is_number(), "{e}");
+    // A worker's note is free text: an identity or phone number typed into it is masked for a
+    // caller without pii.
+    let root = s.token("root2", "admin", "city", true);
+    let open = s.rows(
+        &root,
+        &format!(
+            "SELECT task_id, worker_id FROM tasks WHERE status = 'open' AND worker_id IS NOT NULL \
+             AND grid_code LIKE '{st}%' ORDER BY task_id LIMIT 1"
+        ),
+    );
+    let (task, worker_id) = (
+        open[0]["task_id"].as_str().unwrap().to_string(),
+        open[0]["worker_id"].as_str().unwrap().to_string(),
+    );
+    let worker = add_token(
+        &s.state,
+        &[
+            "--name", "w", "--role", "worker", "--worker", &worker_id, "--scope", st,
+        ],
+    );
+    let note = format!("phoned {phone}, checked id {idn}");
+    let closed = s.server.post(
+        &format!("/v1/tasks/{task}/close"),
+        Some(&worker),
+        &json!({"outcome": "fixed", "note": note}),
+    );
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    let seen = s.rows(
+        &t,
+        &format!("SELECT note FROM tasks WHERE task_id = '{task}'"),
+    );
+    let seen = seen[0]["note"].as_str().unwrap();
+    assert!(!seen.contains(&phone) && !seen.contains(&idn), "{seen}");
+    assert!(
+        seen.contains(&format!("{}************", &idn[..6])),
+        "{seen}"
+    );
+    let seen = s.rows(
+        &t_pii,
+        &format!("SELECT note FROM tasks WHERE task_id = '{task}'"),
+    );
+    assert_eq!(seen[0]["note"].as_str().unwrap(), note);
     // Masks as the spec writes them.
     let p = s.rows(
         &t,

@@ -396,6 +396,51 @@ fn extra_columns_are_kept_and_column_order_is_free() {
     assert_eq!(b.report.tables[0].extra_columns, vec!["note".to_string()]);
 }
 
+/// Regression (issue 15): a folder table whose second part adds a column loaded, then every
+/// `SELECT *` of it panicked in SQL. The column is kept, null for the rows of the first part,
+/// and queryable by name, through the engine and the command line.
+#[test]
+fn a_folder_table_whose_second_part_adds_a_column() {
+    let dir = scratch("extra-in-second-part");
+    copy_dataset(&city(OutputFormat::Csv, false), &dir);
+    let text = std::fs::read_to_string(dir.join("people.csv")).unwrap();
+    std::fs::remove_file(dir.join("people.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (head, rows) = (lines[0], &lines[1..]);
+    let half = rows.len() / 2;
+    std::fs::create_dir_all(dir.join("people")).unwrap();
+    let mut first = format!("{head}\n");
+    for l in &rows[..half] {
+        first.push_str(&format!("{l}\n"));
+    }
+    let mut second = format!("{head},wechat\n");
+    for (i, l) in rows[half..].iter().enumerate() {
+        second.push_str(&format!("{l},wx{i}\n"));
+    }
+    std::fs::write(dir.join("people/part-0001.csv"), first).unwrap();
+    std::fs::write(dir.join("people/part-0002.csv"), second).unwrap();
+    let store = std::sync::Arc::new(load(&dir, &LoadOptions::default()).unwrap());
+    assert_eq!(store.table(TableId::People).rows, rows.len());
+    let engine = gridlens_engine::sql::SqlEngine::new(store);
+    assert_eq!(
+        count(&engine, "SELECT count(wechat) FROM people"),
+        (rows.len() - half) as i64
+    );
+    let all = engine.query_blocking("SELECT * FROM people").unwrap();
+    assert_eq!(all.rows(), rows.len());
+    assert!(all.schema.index_of("wechat").is_ok());
+    let o = gridlens(&[
+        "sql",
+        "--data",
+        dir.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT * FROM people WHERE wechat = 'wx0'",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+}
+
 #[test]
 fn the_ground_truth_names_subjects_that_exist_in_their_grids() {
     let dir = city(OutputFormat::Parquet, false);

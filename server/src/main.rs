@@ -3,13 +3,10 @@
 //! One binary serves the three kinds of users: analysts (SQL), leadership (KPIs) and the batch
 //! sweeps that feed grid workers' task lists. Every subcommand takes `--help`.
 
-mod cli;
-mod serve;
-
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Loads reuse the memory they free (see gridlens_engine::memory).
     gridlens_engine::memory::keep_freed_memory();
-    cli::run()
+    gridlens::cli::run()
 }

@@ -73,10 +73,12 @@ pub fn mask_birth_date(days: i32) -> i32 {
     crate::time::ymd(y as i32, 1, 1).unwrap_or(days)
 }
 
-/// Masks identity numbers inside a text: a subject `<identity>@<place>` has its identity part
+/// Masks personal data inside a text: a subject `<identity>@<place>` has its identity part
 /// masked; elsewhere, every standalone run of 17 digits and a check character (digit or `X`)
-/// not touching other letters or digits. Codes of the grid hierarchy (15 digits or fewer) and
-/// record ids (`P…`, `B…`) are left as they are.
+/// is masked as an identity number and every standalone run of 11 digits starting with `1` as
+/// a mobile phone number (runs not touching other letters or digits). Codes of the grid
+/// hierarchy (6 to 15 digits, none of 11 starting with `1`) and record ids (`P…`, `B…`) are
+/// left as they are.
 pub fn mask_identities_in_text(v: &str) -> String {
     if let Some((who, place)) = v.split_once('@')
         && !who.is_empty()
@@ -95,10 +97,24 @@ pub fn mask_identities_in_text(v: &str) -> String {
             && chars[i..i + 17].iter().all(char::is_ascii_digit)
             && (chars[i + 17].is_ascii_digit() || matches!(chars[i + 17], 'X' | 'x'))
             && !alnum(i + 18);
+        let is_phone = !is_id
+            && standalone_start
+            && i + 11 <= chars.len()
+            && chars[i] == '1'
+            && chars[i..i + 11].iter().all(char::is_ascii_digit)
+            && !alnum(i + 11)
+            // Not part of a decimal number.
+            && (i == 0 || chars[i - 1] != '.')
+            && !(chars.get(i + 11) == Some(&'.')
+                && chars.get(i + 12).is_some_and(char::is_ascii_digit));
         if is_id {
             let id: String = chars[i..i + 18].iter().collect();
             out.push_str(&mask_identity(&id));
             i += 18;
+        } else if is_phone {
+            let phone: String = chars[i..i + 11].iter().collect();
+            out.push_str(&mask_phone(&phone));
+            i += 11;
         } else {
             out.push(chars[i]);
             i += 1;
@@ -174,6 +190,14 @@ mod tests {
         assert_eq!(
             mask_identities_in_text("room 12345 of 2026"),
             "room 12345 of 2026"
+        );
+        assert_eq!(
+            mask_identities_in_text("called 13812345678, id 44010419900101123X twice"),
+            "called 138****5678, id 440104************ twice"
+        );
+        assert_eq!(
+            mask_identities_in_text("grid 440104012009001, kWh 12345678901.5"),
+            "grid 440104012009001, kWh 12345678901.5"
         );
         assert_eq!(
             mask_identities_in_text(

@@ -395,6 +395,8 @@ impl View {
         t.evidence = self.evidence(&t.evidence);
         if !self.scope.pii {
             t.subject_id = mask::mask_identities_in_text(&t.subject_id);
+            // A worker's note is free text: identity and phone numbers typed in it are masked.
+            t.note = t.note.map(|n| mask::mask_identities_in_text(&n));
         }
         Some(t)
     }

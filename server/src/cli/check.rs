@@ -1,6 +1,6 @@
 //! `gridlens check`: load a dataset and print the load report.
 
-use super::progress;
+use crate::progress;
 use anyhow::Result;
 use gridlens_datasets::GenerateOptions;
 use gridlens_engine::load::{LoadOptions, load, read::Encoding};
@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (dir, _cleanup) = match a.data {
         Some(d) => (d, None),
         None => {
-            let dir = super::default_city_dir();
+            let dir = crate::dataset::default_city_dir();
             eprintln!(
                 "no --data given: checking a small city generated in {}",
                 dir.display()

@@ -1,6 +1,6 @@
 //! `gridlens generate`: write a synthetic city.
 
-use super::progress;
+use crate::progress;
 use anyhow::{Context, Result};
 use gridlens_datasets::{GenerateOptions, OutputFormat};
 use gridlens_engine::time;

@@ -1,7 +1,7 @@
 //! `gridlens kpi`: grid KPIs at a level, or incident KPIs over groups.
 
-use super::dataset::{self, DataArgs};
 use super::output::{self, Format};
+use crate::dataset::{self, DataArgs};
 use anyhow::{Result, bail};
 use gridlens_engine::city::City;
 use gridlens_engine::kpis::{GroupBy, Level};

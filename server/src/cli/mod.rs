@@ -1,18 +1,17 @@
 //! The command line: one subcommand per job, each in its own module.
 
 mod check;
-pub(crate) mod dataset;
 mod generate;
 mod import;
 mod kpi;
 mod output;
-mod progress;
+pub mod serve;
 mod sql;
 mod sweep;
 mod tasks;
+pub mod token;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// gridlens: cross-match a city's population, housing and door-access records, find what the
@@ -48,9 +47,9 @@ enum Command {
     Kpi(kpi::Args),
     /// Serve the query API over HTTP: SQL, KPIs, sweeps, task lists, metrics; per-person
     /// tokens with roles, scopes and masking. Without --data, serves a small default city.
-    Serve(crate::serve::Args),
+    Serve(serve::Args),
     /// Manage the API's per-person tokens: add (prints the token once), list, revoke.
-    Token(crate::serve::TokenArgs),
+    Token(token::TokenArgs),
 }
 
 /// Parses the command line and runs it; errors are printed as one sentence.
@@ -65,8 +64,8 @@ pub fn run() -> ExitCode {
         Command::Tasks(a) => tasks::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Kpi(a) => kpi::run(a),
-        Command::Serve(a) => crate::serve::run(a),
-        Command::Token(a) => crate::serve::token(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Token(a) => token::token(a),
     };
     match result {
         Ok(code) => code,
@@ -84,9 +83,4 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Where the embedded default city is generated when a command is given no `--data`.
-pub fn default_city_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("gridlens-default-city-{}", std::process::id()))
 }

@@ -1,7 +1,7 @@
 //! `gridlens sql`: run one query over a dataset.
 
-use super::dataset::{self, DataArgs};
 use super::output::{self, Format};
+use crate::dataset::{self, DataArgs};
 use anyhow::Result;
 use gridlens_engine::sql::SqlEngine;
 use std::path::PathBuf;

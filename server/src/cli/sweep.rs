@@ -1,7 +1,7 @@
 //! `gridlens sweep`: run the rules and write the anomalies.
 
-use super::dataset::{self, DataArgs};
 use super::output::{self, Format};
+use crate::dataset::{self, DataArgs};
 use anyhow::Result;
 use gridlens_engine::rules::{self, Params, RuleId};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `gridlens tasks`: run a sweep and update the persistent task lists; close a task; show a
 //! worker's list.
 
-use super::dataset::{self, DataArgs};
+use crate::dataset::{self, DataArgs};
 use anyhow::{Result, bail};
 use gridlens_engine::rules::{self, Params};
 use gridlens_engine::tasks::{Outcome, Status, TaskBook, TaskOptions};

@@ -190,7 +190,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 pub async fn tables(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Analyst, Role::Leader], "the catalog")?;
     let engine = app.engine(&caller)?;
-    let ctx = engine.context().map_err(ApiError::from_engine)?;
+    let ctx = engine.context()?;
     let schema = ctx
         .catalog("datafusion")
         .and_then(|c| c.schema("public"))
@@ -464,8 +464,7 @@ pub async fn kpi_grids(
             .grid_kpis_for(&view, as_of, level, code.as_deref())
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from_engine)?;
+    .map_err(ApiError::internal)??;
     audit_of(&audit).rows(batch.num_rows() as u64);
     json_answer(
         serde_json::json!({"level": level.name(), "as_of": time::format_timestamp(as_of)}),
@@ -497,8 +496,7 @@ pub async fn kpi_incidents(
             .incident_kpis_for(&view, as_of, groups, from, to)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from_engine)?;
+    .map_err(ApiError::internal)??;
     audit_of(&audit).rows(batch.num_rows() as u64);
     let groups: Vec<&str> = group_by.iter().map(|g| g.column()).collect();
     json_answer(
@@ -542,10 +540,7 @@ pub async fn sweeps(
     let app2 = app.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
         let _permit = permit;
-        let sweep = served
-            .city
-            .sweep(as_of, &rules)
-            .map_err(ApiError::from_engine)?;
+        let sweep = served.city.sweep(as_of, &rules)?;
         served.city.set_latest(sweep.clone());
         let tasks = if rules.is_empty() {
             Some(app2.apply_tasks(&served, &sweep)?)
@@ -685,8 +680,7 @@ pub async fn close_task(
         }
         let mut next = book.clone();
         let t = next
-            .close(&task_id, outcome, req.note, gridlens_engine::load::now())
-            .map_err(ApiError::from_engine)?
+            .close(&task_id, outcome, req.note, gridlens_engine::load::now())?
             .clone();
         next.save().map_err(ApiError::internal)?;
         *book = next;

@@ -1,5 +1,9 @@
-//! `gridlens serve`: the query API (tokio + axum), with per-person tokens, scopes, masking,
-//! limits, an audit log and Prometheus metrics. The endpoints are in [`api`].
+//! The query API (tokio + axum), with per-person tokens, scopes, masking, limits, an audit log
+//! and Prometheus metrics. The endpoints are in [`api`].
+//!
+//! [`App::open`] makes everything the endpoints share from a plain [`Config`] (no command line
+//! here: `gridlens serve` turns its arguments into one), [`router`] is every endpoint on an
+//! [`App`] — tested without a socket as well as on a real port — and [`run`] serves it.
 //!
 //! Queries run on a runtime of their own, so that a heavy query leaves the HTTP side free to
 //! answer health checks, KPIs and other callers. The served dataset is swapped whole on a
@@ -10,7 +14,7 @@ pub mod auth;
 pub mod observe;
 pub mod sqlout;
 
-use crate::cli::dataset::{self, DataArgs};
+use crate::dataset::{self, DataArgs};
 use anyhow::{Context, Result};
 use auth::{NewToken, Role, TokenFile, Tokens};
 use axum::Router;
@@ -28,139 +32,13 @@ use gridlens_engine::time;
 use observe::{ApiError, AuditLog, Metrics};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// Arguments of `gridlens serve`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    data: DataArgs,
-    /// Address to listen on (port 0: any free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// The state folder: task lists, and by default the token file and the audit log.
-    #[arg(long, default_value = "gridlens-state")]
-    state: PathBuf,
-    /// The token file (default: STATE/tokens.json), managed with `gridlens token`.
-    #[arg(long)]
-    tokens: Option<PathBuf>,
-    /// The audit log, one JSON line per request (default: STATE/audit.jsonl).
-    #[arg(long)]
-    audit: Option<PathBuf>,
-    /// Seconds a query may run before it is stopped.
-    #[arg(long, default_value_t = 30.0)]
-    query_timeout: f64,
-    /// MiB of memory a query may use (DataFusion's memory pool) before it is stopped.
-    #[arg(long, default_value_t = 2048)]
-    query_memory_mb: usize,
-    /// MiB of memory all running queries may use together; a query that would go past it
-    /// stops with 503 (busy).
-    #[arg(long, default_value_t = 4096)]
-    queries_memory_mb: usize,
-    /// Largest request body accepted, in KiB.
-    #[arg(long, default_value_t = 1024)]
-    max_body_kb: usize,
-    /// Queries and sweeps run at once (default: four per core); more wait in line. Running
-    /// queries share the cores in turns of a few milliseconds.
-    #[arg(long)]
-    max_queries: Option<usize>,
-    /// Milliseconds a query waits for its turn before the server answers 503.
-    #[arg(long, default_value_t = 10_000)]
-    queue_wait_ms: u64,
-    /// Queries one token may have running at once; more get 429.
-    #[arg(long, default_value_t = 2)]
-    per_token_queries: usize,
-    /// Most rows one query returns (a query's own "limit" may ask for fewer).
-    #[arg(long, default_value_t = 1_000_000)]
-    max_rows: usize,
-    /// Largest SQL text accepted, in KiB.
-    #[arg(long, default_value_t = 64)]
-    max_sql_kb: usize,
-    /// How deeply a query may nest expressions and subqueries.
-    #[arg(long, default_value_t = 256)]
-    max_sql_depth: usize,
-    /// Open tasks a worker sees at most a day.
-    #[arg(long, default_value_t = 20)]
-    daily_limit: usize,
-}
-
-/// Arguments of `gridlens token`.
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    #[command(subcommand)]
-    command: TokenCommand,
-    /// The state folder holding the token file.
-    #[arg(long, global = true, default_value = "gridlens-state")]
-    state: PathBuf,
-    /// The token file (default: STATE/tokens.json).
-    #[arg(long, global = true)]
-    tokens: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum TokenCommand {
-    /// Issue a token for one person; prints the token once (on standard output) and never again.
-    Add {
-        /// The person it is for.
-        #[arg(long)]
-        name: String,
-        /// admin, analyst, leader or worker.
-        #[arg(long)]
-        role: String,
-        /// What they see: "city", or a district (6 digits), street (9), community (12) or grid
-        /// (15) code of the city. It is checked against the city: the one the server last
-        /// served with this state folder, or the dataset given with --data.
-        #[arg(long)]
-        scope: String,
-        /// A dataset folder to check the scope against (its grids table).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// May see personal data (identity numbers, names, phones) unmasked.
-        #[arg(long)]
-        pii: bool,
-        /// For a worker token: the worker's id.
-        #[arg(long)]
-        worker: Option<String>,
-    },
-    /// List the tokens (never the tokens themselves).
-    List,
-    /// Revoke a token by its id; it stops working at once.
-    Revoke {
-        /// The token's id (see list).
-        id: String,
-    },
-}
-
-fn token_path(state: &std::path::Path, tokens: Option<&PathBuf>) -> PathBuf {
-    tokens.cloned().unwrap_or_else(|| state.join("tokens.json"))
-}
-
-fn now_text() -> String {
+/// Now, as the state files write it.
+pub fn now_text() -> String {
     time::format_timestamp(gridlens_engine::load::now())
-}
-
-/// The codes a scope may name: those of `--data`'s grids, else those the server wrote for the
-/// city it last served with this state folder.
-fn known_scopes(
-    state: &std::path::Path,
-    data: Option<&std::path::Path>,
-) -> Result<std::collections::BTreeSet<String>> {
-    if let Some(dir) = data {
-        return gridlens_engine::load::scope_codes(dir, &Default::default())
-            .with_context(|| format!("reading the grids of {}", dir.display()));
-    }
-    let path = state.join(auth::KNOWN_SCOPES);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text.lines().map(|l| l.trim().to_string()).collect()),
-        Err(_) => anyhow::bail!(
-            "cannot check the scope: no city is known for the state folder {} yet; start \
-             `gridlens serve` with it once, or give --data DIR",
-            state.display()
-        ),
-    }
 }
 
 /// Writes the codes a scope may name in the city served (see [`auth::KNOWN_SCOPES`]).
@@ -183,68 +61,63 @@ fn write_known_scopes(state: &std::path::Path, store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// Runs `gridlens token`.
-pub fn token(a: TokenArgs) -> Result<ExitCode> {
-    let path = token_path(&a.state, a.tokens.as_ref());
-    let mut file = TokenFile::load(&path)?;
-    match a.command {
-        TokenCommand::Add {
-            name,
-            role,
-            scope,
+/// How a server runs: what it serves, where it keeps its state, and its limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The dataset (or the embedded default city).
+    pub data: DataArgs,
+    /// Address to listen on.
+    pub listen: String,
+    /// The state folder: task lists, the secret, and by default tokens and audit.
+    pub state: PathBuf,
+    /// The token file.
+    pub tokens: PathBuf,
+    /// The audit log.
+    pub audit: PathBuf,
+    /// Time a query may run.
+    pub query_timeout: Duration,
+    /// Memory a query may use, bytes.
+    pub query_memory: usize,
+    /// Memory all running queries may use together, bytes.
+    pub queries_memory: usize,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Queries and sweeps run at once.
+    pub max_queries: usize,
+    /// Time a query waits for its turn.
+    pub queue_wait: Duration,
+    /// Queries one token may have running at once.
+    pub per_token: usize,
+    /// Rows a query returns at most.
+    pub max_rows: usize,
+    /// Size and nesting of SQL accepted.
+    pub sql: SqlBounds,
+    /// Open tasks a worker sees at most a day.
+    pub daily_limit: usize,
+}
+
+impl Config {
+    /// The defaults of `gridlens serve`, over a dataset and a state folder.
+    pub fn new(data: DataArgs, state: PathBuf) -> Config {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
             data,
-            pii,
-            worker,
-        } => {
-            let scope = Scope::parse(&scope, pii)?;
-            if !scope.is_city() {
-                auth::check_known(&scope, &known_scopes(&a.state, data.as_deref())?)?;
-            }
-            let t = NewToken {
-                name,
-                role: role.parse()?,
-                scope,
-                worker_id: worker,
-            };
-            let (token, e) = file.issue(t, &now_text())?;
-            file.save(&path)?;
-            println!("{token}");
-            eprintln!(
-                "issued token {} for {} ({}, scope {}{}) in {}; it is shown this once",
-                e.id,
-                e.name,
-                e.role,
-                e.scope.as_deref().unwrap_or("none"),
-                if e.pii { ", pii" } else { "" },
-                path.display()
-            );
-        }
-        TokenCommand::List => {
-            println!(
-                "{:<9} {:<20} {:<8} {:<16} {:<4} {:<14} {:<26} revoked",
-                "id", "name", "role", "scope", "pii", "worker", "created"
-            );
-            for e in &file.tokens {
-                println!(
-                    "{:<9} {:<20} {:<8} {:<16} {:<4} {:<14} {:<26} {}",
-                    e.id,
-                    e.name,
-                    e.role,
-                    e.scope.as_deref().unwrap_or("none (refused)"),
-                    if e.pii { "yes" } else { "no" },
-                    e.worker_id.as_deref().unwrap_or("-"),
-                    e.created_at,
-                    e.revoked_at.as_deref().unwrap_or("-")
-                );
-            }
-        }
-        TokenCommand::Revoke { id } => {
-            let e = file.revoke(&id, &now_text())?.clone();
-            file.save(&path)?;
-            println!("revoked token {} ({})", e.id, e.name);
+            listen: "127.0.0.1:8080".into(),
+            tokens: state.join("tokens.json"),
+            audit: state.join("audit.jsonl"),
+            state,
+            query_timeout: Duration::from_secs(30),
+            query_memory: 2048 << 20,
+            queries_memory: 4096 << 20,
+            max_body: 1 << 20,
+            max_queries: 4 * cores,
+            queue_wait: Duration::from_secs(10),
+            per_token: 2,
+            max_rows: 1_000_000,
+            sql: SqlBounds::default(),
+            daily_limit: 20,
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The dataset being served.
@@ -314,6 +187,8 @@ pub struct App {
     daily_limit: usize,
     /// Largest request body accepted, bytes.
     pub max_body: usize,
+    /// The state folder's lock, held while the server runs.
+    _lock: gridlens_engine::tasks::StateLock,
 }
 
 /// A running query's place in its token's allowance; released when dropped.
@@ -403,9 +278,7 @@ impl App {
     ) -> Result<serde_json::Value, ApiError> {
         let mut book = self.tasks.lock().map_err(ApiError::internal)?;
         let mut next = book.clone();
-        let summary = next
-            .apply(&served.store, sweep, &api::task_options(self.daily_limit))
-            .map_err(ApiError::from_engine)?;
+        let summary = next.apply(&served.store, sweep, &api::task_options(self.daily_limit))?;
         next.save().map_err(ApiError::internal)?;
         *book = next;
         Ok(serde_json::json!({
@@ -505,86 +378,99 @@ fn load_served(data: &DataArgs, state: &std::path::Path) -> Result<Served> {
     })
 }
 
-/// Runs `gridlens serve`.
-pub fn run(a: Args) -> Result<ExitCode> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let tokens_path = token_path(&a.state, a.tokens.as_ref());
-    let mut file = TokenFile::load(&tokens_path)?;
-    if !file.has_admin() {
-        let (token, e) = file.issue(
-            NewToken {
-                name: "admin".into(),
-                role: Role::Admin,
-                scope: Scope::full(),
-                worker_id: None,
+impl App {
+    /// Makes everything the endpoints share: the token file (with an admin token made if it has
+    /// none: returned, to be shown once), the state folder's lock and task lists, the served
+    /// city (loaded, swept, its known scopes written), the audit log. Queries run on
+    /// `query_rt`.
+    pub fn open(
+        config: &Config,
+        query_rt: tokio::runtime::Handle,
+    ) -> Result<(App, Option<String>)> {
+        let mut file = TokenFile::load(&config.tokens)?;
+        let mut made = None;
+        if !file.has_admin() {
+            let (token, e) = file.issue(
+                NewToken {
+                    name: "admin".into(),
+                    role: Role::Admin,
+                    scope: Scope::full(),
+                    worker_id: None,
+                },
+                &now_text(),
+            )?;
+            file.save(&config.tokens)?;
+            made = Some(format!(
+                "created the admin token {} in {} (shown this once; keep it secret):\n{token}",
+                e.id,
+                config.tokens.display()
+            ));
+        }
+        let lock = TaskBook::lock(&config.state)
+            .with_context(|| format!("the state folder {} is in use", config.state.display()))?;
+        let mut book = TaskBook::open(&config.state)?;
+        let served = load_served(&config.data, &config.state)?;
+        if !book.has_runs() {
+            let sweep = served.city.latest()?;
+            book.apply(
+                &served.store,
+                &sweep,
+                &api::task_options(config.daily_limit),
+            )?;
+            book.save()?;
+        }
+        let app = App {
+            served: RwLock::new(Arc::new(served)),
+            data: config.data.clone(),
+            tokens: Tokens::new(config.tokens.clone())?,
+            tasks: Mutex::new(book),
+            state_dir: config.state.clone(),
+            audit: AuditLog::open(&config.audit)?,
+            metrics: Metrics::default(),
+            limits: Limits {
+                query_timeout: config.query_timeout,
+                query_memory: config.query_memory,
+                shared_memory: gridlens_engine::sql::memory::SharedMemory::new(
+                    config.queries_memory,
+                ),
+                max_rows: config.max_rows,
+                queue_wait: config.queue_wait,
+                per_token: config.per_token,
+                sql: config.sql,
             },
-            &now_text(),
-        )?;
-        file.save(&tokens_path)?;
-        println!(
-            "created the admin token {} in {} (shown this once; keep it secret):\n{token}",
-            e.id,
-            tokens_path.display()
-        );
+            queries: Arc::new(tokio::sync::Semaphore::new(config.max_queries)),
+            per_token: Arc::default(),
+            query_rt,
+            reloading: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+            sweep_seq: AtomicU64::new(0),
+            daily_limit: config.daily_limit,
+            max_body: config.max_body,
+            _lock: lock,
+        };
+        Ok((app, made))
     }
-    let _lock = TaskBook::lock(&a.state)
-        .with_context(|| format!("the state folder {} is in use", a.state.display()))?;
-    let mut book = TaskBook::open(&a.state)?;
-    let served = load_served(&a.data, &a.state)?;
-    if !book.has_runs() {
-        let sweep = served.city.latest()?;
-        book.apply(&served.store, &sweep, &api::task_options(a.daily_limit))?;
-        book.save()?;
-    }
+}
+
+/// Serves a configuration until SIGINT / SIGTERM: loads the city, prints the admin token if one
+/// was made and the address, and answers on it.
+pub fn run(config: Config) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let query_rt =
         gridlens_engine::sql::query_runtime(Some(cores)).context("starting the query runtime")?;
-    let app = Arc::new(App {
-        served: RwLock::new(Arc::new(served)),
-        data: a.data.clone(),
-        tokens: Tokens::new(tokens_path)?,
-        tasks: Mutex::new(book),
-        state_dir: a.state.clone(),
-        audit: AuditLog::open(
-            &a.audit
-                .clone()
-                .unwrap_or_else(|| a.state.join("audit.jsonl")),
-        )?,
-        metrics: Metrics::default(),
-        limits: Limits {
-            query_timeout: Duration::from_secs_f64(a.query_timeout.max(0.001)),
-            query_memory: a.query_memory_mb.max(1) << 20,
-            shared_memory: gridlens_engine::sql::memory::SharedMemory::new(
-                a.queries_memory_mb.max(a.query_memory_mb).max(1) << 20,
-            ),
-            max_rows: a.max_rows.max(1),
-            queue_wait: Duration::from_millis(a.queue_wait_ms),
-            per_token: a.per_token_queries.max(1),
-            sql: SqlBounds {
-                max_bytes: a.max_sql_kb.max(1) << 10,
-                max_depth: a.max_sql_depth.max(8),
-            },
-        },
-        queries: Arc::new(tokio::sync::Semaphore::new(
-            a.max_queries.unwrap_or(4 * cores).max(1),
-        )),
-        per_token: Arc::default(),
-        query_rt: query_rt.handle().clone(),
-        reloading: tokio::sync::Mutex::new(()),
-        started: Instant::now(),
-        sweep_seq: AtomicU64::new(0),
-        daily_limit: a.daily_limit,
-        max_body: a.max_body_kb << 10,
-    });
+    let (app, made) = App::open(&config, query_rt.handle().clone())?;
+    if let Some(text) = made {
+        println!("{text}");
+    }
     let http_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .thread_name("gridlens-http")
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
-    let result = http_rt.block_on(serve(app, &a.listen));
+    let result = http_rt.block_on(serve(Arc::new(app), &config.listen));
     query_rt.shutdown_background();
-    result?;
-    Ok(ExitCode::SUCCESS)
+    result
 }
 
 /// The router of every endpoint.
@@ -616,7 +502,8 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
+/// Answers on an address until SIGINT / SIGTERM (SIGHUP reloads).
+pub async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen {listen}: cannot listen there"))?;

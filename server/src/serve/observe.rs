@@ -86,6 +86,12 @@ impl ApiError {
     }
 }
 
+impl From<gridlens_engine::Error> for ApiError {
+    fn from(e: gridlens_engine::Error) -> ApiError {
+        ApiError::from_engine(e)
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)

@@ -1,6 +1,6 @@
 //! Loading the dataset a command works on: `--data DIR`, or the embedded default city.
 
-use super::progress;
+use crate::progress;
 use anyhow::{Context, Result};
 use gridlens_datasets::GenerateOptions;
 use gridlens_engine::load::{LoadOptions, load, read::Encoding};
@@ -44,7 +44,7 @@ pub fn load_store(args: &DataArgs) -> Result<Store> {
     let store = match &args.data {
         Some(d) => load(d, &opts)?,
         None => {
-            let dir = super::default_city_dir();
+            let dir = default_city_dir();
             eprintln!(
                 "no --data given: using a small default city (scale {DEFAULT_SCALE}, seed {DEFAULT_SEED})"
             );
@@ -68,4 +68,9 @@ pub fn as_of(store: &Store, given: Option<&str>) -> Result<i64> {
         }),
         None => Ok(store.as_of),
     }
+}
+
+/// Where the embedded default city is generated when a command is given no `--data`.
+pub fn default_city_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("gridlens-default-city-{}", std::process::id()))
 }
