@@ -31,9 +31,10 @@ pub fn generate_default(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads the dataset (or the default city), with a progress bar on a terminal.
-pub fn load_store(args: &DataArgs) -> Result<Store> {
-    let encoding: Encoding = args.encoding.parse()?;
+/// Load options for a CSV encoding, with a progress bar (shown on a terminal) that counts the
+/// rows read.
+pub fn load_options(encoding: &str) -> Result<(LoadOptions, indicatif::ProgressBar)> {
+    let encoding: Encoding = encoding.parse()?;
     let bar = progress::rows("loading", None);
     let b = bar.clone();
     let opts = LoadOptions {
@@ -41,6 +42,12 @@ pub fn load_store(args: &DataArgs) -> Result<Store> {
         progress: Some(Arc::new(move |_t, n| b.inc(n))),
         ..LoadOptions::default()
     };
+    Ok((opts, bar))
+}
+
+/// Loads the dataset (or the default city), with a progress bar on a terminal.
+pub fn load_store(args: &DataArgs) -> Result<Store> {
+    let (opts, bar) = load_options(&args.encoding)?;
     let store = match &args.data {
         Some(d) => load(d, &opts)?,
         None => {

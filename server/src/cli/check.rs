@@ -1,12 +1,10 @@
 //! `gridlens check`: load a dataset and print the load report.
 
-use crate::progress;
 use anyhow::Result;
 use gridlens_datasets::GenerateOptions;
-use gridlens_engine::load::{LoadOptions, load, read::Encoding};
+use gridlens_engine::load::load;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Arguments of `gridlens check`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +23,7 @@ pub struct Args {
 /// Runs `gridlens check`: exit 0 if every row loaded, 1 if some were rejected, 2 if the load
 /// failed.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let encoding: Encoding = a.encoding.parse()?;
+    let (opts, bar) = crate::dataset::load_options(&a.encoding)?;
     let (dir, _cleanup) = match a.data {
         Some(d) => (d, None),
         None => {
@@ -37,13 +35,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             gridlens_datasets::generate(&GenerateOptions::new(0.002, 42, &dir))?;
             (dir.clone(), Some(TempDir(dir)))
         }
-    };
-    let bar = progress::rows("loading", None);
-    let b = bar.clone();
-    let opts = LoadOptions {
-        encoding,
-        progress: Some(Arc::new(move |_t, n| b.inc(n))),
-        ..LoadOptions::default()
     };
     let store = match load(&dir, &opts) {
         Ok(s) => s,
