@@ -190,8 +190,21 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The runs' configuration: `cases` cases (or `GRIDLENS_FUZZ_CASES`), from a fixed seed so that
+/// the test suite is deterministic (or `GRIDLENS_FUZZ_SEED`, to search further: e.g.
+/// `GRIDLENS_FUZZ_SEED=$RANDOM GRIDLENS_FUZZ_CASES=2000 cargo test --test fuzz`).
+fn config(cases: u32) -> ProptestConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    ProptestConfig {
+        cases: env("GRIDLENS_FUZZ_CASES").map_or(cases, |c| c as u32),
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(env("GRIDLENS_FUZZ_SEED").unwrap_or(42)),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(300))]
 
     #[test]
     fn generated_sql_never_panics(sql in query()) {
@@ -262,7 +275,7 @@ fn load_never_panics(dir: &Path) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 60, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(60))]
 
     #[test]
     fn malformed_csv_never_panics(

@@ -4,7 +4,8 @@
 //! - a generated city loads with zero rejects, from Parquet and from CSV;
 //! - the bad-rows variant yields exactly the planted rejects, with the right reasons;
 //! - a GB18030 CSV loads identically to its UTF-8 twin;
-//! - a broken dataset fails with a message naming the file and the problem.
+//! - a broken dataset fails with a message naming the file and the problem;
+//! - typed Parquet dates beyond the years 0000–9999 are rejected rows, not a panic.
 
 mod common;
 
@@ -598,4 +599,70 @@ fn pooled_text_and_identities_keep_only_the_values_of_loaded_rows() {
         .collect();
     assert!(r7.contains(&"2026-08"), "{r7:?}");
     assert!(months.iter().flatten().all(|m| m.len() == 7), "{months:?}");
+}
+
+/// Rewrites one column of the first row of a Parquet file.
+fn set_first(path: &Path, column: &str, value: arrow::array::ArrayRef) {
+    use parquet::arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder};
+    let f = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let i = schema.index_of(column).unwrap();
+    let old = all.column(i);
+    let rest = old.slice(1, old.len() - 1);
+    let value = arrow::compute::cast(&value, old.data_type()).unwrap();
+    let mut columns = all.columns().to_vec();
+    columns[i] = arrow::compute::concat(&[value.as_ref(), rest.as_ref()]).unwrap();
+    let out = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&out).unwrap();
+    w.close().unwrap();
+}
+
+/// A typed Parquet date or timestamp can hold years `YYYY-MM-DD` cannot write (a damaged file
+/// held one and the load panicked): such a row is rejected as out of range, and the rest loads.
+#[test]
+fn parquet_dates_beyond_year_9999_are_rejected_rows() {
+    use arrow::array::{Date32Array, TimestampMicrosecondArray};
+    let dir = scratch("far-dates");
+    copy_dataset(&city(OutputFormat::Parquet, false), &dir);
+    let clean = load(&dir, &LoadOptions::default()).unwrap();
+    set_first(
+        &dir.join("people.parquet"),
+        "birth_date",
+        std::sync::Arc::new(Date32Array::from(vec![6_600_000])),
+    );
+    set_first(
+        &dir.join("incidents.parquet"),
+        "reported_at",
+        std::sync::Arc::new(
+            TimestampMicrosecondArray::from(vec![i64::MAX - 5]).with_timezone("+08:00"),
+        ),
+    );
+    let store = load(&dir, &LoadOptions::default()).unwrap();
+    let b = &store.rejects;
+    let text = |c: usize, i: usize| {
+        let a = b
+            .column(c)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>();
+        a.map_or(String::new(), |a| a.value(i).to_string())
+    };
+    let got: BTreeSet<(String, String, String)> = (0..b.num_rows())
+        .map(|i| (text(0, i), text(3, i), text(4, i)))
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("people", "birth_date", "out_of_range"),
+        ("incidents", "reported_at", "out_of_range"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want, "{}", store.report.render());
+    assert_eq!(store.report.loaded() + 2, clean.report.loaded());
 }

@@ -65,9 +65,24 @@ pub fn civil(date: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The calendar day of a date.
+/// The calendar day of a date (clamped to chrono's range, which loaded dates never leave: see
+/// [`date_in_range`]).
 pub fn naive(date: i32) -> NaiveDate {
-    epoch() + chrono::Duration::days(date as i64)
+    chrono::Duration::try_days(date as i64)
+        .and_then(|d| epoch().checked_add_signed(d))
+        .unwrap_or(if date < 0 {
+            NaiveDate::MIN
+        } else {
+            NaiveDate::MAX
+        })
+}
+
+/// Whether a date (days since 1970-01-01) can be written `YYYY-MM-DD`: years 0000 to 9999.
+/// A loaded date or timestamp outside them is rejected as out of range.
+pub fn date_in_range(date: i64) -> bool {
+    let lo = ymd(0, 1, 1).unwrap_or(i32::MIN) as i64;
+    let hi = ymd(9999, 12, 31).unwrap_or(i32::MAX) as i64;
+    (lo..=hi).contains(&date)
 }
 
 /// Day of the week of a date: 0 = Monday … 6 = Sunday.
@@ -78,7 +93,7 @@ pub fn weekday(date: i32) -> u32 {
 
 /// The CST date an instant falls on.
 pub fn date_of(instant: i64) -> i32 {
-    (instant + CST_OFFSET).div_euclid(DAY) as i32
+    instant.saturating_add(CST_OFFSET).div_euclid(DAY) as i32
 }
 
 /// The instant of 00:00 CST on a date.

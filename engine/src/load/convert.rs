@@ -557,11 +557,33 @@ fn convert_date(
         let v = parse_text(&text, "not a date", time::parse_date, errors);
         return Ok(Arc::new(Date32Array::from(v)));
     }
-    match input.data_type() {
-        DataType::Date32 => Ok(input.clone()),
-        DataType::Date64 => Ok(compute::cast(input, &DataType::Date32)?),
-        dt => Err(type_error(file, col, dt, "dates")),
+    let dates = match input.data_type() {
+        DataType::Date32 => input.clone(),
+        DataType::Date64 => compute::cast(input, &DataType::Date32)?,
+        dt => return Err(type_error(file, col, dt, "dates")),
+    };
+    // A typed date can hold any day of ±5.8 million years; the contract's dates are those
+    // `YYYY-MM-DD` can write.
+    let d = dates.as_primitive::<arrow::datatypes::Date32Type>();
+    if d.iter().flatten().all(|v| time::date_in_range(v as i64)) {
+        return Ok(dates);
     }
+    let v: Vec<Option<i32>> = d
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Some(x) if !time::date_in_range(x as i64) => {
+                errors.push((
+                    i,
+                    RejectReason::OutOfRange,
+                    format!("{x} days from 1970-01-01 is outside the years 0000 to 9999"),
+                ));
+                None
+            }
+            other => other,
+        })
+        .collect();
+    Ok(Arc::new(Date32Array::from(v)))
 }
 
 fn convert_timestamp(
@@ -603,7 +625,7 @@ fn convert_timestamp(
                             ));
                             return None;
                         }
-                        Some(us.value(i) - shift)
+                        Some(us.value(i).saturating_sub(shift))
                     })
                     .collect()
             }
@@ -617,6 +639,22 @@ fn convert_timestamp(
             dt => return Err(type_error(file, col, dt, "timestamps")),
         }
     };
+    // As for dates: instants whose day `YYYY-MM-DD` cannot write are out of range.
+    let values: Vec<Option<i64>> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Some(t) if !time::date_in_range(time::date_of(t) as i64) => {
+                errors.push((
+                    i,
+                    RejectReason::OutOfRange,
+                    "the timestamp is outside the years 0000 to 9999".into(),
+                ));
+                None
+            }
+            other => other,
+        })
+        .collect();
     Ok(Arc::new(
         TimestampMicrosecondArray::from(values).with_timezone(TZ),
     ))

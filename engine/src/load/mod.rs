@@ -244,6 +244,32 @@ fn extra_column_name(def: &TableDef, name: &str) -> String {
     }
 }
 
+/// A header name as an error message shows it: control characters escaped, at most 64
+/// characters (a damaged header can hold a whole file).
+fn shown(name: &str) -> String {
+    let mut s = String::new();
+    for c in name.chars().take(64) {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    if name.chars().count() > 64 {
+        s.push('…');
+    }
+    s
+}
+
+/// A header as an error message lists it: its first 40 names, each [`shown`].
+fn header_list(names: &[String]) -> String {
+    let mut list: Vec<String> = names.iter().take(40).map(|n| shown(n)).collect();
+    if names.len() > 40 {
+        list.push(format!("… {} more", names.len() - 40));
+    }
+    list.join(", ")
+}
+
 impl ColumnMap {
     fn new(def: &TableDef, names: &[String], file: &str) -> Result<ColumnMap> {
         let mut contract = vec![None; def.columns.len()];
@@ -272,7 +298,10 @@ impl ColumnMap {
                     }
                     let name = extra_column_name(def, n);
                     if extras.iter().any(|(_, e): &(usize, String)| *e == name) {
-                        return Err(Error::Load(format!("{file}: column {name} appears twice")));
+                        return Err(Error::Load(format!(
+                            "{file}: column {} appears twice",
+                            shown(&name)
+                        )));
                     }
                     extras.push((i, name));
                 }
@@ -290,7 +319,7 @@ impl ColumnMap {
                 "{file}: required column{} {} missing (the file has: {})",
                 if missing.len() > 1 { "s" } else { "" },
                 missing.join(", ") + if missing.len() > 1 { " are" } else { " is" },
-                names.join(", ")
+                header_list(names)
             )));
         }
         Ok(ColumnMap { contract, extras })

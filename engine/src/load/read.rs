@@ -518,8 +518,10 @@ pub struct ParquetLayout {
 pub fn parquet_layout(file: &SourceFile) -> Result<ParquetLayout> {
     let f = File::open(&file.path)
         .map_err(|e| Error::Load(format!("{}: cannot open the file: {e}", file.name)))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
+    let b = undamaged(file, "its footer", || {
+        ParquetRecordBatchReaderBuilder::try_new(f)
+    })?
+    .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
     let schema = b.schema().clone();
     let metadata = b.metadata().clone();
     let mut first = 0u64;
@@ -533,6 +535,18 @@ pub fn parquet_layout(file: &SourceFile) -> Result<ParquetLayout> {
         schema,
         groups,
         metadata,
+    })
+}
+
+/// Runs a step of the Parquet reader, which asserts on some damaged footers and pages instead
+/// of returning an error: a damaged file must be refused, not take down the load (or the
+/// server reloading it).
+fn undamaged<T>(file: &SourceFile, what: &str, step: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|_| {
+        Error::Load(format!(
+            "{}: cannot decode {what}: the file is damaged",
+            file.name
+        ))
     })
 }
 
@@ -594,12 +608,14 @@ pub fn read_parquet_row_group(
             .collect::<Vec<_>>(),
     ));
     let opts = ArrowReaderOptions::new().with_schema(hinted);
-    let meta = ArrowReaderMetadata::try_new(layout.metadata.clone(), opts)
-        .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
+    let meta = undamaged(file, "its footer", || {
+        ArrowReaderMetadata::try_new(layout.metadata.clone(), opts)
+    })?
+    .map_err(|e| Error::Load(format!("{}: not a readable Parquet file: {e}", file.name)))?;
     let b = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta);
     let names: Arc<Vec<String>> =
         Arc::new(schema.fields().iter().map(|f| f.name().clone()).collect());
-    let reader = b
+    let mut reader = b
         .with_row_groups(vec![group.0])
         .with_batch_size(batch_rows)
         .build()
@@ -610,7 +626,10 @@ pub fn read_parquet_row_group(
             ))
         })?;
     let mut next = group.1 + 1;
-    for batch in reader {
+    loop {
+        let what = format!("the pages of row group {}", group.0);
+        let batch = undamaged(file, &what, || reader.next())?;
+        let Some(batch) = batch else { break };
         let batch = batch.map_err(|e| {
             Error::Load(format!(
                 "{}: cannot read row group {}: {e}",
