@@ -140,31 +140,25 @@ impl Srv {
 
 /// Every way of reading the city a hostile analyst tries.
 fn battery(c: &City) -> Vec<String> {
-    let mut q: Vec<String> = [
-        "grids",
-        "workers",
-        "buildings",
-        "rooms",
-        "households",
-        "people",
-        "leases",
-        "access_events",
-        "utility_readings",
-        "deaths",
-        "visits",
-        "incidents",
-        "sla_rules",
-        "calendar",
-        "anomalies",
-        "tasks",
-        "incident_stages",
-        "grid_kpis",
-        "incident_kpis",
-        "rejects",
-    ]
-    .iter()
-    .map(|t| format!("SELECT * FROM {t}"))
-    .collect();
+    // Every table the catalog serves, so that a table added later is attacked too.
+    let catalog = c
+        .full
+        .query_blocking(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .unwrap();
+    let mut q: Vec<String> = catalog
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let names = arrow::array::cast::as_string_array(b.column(0));
+            (0..arrow::array::Array::len(names))
+                .map(|i| format!("SELECT * FROM {}", names.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(q.len() >= 20, "the catalog serves {q:?}");
     let other = text(
         &c.full,
         &format!(
