@@ -53,32 +53,65 @@ impl IdCheck {
 /// Checks a resident identity number against the record's birth date and sex (`male`).
 /// Returns the first failed check, or `None` when the number can be right.
 pub fn validate(id: &str, birth_date: i32, male: bool) -> Option<IdCheck> {
-    // Length is counted in characters: 18 characters with a full-width digit among them have
-    // the right length and fail the digits check.
-    if !(id.len() == 18 && id.is_ascii()) && id.chars().count() != 18 {
-        return Some(IdCheck::Length);
+    Facts::of(id).check(birth_date, male)
+}
+
+/// What an identity number says by itself, packed in 32 bits: whether it passes the length,
+/// digits and checksum checks, and if so the birth date it holds and its sex digit's parity.
+/// Worked out once per distinct number ([`crate::store::Store::identity_facts`]), so that R07
+/// compares each record's birth date and sex without reading the number again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts(u32);
+
+/// Low two bits: 0 = passes length, digits and checksum; else the [`IdCheck`] it fails.
+const TAG_OK: u32 = 0;
+/// Added to a date (days since 1970-01-01, years 0000–9999) so that it packs unsigned and above
+/// zero; 0 stands for "not a real date".
+const DATE_BIAS: i64 = 1_000_000;
+
+impl Facts {
+    /// The facts of one number.
+    pub fn of(id: &str) -> Facts {
+        // Length is counted in characters: 18 characters with a full-width digit among them have
+        // the right length and fail the digits check.
+        if !(id.len() == 18 && id.is_ascii()) && id.chars().count() != 18 {
+            return Facts(1);
+        }
+        let b = id.as_bytes();
+        if b.len() < 17 || !b[..17].iter().all(u8::is_ascii_digit) {
+            return Facts(2);
+        }
+        let expected = check_char(&b[..17]).unwrap_or(0);
+        if b.len() != 18 || b[17].to_ascii_uppercase() != expected {
+            return Facts(3);
+        }
+        let n = |r: std::ops::Range<usize>| {
+            b[r].iter()
+                .fold(0u32, |acc, c| acc * 10 + (c - b'0') as u32)
+        };
+        let date = time::ymd(n(6..10) as i32, n(10..12), n(12..14))
+            .map_or(0, |d| (d as i64 + DATE_BIAS) as u32);
+        let odd = ((b[16] - b'0') % 2) as u32;
+        Facts((date << 3) | (odd << 2) | TAG_OK)
     }
-    let b = id.as_bytes();
-    if b.len() < 17 || !b[..17].iter().all(u8::is_ascii_digit) {
-        return Some(IdCheck::Digits);
+
+    /// The first check a record with this number, `birth_date` and sex (`male`) fails.
+    pub fn check(self, birth_date: i32, male: bool) -> Option<IdCheck> {
+        match self.0 & 3 {
+            1 => return Some(IdCheck::Length),
+            2 => return Some(IdCheck::Digits),
+            3 => return Some(IdCheck::Checksum),
+            _ => {}
+        }
+        let date = self.0 >> 3;
+        if date == 0 || date as i64 - DATE_BIAS != birth_date as i64 {
+            return Some(IdCheck::BirthDate);
+        }
+        if ((self.0 >> 2) & 1 == 1) != male {
+            return Some(IdCheck::Sex);
+        }
+        None
     }
-    let expected = check_char(&b[..17])?;
-    if b.len() != 18 || b[17].to_ascii_uppercase() != expected {
-        return Some(IdCheck::Checksum);
-    }
-    let n = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .fold(0u32, |acc, c| acc * 10 + (c - b'0') as u32)
-    };
-    match time::ymd(n(6..10) as i32, n(10..12), n(12..14)) {
-        Some(d) if d == birth_date => {}
-        _ => return Some(IdCheck::BirthDate),
-    }
-    let odd = (b[16] - b'0') % 2 == 1;
-    if odd != male {
-        return Some(IdCheck::Sex);
-    }
-    None
 }
 
 /// Builds a valid number from an address code, a birth date and a sequence (0–999) whose parity

@@ -10,31 +10,16 @@
 //! Evidence: nights, first and last night, and where the person is registered instead (room and
 //! grid), or that the `id_number` has no active record at all.
 //!
-//! Door events are held sorted by building and time, so each building is one range, scanned in
-//! parallel from the window's start;
-//! the building's registered identities are a small sorted list, so residents' events are
-//! dropped without any lookup outside the building.
+//! The events are not read here: the door summary built at load ([`crate::store::doors`]) holds,
+//! per building, the (identity, night) pairs of identities without an active record there, with
+//! each night's first event, sorted by identity. A night counts when its 20:00 lies in the window
+//! and its first event is not after `as_of`; buildings are taken in parallel.
 
 use super::{Anomaly, Context, RuleId, date_json};
 use crate::contract::TableId;
 use crate::error::Result;
-use crate::store::NONE;
-use crate::time::{CST_OFFSET, DAY, HOUR, midnight};
+use crate::time::{DAY, HOUR, midnight};
 use rayon::prelude::*;
-
-/// The night an instant belongs to (`Some(D)` for `[D 20:00, D+1 06:00)`), else `None`.
-pub fn night_of(ts: i64) -> Option<i32> {
-    let local = ts + CST_OFFSET;
-    let date = local.div_euclid(DAY) as i32;
-    let tod = local.rem_euclid(DAY);
-    if tod >= 20 * HOUR {
-        Some(date)
-    } else if tod < 6 * HOUR {
-        Some(date - 1)
-    } else {
-        None
-    }
-}
 
 /// Evaluates R01.
 pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
@@ -42,9 +27,6 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     if events.rows == 0 {
         return Ok(Vec::new());
     }
-    let ts = events.timestamps("ts")?.values();
-    let ids = events.keys("id_number")?;
-    let person_ids = ctx.table(TableId::People).keys("id_number")?;
     let window_start = ctx.as_of - ctx.params.r01_window_days * DAY;
     let min = ctx.params.r01_min_nights as usize;
     let buildings = ctx.table(TableId::Buildings);
@@ -55,42 +37,19 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         .into_par_iter()
         .filter(|&b| !ctx.ix.events_of(b).is_empty())
         .map(|b| {
-            let mut residents: Vec<u32> = ctx
+            // The nights at the building of identities registered elsewhere, from the door
+            // summary, by identity: those of the window, up to `as_of`.
+            let nights: Vec<(u32, i32)> = ctx
                 .ix
-                .rooms_of_building
-                .get(b)
+                .doors
+                .nights(b)
                 .iter()
-                .flat_map(|&r| {
-                    ctx.ix
-                        .active_of_room
-                        .get(r)
-                        .iter()
-                        .map(|&p| person_ids[p as usize])
+                .filter(|n| {
+                    let start = midnight(n.date) + 20 * HOUR;
+                    start > window_start && start <= ctx.as_of && n.first <= ctx.as_of
                 })
+                .map(|n| (n.identity, n.date))
                 .collect();
-            residents.sort_unstable();
-            let mut nights: Vec<(u32, i32)> = Vec::new();
-            // Events are in time order: only those after the window's start are read.
-            let range = ctx.ix.events_of(b);
-            let from = range.start + ts[range.clone()].partition_point(|&t| t <= window_start);
-            for row in from..range.end {
-                let id = ids[row];
-                let t = ts[row];
-                if id == NONE || t > ctx.as_of {
-                    continue;
-                }
-                let Some(d) = night_of(t) else { continue };
-                let start = midnight(d) + 20 * HOUR;
-                if start <= window_start || start > ctx.as_of {
-                    continue;
-                }
-                if residents.binary_search(&id).is_ok() {
-                    continue;
-                }
-                nights.push((id, d));
-            }
-            nights.sort_unstable();
-            nights.dedup();
             let mut out = Vec::new();
             for group in nights.chunk_by(|a, b| a.0 == b.0) {
                 if group.len() >= min {
@@ -135,22 +94,4 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         });
     }
     Ok(anomalies)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::time::{at, ymd};
-
-    #[test]
-    fn nights_run_from_20_00_to_06_00() {
-        let d = ymd(2026, 10, 5).unwrap();
-        assert_eq!(night_of(at(d, 20, 0, 0)), Some(d));
-        assert_eq!(night_of(at(d, 23, 59, 59)), Some(d));
-        assert_eq!(night_of(at(d + 1, 0, 0, 0)), Some(d));
-        assert_eq!(night_of(at(d + 1, 5, 59, 59)), Some(d));
-        assert_eq!(night_of(at(d + 1, 6, 0, 0)), None);
-        assert_eq!(night_of(at(d, 19, 59, 59)), None);
-        assert_eq!(night_of(at(d, 12, 0, 0)), None);
-    }
 }

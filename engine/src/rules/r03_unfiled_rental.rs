@@ -7,7 +7,6 @@ use super::{Anomaly, Context, RuleId, date_json};
 use crate::contract::{TENURE, TableId, codes};
 use crate::error::Result;
 use arrow::array::Array;
-use std::collections::BTreeMap;
 
 /// Evaluates R03.
 pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
@@ -19,22 +18,27 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let start = leases.dates("start_date")?;
     let end = leases.dates("end_date")?;
     let today = ctx.today;
-    // Room → (active leases, earliest start).
-    let mut let_rooms: BTreeMap<u32, (usize, i32)> = BTreeMap::new();
+    let rooms = ctx.table(TableId::Rooms);
+    let tenure = rooms.codes("tenure")?;
+    let filed = rooms.dates("rental_registered_on")?;
+    // Per room: active leases and the earliest start (dense, in room order).
+    let mut let_rooms: Vec<(u32, i32)> = vec![(0, i32::MAX); rooms.rows];
     for i in 0..leases.rows {
         let s = start.value(i);
-        if s <= today && (end.is_null(i) || today <= end.value(i)) {
-            let e = let_rooms.entry(room[i]).or_insert((0, s));
+        if s <= today
+            && (end.is_null(i) || today <= end.value(i))
+            && let Some(e) = let_rooms.get_mut(room[i] as usize)
+        {
             e.0 += 1;
             e.1 = e.1.min(s);
         }
     }
-    let rooms = ctx.table(TableId::Rooms);
-    let tenure = rooms.codes("tenure")?;
-    let filed = rooms.dates("rental_registered_on")?;
     let mut out = Vec::new();
-    for (r, (n, first)) in let_rooms {
-        let i = r as usize;
+    for (i, &(n, first)) in let_rooms.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let r = i as u32;
         let t = tenure.value(i);
         let filed_on = (!filed.is_null(i)).then(|| filed.value(i));
         let is_filed = t == codes::tenure::RENTAL && filed_on.is_some_and(|f| f <= today);

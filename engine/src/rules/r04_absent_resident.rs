@@ -10,7 +10,6 @@
 use super::{Anomaly, Context, RuleId, date_json};
 use crate::contract::TableId;
 use crate::error::Result;
-use crate::store::NONE;
 use crate::time::{self, DAY};
 use arrow::array::Array;
 use rayon::prelude::*;
@@ -52,18 +51,11 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             let range = ctx.ix.events_of(b);
             let times = &ts[range.clone()];
             let after = |t: i64| range.start + times.partition_point(|&x| x <= t);
-            let end = after(ctx.as_of);
-            if after(alive_from) >= end {
+            if after(alive_from) >= after(ctx.as_of) {
                 return Vec::new(); // the door system reported nothing in the last days
             }
-            let from = after(absent_from);
-            // Who was seen within the window: a small sorted list.
-            let mut seen: Vec<u32> = (from..end)
-                .map(|row| ids[row])
-                .filter(|&id| id != NONE)
-                .collect();
-            seen.sort_unstable();
-            seen.dedup();
+            // Each identity's last event at the building up to `as_of`, from the door summary.
+            let seen = ctx.ix.doors.last_seen(ctx.ix, b, ctx.as_of, ids, ts);
             let mut out: Vec<(u32, Option<i64>)> = Vec::new();
             for &room in ctx.ix.rooms_of_building.get(b) {
                 for &person in ctx.ix.active_of_room.get(room) {
@@ -73,39 +65,19 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                     if b > youngest || b <= oldest {
                         continue;
                     }
-                    if housebound.is_some_and(|h| h.contains(person)) {
+                    if registered.value(i) > latest_since {
                         continue;
                     }
-                    if registered.value(i) > ctx.today - p.r04_absent_days as i32 {
-                        continue;
+                    let last = seen
+                        .binary_search_by_key(&person_ids[i], |e| e.0)
+                        .ok()
+                        .map(|k| seen[k].1);
+                    // Absent: not seen after `absent_from`; last seen, then, before the window.
+                    if last.is_none_or(|t| t <= absent_from)
+                        && !housebound.is_some_and(|h| h.contains(person))
+                    {
+                        out.push((person, last));
                     }
-                    if seen.binary_search(&person_ids[i]).is_err() {
-                        out.push((person, None));
-                    }
-                }
-            }
-            if out.is_empty() {
-                return out;
-            }
-            // When each absent identity was last seen at all: before the window, in time order.
-            let mut absent: Vec<(u32, Option<i64>)> = out
-                .iter()
-                .map(|&(p, _)| (person_ids[p as usize], None))
-                .collect();
-            absent.sort_unstable();
-            absent.dedup();
-            for row in range.start..from {
-                if ids[row] == NONE {
-                    continue;
-                }
-                if let Ok(k) = absent.binary_search_by_key(&ids[row], |e| e.0) {
-                    absent[k].1 = Some(ts[row]);
-                }
-            }
-            for (person, last) in &mut out {
-                let id = person_ids[*person as usize];
-                if let Ok(k) = absent.binary_search_by_key(&id, |e| e.0) {
-                    *last = absent[k].1;
                 }
             }
             out

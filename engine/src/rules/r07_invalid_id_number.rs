@@ -28,8 +28,12 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                 if doc.value(i) != codes::doc_type::RESIDENT_ID {
                     return None;
                 }
-                let id = ctx.store.identity(ids[i]);
-                idcard::validate(id, birth.value(i), sex.value(i) == codes::sex::M).map(|c| (p, c))
+                let male = sex.value(i) == codes::sex::M;
+                let facts = match ctx.store.identity_facts.get(ids[i] as usize) {
+                    Some(f) => *f,
+                    None => idcard::Facts::of(ctx.store.identity(ids[i])),
+                };
+                facts.check(birth.value(i), male).map(|c| (p, c))
             })
         })
         .collect();

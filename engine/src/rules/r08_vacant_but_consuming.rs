@@ -55,22 +55,32 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             .contains(&m)
             .then(|| (m - first) as usize)
     };
+    // The rooms that could be found: residential, and vacant or without an active record.
+    let mut candidate = vec![false; n_rooms];
+    for r in ctx.ix.residential_rooms.iter() {
+        candidate[r as usize] = ctx.ix.active_of_room.get(r).is_empty();
+    }
+    for r in ctx.ix.vacant_rooms.iter() {
+        if let Some(c) = candidate.get_mut(r as usize) {
+            *c = ctx.ix.residential_rooms.contains(r);
+        }
+    }
     let masks: Vec<AtomicU64> = (0..n_rooms).map(|_| AtomicU64::new(0)).collect();
     (0..readings.rows)
         .into_par_iter()
         .with_min_len(CHUNK)
         .for_each(|i| {
-            if let Some(j) = qualifies(i) {
-                masks[room[i] as usize].fetch_or(1 << j, Ordering::Relaxed);
+            let r = room[i] as usize;
+            if r < n_rooms
+                && candidate[r]
+                && let Some(j) = qualifies(i)
+            {
+                masks[r].fetch_or(1 << j, Ordering::Relaxed);
             }
         });
     let all = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
-    let rooms: Vec<u32> = ctx
-        .ix
-        .residential_rooms
-        .iter()
+    let rooms: Vec<u32> = (0..n_rooms as u32)
         .filter(|&r| masks[r as usize].load(Ordering::Relaxed) == all)
-        .filter(|&r| ctx.ix.vacant_rooms.contains(r) || ctx.ix.active_of_room.get(r).is_empty())
         .collect();
     if rooms.is_empty() {
         return Ok(Vec::new());

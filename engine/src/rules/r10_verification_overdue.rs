@@ -8,25 +8,40 @@ use super::{Anomaly, Context, RuleId, date_json};
 use crate::contract::{TableId, codes};
 use crate::error::Result;
 use arrow::array::Array;
+use rayon::prelude::*;
 
 /// Evaluates R10.
 pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let people = ctx.table(TableId::People);
     let verified = people.dates("last_verified_on")?;
     let kind = people.codes("residence_kind")?;
-    let mut out = Vec::new();
-    for p in ctx.ix.active.iter() {
-        let i = p as usize;
-        let limit = if kind.value(i) == codes::residence::HUKOU {
+    let limit_of = |i: usize| {
+        if kind.value(i) == codes::residence::HUKOU {
             ctx.params.r10_hukou_days
         } else {
             ctx.params.r10_other_days
-        };
-        let due = ctx.today - limit as i32;
-        let last = (!verified.is_null(i)).then(|| verified.value(i));
-        if last.is_none_or(|d| d < due) {
+        }
+    };
+    let last_of = |i: usize| (!verified.is_null(i)).then(|| verified.value(i));
+    // The dates are read in order, in parallel; only overdue records are looked up as active.
+    let overdue: Vec<u32> = (0..people.rows as u32)
+        .into_par_iter()
+        .with_min_len(64 * 1024)
+        .filter(|&p| {
+            let i = p as usize;
+            let due = ctx.today - limit_of(i) as i32;
+            last_of(i).is_none_or(|d| d < due) && ctx.ix.active.contains(p)
+        })
+        .collect();
+    overdue
+        .par_iter()
+        .map(|&p| {
+            let i = p as usize;
+            let limit = limit_of(i);
+            let due = ctx.today - limit as i32;
+            let last = last_of(i);
             let overdue = last.map_or(100_000, |d| (due - d) as i64);
-            out.push(ctx.person_anomaly(
+            ctx.person_anomaly(
                 RuleId::R10,
                 p,
                 overdue,
@@ -35,8 +50,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                     "limit_days": limit,
                     "overdue_days": last.map(|d| due - d),
                 }),
-            )?);
-        }
-    }
-    Ok(out)
+            )
+        })
+        .collect()
 }

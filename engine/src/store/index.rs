@@ -10,6 +10,7 @@
 
 use crate::contract::{TableId, codes};
 use crate::error::{Error, Result};
+use crate::store::doors::Doors;
 use crate::store::{NONE, StoredTable};
 use arrow::array::Array;
 use roaring::RoaringBitmap;
@@ -212,6 +213,8 @@ pub struct Indexes {
     pub grid_rows: BTreeMap<TableId, GridRows>,
     /// The parent codes of each grid row: community, street, district.
     pub grid_parents: Vec<[String; 3]>,
+    /// Per-building summaries of the door events, for the door rules.
+    pub doors: Doors,
 }
 
 fn table(tables: &[StoredTable], id: TableId) -> &StoredTable {
@@ -396,7 +399,7 @@ impl Indexes {
                 ]
             })
             .collect();
-        Ok(Indexes {
+        let mut ix = Indexes {
             active,
             tags,
             residence,
@@ -412,7 +415,14 @@ impl Indexes {
             vacant_rooms,
             grid_rows,
             grid_parents,
-        })
+            doors: Doors::default(),
+        };
+        if events.rows > 0 {
+            let ids = events.keys("id_number")?;
+            let ts = events.timestamps("ts")?.values();
+            ix.doors = Doors::build(&ix, ids, ts, people.keys("id_number")?);
+        }
+        Ok(ix)
     }
 
     /// The door-event rows of a building, in time order.

@@ -5,6 +5,7 @@
 //! referenced strings, and an enum as `i8` codes. Rules read the keys directly (a join is an array
 //! lookup); SQL sees ordinary Arrow batches, materialized on demand by [`StoredTable::batch`].
 
+pub mod doors;
 pub mod index;
 pub mod pool;
 
@@ -417,6 +418,9 @@ pub struct Store {
     tables: Vec<StoredTable>,
     /// Every identity number seen in any source, by position.
     pub identities: Arc<StringArray>,
+    /// What each identity number says by itself (its checks, birth date and sex digit), by
+    /// position, for R07.
+    pub identity_facts: Vec<crate::idcard::Facts>,
     /// The manifest, if the dataset had one.
     pub manifest: Manifest,
     /// The default `as_of` (the manifest's, else the load time).
@@ -446,9 +450,18 @@ impl Store {
         rejects: RecordBatch,
     ) -> Result<Store> {
         let indexes = Indexes::build(&tables, identities.len())?;
+        let identity_facts = {
+            use rayon::prelude::*;
+            (0..identities.len())
+                .into_par_iter()
+                .with_min_len(64 * 1024)
+                .map(|i| crate::idcard::Facts::of(identities.value(i)))
+                .collect()
+        };
         Ok(Store {
             tables,
             identities,
+            identity_facts,
             manifest,
             as_of,
             calendar,

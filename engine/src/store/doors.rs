@@ -1,0 +1,208 @@
+//! Summaries of the door events, built once at load, that the door rules read instead of the
+//! 150 million events themselves.
+//!
+//! Door events are held sorted by building and time. For each building the store keeps:
+//! - **who was seen there, and when last**: each identity with its last event at the building
+//!   (R04 asks whether a resident was seen within the last days, and when last before that);
+//! - **the nights of identities registered elsewhere**: each (identity, night) pair of an identity
+//!   without an active record in the building, with the night's first event (R01 counts the
+//!   nights in a window).
+//!
+//! Both are exact for any `as_of`: a night counts when its first event is not after `as_of`; the
+//! last event of an identity is the summary's when the building has no event after `as_of`, and is
+//! worked out from the events otherwise ([`Doors::last_seen`]).
+
+use super::NONE;
+use super::index::Indexes;
+use crate::time::{CST_OFFSET, DAY, HOUR};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// The night an instant belongs to (`Some(D)` for `[D 20:00, D+1 06:00)` CST), else `None`.
+pub fn night_of(ts: i64) -> Option<i32> {
+    let local = ts + CST_OFFSET;
+    let date = local.div_euclid(DAY) as i32;
+    let tod = local.rem_euclid(DAY);
+    if tod >= 20 * HOUR {
+        Some(date)
+    } else if tod < 6 * HOUR {
+        Some(date - 1)
+    } else {
+        None
+    }
+}
+
+/// An identity and its last event at a building.
+pub type LastSeen = (u32, i64);
+
+/// One night an identity spent at a building it is not registered at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Night {
+    /// The identity.
+    pub identity: u32,
+    /// The night's date (it starts at 20:00 that day).
+    pub date: i32,
+    /// The first event of the identity at the building that night.
+    pub first: i64,
+}
+
+/// Per-building summaries of the door events (see the module's text).
+#[derive(Debug, Clone, Default)]
+pub struct Doors {
+    /// `seen[seen_offsets[b]..seen_offsets[b + 1]]`: (identity, last event) at building `b`,
+    /// sorted by identity.
+    seen_offsets: Vec<usize>,
+    seen: Vec<(u32, i64)>,
+    /// `nights[night_offsets[b]..night_offsets[b + 1]]`: the nights at `b` of identities without
+    /// an active record there, sorted by identity and date.
+    night_offsets: Vec<usize>,
+    nights: Vec<Night>,
+}
+
+/// Each identity of some events with its last event, sorted by identity (`NONE` left out).
+fn last_of(rows: Range<usize>, ids: &[u32], ts: &[i64]) -> Vec<(u32, i64)> {
+    let mut seen: Vec<(u32, i64)> = rows
+        .filter(|&r| ids[r] != NONE)
+        .map(|r| (ids[r], ts[r]))
+        .collect();
+    seen.sort_unstable();
+    // Sorted by identity then time: the last of a run is the latest.
+    let mut out: Vec<(u32, i64)> = Vec::with_capacity(seen.len() / 2);
+    for (id, t) in seen {
+        match out.last_mut() {
+            Some(last) if last.0 == id => last.1 = t,
+            _ => out.push((id, t)),
+        }
+    }
+    out
+}
+
+/// Concatenates per-building parts into one array and its offsets.
+fn flatten<T>(parts: Vec<Vec<T>>) -> (Vec<usize>, Vec<T>) {
+    let mut offsets = Vec::with_capacity(parts.len() + 1);
+    offsets.push(0);
+    let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        all.extend(p);
+        offsets.push(all.len());
+    }
+    (offsets, all)
+}
+
+impl Doors {
+    /// Builds the summaries. `ids` and `ts` are the door events' identities and times, sorted by
+    /// building and time as `ix.events_of` says; `person_ids` are the `people` records'
+    /// identities.
+    pub fn build(ix: &Indexes, ids: &[u32], ts: &[i64], person_ids: &[u32]) -> Doors {
+        let buildings = ix.event_offsets.len().saturating_sub(1);
+        let parts: Vec<(Vec<LastSeen>, Vec<Night>)> = (0..buildings as u32)
+            .into_par_iter()
+            .map(|b| {
+                let range = ix.events_of(b);
+                if range.is_empty() {
+                    return (Vec::new(), Vec::new());
+                }
+                let seen = last_of(range.clone(), ids, ts);
+                let mut residents: Vec<u32> = ix
+                    .rooms_of_building
+                    .get(b)
+                    .iter()
+                    .flat_map(|&r| ix.active_of_room.get(r))
+                    .map(|&p| person_ids[p as usize])
+                    .collect();
+                residents.sort_unstable();
+                let mut nights: Vec<Night> = range
+                    .filter(|&r| ids[r] != NONE)
+                    .filter_map(|r| {
+                        let date = night_of(ts[r])?;
+                        Some(Night {
+                            identity: ids[r],
+                            date,
+                            first: ts[r],
+                        })
+                    })
+                    .filter(|n| residents.binary_search(&n.identity).is_err())
+                    .collect();
+                nights.sort_unstable();
+                nights.dedup_by_key(|n| (n.identity, n.date));
+                (seen, nights)
+            })
+            .collect();
+        let (seen, nights): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let (seen_offsets, seen) = flatten(seen);
+        let (night_offsets, nights) = flatten(nights);
+        Doors {
+            seen_offsets,
+            seen,
+            night_offsets,
+            nights,
+        }
+    }
+
+    /// Each identity seen at a building up to `as_of`, with its last event then, sorted by
+    /// identity. From the summary when the building has no event after `as_of`, else from the
+    /// events (`ids`, `ts` as given to [`Doors::build`]).
+    pub fn last_seen<'a>(
+        &'a self,
+        ix: &Indexes,
+        building: u32,
+        as_of: i64,
+        ids: &[u32],
+        ts: &[i64],
+    ) -> Cow<'a, [(u32, i64)]> {
+        let range = ix.events_of(building);
+        if range.is_empty() || ts[range.end - 1] <= as_of {
+            let b = building as usize;
+            return match self.seen_offsets.get(b..b + 2) {
+                Some(o) => Cow::Borrowed(&self.seen[o[0]..o[1]]),
+                None => Cow::Owned(Vec::new()),
+            };
+        }
+        let end = range.start + ts[range.clone()].partition_point(|&t| t <= as_of);
+        Cow::Owned(last_of(range.start..end, ids, ts))
+    }
+
+    /// The nights at a building of identities without an active record there, sorted by
+    /// identity and date (all of them: the caller keeps those of its window).
+    pub fn nights(&self, building: u32) -> &[Night] {
+        let b = building as usize;
+        match self.night_offsets.get(b..b + 2) {
+            Some(o) => &self.nights[o[0]..o[1]],
+            None => &[],
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        (self.seen_offsets.len() + self.night_offsets.len()) * size_of::<usize>()
+            + self.seen.len() * size_of::<(u32, i64)>()
+            + self.nights.len() * size_of::<Night>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{at, ymd};
+
+    #[test]
+    fn nights_run_from_20_00_to_06_00() {
+        let d = ymd(2026, 10, 5).unwrap();
+        assert_eq!(night_of(at(d, 20, 0, 0)), Some(d));
+        assert_eq!(night_of(at(d, 23, 59, 59)), Some(d));
+        assert_eq!(night_of(at(d + 1, 0, 0, 0)), Some(d));
+        assert_eq!(night_of(at(d + 1, 5, 59, 59)), Some(d));
+        assert_eq!(night_of(at(d + 1, 6, 0, 0)), None);
+        assert_eq!(night_of(at(d, 19, 59, 59)), None);
+        assert_eq!(night_of(at(d, 12, 0, 0)), None);
+    }
+
+    #[test]
+    fn last_of_keeps_each_identitys_latest_event() {
+        let ids = [7, NONE, 3, 7, 3, 9];
+        let ts = [1, 2, 3, 4, 5, 6];
+        assert_eq!(last_of(0..6, &ids, &ts), vec![(3, 5), (7, 4), (9, 6)]);
+        assert_eq!(last_of(0..3, &ids, &ts), vec![(3, 3), (7, 1)]);
+    }
+}
