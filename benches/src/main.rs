@@ -7,10 +7,12 @@
 //! benches/runaway.sh /data/city1                            # a runaway beside small queries
 //! ```
 
+mod clients;
 mod runaway;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use clients::percentiles;
 use gridlens_benches::{median, peak_rss, reset_peak, rss};
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::rules::{Params, RuleId, sweep};
@@ -390,56 +392,20 @@ fn http_load(url: &str, path: &str, token: &str, clients: usize, seconds: f64) -
     let target = format!("{url}{path}");
     let auth = format!("Bearer {token}");
     let start = Instant::now();
-    let until = start + std::time::Duration::from_secs_f64(seconds);
-    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                s.spawn(|| {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    let (mut lat, mut bad) = (Vec::new(), 0usize);
-                    while Instant::now() < until {
-                        let t = Instant::now();
-                        match agent.get(&target).header("Authorization", &auth).call() {
-                            Ok(mut r) => {
-                                let ok = r.status() == 200;
-                                let body = r.body_mut().read_to_vec();
-                                if ok && body.is_ok() {
-                                    lat.push(t.elapsed().as_secs_f64());
-                                } else {
-                                    bad += 1;
-                                }
-                            }
-                            Err(_) => bad += 1,
-                        }
-                    }
-                    (lat, bad)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+    let (lat, failed) = clients::run(&vec![(); clients], seconds, |agent, _| {
+        match agent.get(&target).header("Authorization", &auth).call() {
+            Ok(mut r) => r.status() == 200 && r.body_mut().read_to_vec().is_ok(),
+            Err(_) => false,
+        }
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let mut lat: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
-    let failed: usize = results.iter().map(|r| r.1).sum();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-            * 1e3
-    };
-    println!(
-        "{}",
-        json!({"job": "http-load", "path": path, "clients": clients, "seconds": elapsed,
-               "requests": lat.len(), "failed": failed, "rps": lat.len() as f64 / elapsed,
-               "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
-    );
+    let mut out = json!({"job": "http-load", "path": path, "clients": clients,
+                         "seconds": elapsed, "failed": failed,
+                         "rps": lat.len() as f64 / elapsed});
+    if let (Some(o), serde_json::Value::Object(p)) = (out.as_object_mut(), percentiles(lat)) {
+        o.extend(p);
+    }
+    println!("{out}");
     if failed > 0 {
         anyhow::bail!("{failed} requests failed");
     }

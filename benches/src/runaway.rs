@@ -7,6 +7,7 @@
 //! 2. Small queries alone: `clients` threads, each with its own token, for `seconds`.
 //! 3. The same small queries while one more client sends the runaway again and again.
 
+use crate::clients::{self, agent, percentiles};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -41,14 +42,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(600)))
-        .build()
-        .into()
-}
-
 /// Posts one query; its status and seconds.
 fn post(agent: &ureq::Agent, url: &str, token: &str, sql: &str) -> (u16, f64) {
     let t = Instant::now();
@@ -69,51 +62,12 @@ fn post(agent: &ureq::Agent, url: &str, token: &str, sql: &str) -> (u16, f64) {
     (status, t.elapsed().as_secs_f64())
 }
 
-fn percentiles(mut lat: Vec<f64>) -> serde_json::Value {
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-            * 1e3
-    };
-    json!({"requests": lat.len(), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
-           "max_ms": pct(1.0)})
-}
-
 /// The small queries of every client for `seconds`; latencies of the 200s and the count of
 /// other answers.
 fn small_load(r: &Runaway, seconds: f64) -> (Vec<f64>, usize) {
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let per: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = r
-            .small_tokens
-            .iter()
-            .map(|tok| {
-                s.spawn(move || {
-                    let a = agent();
-                    let (mut lat, mut bad) = (Vec::new(), 0);
-                    while Instant::now() < until {
-                        let (status, secs) = post(&a, &r.url, tok, &r.small_sql);
-                        if status == 200 {
-                            lat.push(secs);
-                        } else {
-                            bad += 1;
-                        }
-                    }
-                    (lat, bad)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    (
-        per.iter().flat_map(|p| p.0.iter().copied()).collect(),
-        per.iter().map(|p| p.1).sum(),
-    )
+    clients::run(&r.small_tokens, seconds, |a, tok| {
+        post(a, &r.url, tok, &r.small_sql).0 == 200
+    })
 }
 
 /// Runs the three phases and prints one JSON line.
