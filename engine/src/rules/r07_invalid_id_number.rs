@@ -29,10 +29,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
                     return None;
                 }
                 let male = sex.value(i) == codes::sex::M;
-                let facts = match ctx.store.identity_facts.get(ids[i] as usize) {
-                    Some(f) => *f,
-                    None => idcard::Facts::of(ctx.store.identity(ids[i])),
-                };
+                let facts = ctx.store.identity_facts(ids[i]);
                 facts.check(birth.value(i), male).map(|c| (p, c))
             })
         })

@@ -418,9 +418,8 @@ pub struct Store {
     tables: Vec<StoredTable>,
     /// Every identity number seen in any source, by position.
     pub identities: Arc<StringArray>,
-    /// What each identity number says by itself (its checks, birth date and sex digit), by
-    /// position, for R07.
-    pub identity_facts: Vec<crate::idcard::Facts>,
+    /// What each identity number says by itself, by position (see [`Store::identity_facts`]).
+    facts: Vec<crate::idcard::Facts>,
     /// The manifest, if the dataset had one.
     pub manifest: Manifest,
     /// The default `as_of` (the manifest's, else the load time).
@@ -450,7 +449,7 @@ impl Store {
         rejects: RecordBatch,
     ) -> Result<Store> {
         let indexes = Indexes::build(&tables, identities.len())?;
-        let identity_facts = {
+        let facts = {
             use rayon::prelude::*;
             (0..identities.len())
                 .into_par_iter()
@@ -461,7 +460,7 @@ impl Store {
         Ok(Store {
             tables,
             identities,
-            identity_facts,
+            facts,
             manifest,
             as_of,
             calendar,
@@ -528,6 +527,15 @@ impl Store {
             return "";
         }
         self.identities.value(key as usize)
+    }
+
+    /// What an identity number says by itself (its checks, birth date and sex digit), worked
+    /// out once per number at load.
+    pub fn identity_facts(&self, key: u32) -> crate::idcard::Facts {
+        match self.facts.get(key as usize) {
+            Some(f) => *f,
+            None => crate::idcard::Facts::of(self.identity(key)),
+        }
     }
 
     /// Materializes one column for some rows as its SQL-typed array.
