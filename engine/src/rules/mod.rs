@@ -470,8 +470,7 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
             Ok((run, found))
         })
         .collect::<Result<_>>()?;
-    let mut anomalies: Vec<Anomaly> =
-        Vec::with_capacity(results.iter().map(|(r, _)| r.count).sum());
+    let mut anomalies = Vec::with_capacity(results.iter().map(|(r, _)| r.count).sum());
     let mut runs = Vec::with_capacity(results.len());
     for (run, found) in results {
         runs.push(run);
@@ -479,23 +478,17 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
     }
     // Ordered by priority, weight and subject; ties keep the rules' order (the position makes
     // the key unique, so the faster unstable sort gives the stable order).
-    let mut order: Vec<(i32, i64, &str, RuleId, usize)> = anomalies
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            (
-                a.rule.priority(),
-                -a.weight,
-                a.subject_id.as_str(),
-                a.rule,
-                i,
-            )
-        })
-        .collect();
-    order.par_sort_unstable();
-    let order: Vec<usize> = order.into_iter().map(|k| k.4).collect();
-    let mut slots: Vec<Option<Anomaly>> = anomalies.into_iter().map(Some).collect();
-    let anomalies: Vec<Anomaly> = order.iter().filter_map(|&i| slots[i].take()).collect();
+    let mut keyed: Vec<(usize, Anomaly)> = anomalies.into_iter().enumerate().collect();
+    keyed.par_sort_unstable_by(|(i, a), (j, b)| {
+        (a.rule.priority(), -a.weight, &a.subject_id, a.rule, i).cmp(&(
+            b.rule.priority(),
+            -b.weight,
+            &b.subject_id,
+            b.rule,
+            j,
+        ))
+    });
+    let anomalies: Vec<Anomaly> = keyed.into_iter().map(|(_, a)| a).collect();
     Ok(Sweep {
         as_of,
         params: params.clone(),
