@@ -13,6 +13,13 @@ figure (median), the ratio DuckDB / gridlens, and checks that both return the sa
          rules as SQL (below) over its in-memory tables, loaded first and not timed. Both
          results are compared as sets of (rule, subject_id, grid_code), rule by rule.
 
+- queries: every analyst query of benches/queries/ (`--queries DIR` for another folder).
+         gridlens runs them in process (`gridlens-bench queries`, on keys) and, with `--serve
+         BIN` (the `gridlens` binary), through a `gridlens serve` of the same folder started here
+         (`POST /v1/sql` as an admin token, CSV answers timed to the last byte); DuckDB over its
+         in-memory tables. The ratio is DuckDB's time over the API's (in-process's without
+         --serve); every answer of each path is compared with DuckDB's.
+
 - kpis:  incident KPIs (kpis.md) for the whole city and per grid. gridlens runs
          `gridlens-bench kpis` (SLA clocks of all four stages, then both groupings); DuckDB runs
          the same definitions as SQL (the handle and close deadlines they need, on the working
@@ -547,6 +554,79 @@ def gib(b):
     return f"{b / 2**30:.2f} GiB" if b else "?"
 
 
+def serve_and_run(a, outdir):
+    """Starts `gridlens serve` on the dataset with an admin token, runs the queries through its
+    API, stops it; returns the bench's JSON."""
+    import socket
+    import tempfile
+    import urllib.request
+    state = tempfile.mkdtemp(prefix="gridlens-bench-state-")
+    token = subprocess.run([a.serve, "token", "add", "--state", state, "--name", "bench", "--role", "admin",
+                            "--scope", "city", "--pii", "--data", a.data],
+                           check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([a.serve, "serve", "--data", a.data, "--state", state, "--listen", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v1/health", timeout=2)
+                break
+            except Exception:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("gridlens serve did not start")
+                time.sleep(0.5)
+        return run_json([a.bench, "queries", "--url", url, "--token", token, "--queries", a.queries,
+                         "--repeat", str(a.repeat), "--results", outdir])
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def compare_queries(a, me):
+    """The analyst queries in process, through the API (with --serve) and in DuckDB."""
+    pid = os.getpid()
+    dirs = {k: f"/tmp/{k}-queries-{pid}" for k in ("inproc", "http", "duckdb")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    g = run_json([a.bench, "queries", "--data", a.data, "--queries", a.queries,
+                  "--repeat", str(a.repeat), "--results", dirs["inproc"]])
+    h = serve_and_run(a, dirs["http"]) if a.serve else None
+    d = run_json(me + ["--child", "duckdb-queries"], env=dict(os.environ, QUERIES=a.queries, RESULTS=dirs["duckdb"]))
+    ratios, inproc_ratios, api_tax, same_all = [], [], [], True
+    for i, dq in enumerate(d["queries"]):
+        name = dq["query"]
+        duck = read_rows(os.path.join(dirs["duckdb"], name + ".csv"))
+        gq = g["queries"][i]
+        same = read_rows(os.path.join(dirs["inproc"], name + ".csv")) == duck
+        line = f"  {name:<40} in process {gq['median_seconds'] * 1000:8.1f} ms"
+        inproc_ratios.append(dq["median_seconds"] / gq["median_seconds"])
+        best = gq
+        if h:
+            hq = h["queries"][i]
+            same = same and read_rows(os.path.join(dirs["http"], name + ".csv")) == duck
+            api_tax.append(hq["median_seconds"] / gq["median_seconds"])
+            line += f"   API {hq['median_seconds'] * 1000:8.1f} ms ({api_tax[-1]:4.2f}x in process)"
+            best = hq
+        ratio = dq["median_seconds"] / best["median_seconds"]
+        ratios.append(ratio)
+        same_all &= same
+        print(line + f"   duckdb {dq['median_seconds'] * 1000:8.1f} ms   duckdb/gridlens {ratio:6.2f}x"
+              f"   {gq['rows']:>6} rows  {'identical' if same else 'DIFFERENT'}")
+    via = "API" if h else "in process"
+    print(f"queries  {len(ratios)} queries, {via}: median duckdb/gridlens {statistics.median(ratios):5.2f}x, "
+          f"lowest {min(ratios):5.2f}x, below 0.8x: {sum(r < 0.8 for r in ratios)}; "
+          f"in process: median {statistics.median(inproc_ratios):5.2f}x"
+          + (f"; API/in-process median {statistics.median(api_tax):4.2f}x, highest {max(api_tax):4.2f}x" if h else "")
+          + f"; answers {'all identical' if same_all else 'DIFFERENT'}")
+    return {"gridlens": g, "http": h, "duckdb": d, "median_ratio": statistics.median(ratios),
+            "identical": same_all}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -554,6 +634,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--jobs", default="load,sweep")
     ap.add_argument("--child")
+    ap.add_argument("--queries", default=os.path.join(ROOT, "benches", "queries"))
+    ap.add_argument("--serve", help="the gridlens binary: also run the queries through its HTTP API")
     a = ap.parse_args()
     if a.child:
         return child(a.child, a.data, a.repeat)
@@ -593,22 +675,7 @@ def main():
                     print(f"    {rule}: only gridlens {sorted(gr - dr)[:3]} …, only duckdb {sorted(dr - gr)[:3]} …")
         report["sweep"] = {"gridlens": g, "duckdb": d, "identical": same}
     if "queries" in jobs:
-        qdir = os.path.join(ROOT, "benches", "queries")
-        gdir, ddir = f"/tmp/gridlens-queries-{os.getpid()}", f"/tmp/duckdb-queries-{os.getpid()}"
-        os.makedirs(gdir, exist_ok=True)
-        os.makedirs(ddir, exist_ok=True)
-        g = run_json([a.bench, "queries", "--data", a.data, "--queries", qdir,
-                      "--repeat", str(a.repeat), "--results", gdir])
-        d = run_json(me + ["--child", "duckdb-queries"], env=dict(os.environ, QUERIES=qdir, RESULTS=ddir))
-        ratios = []
-        for gq, dq in zip(g["queries"], d["queries"]):
-            same = read_rows(os.path.join(gdir, gq["query"] + ".csv")) == read_rows(os.path.join(ddir, dq["query"] + ".csv"))
-            ratio = dq["median_seconds"] / gq["median_seconds"]
-            ratios.append(ratio)
-            print(f"  {gq['query']:<36} gridlens {gq['median_seconds'] * 1000:9.1f} ms   duckdb {dq['median_seconds'] * 1000:9.1f} ms"
-                  f"   duckdb/gridlens {ratio:6.2f}x   {gq['rows']:>6} rows  {'identical' if same else 'DIFFERENT'}")
-        print(f"queries  median duckdb/gridlens {statistics.median(ratios):5.2f}x over {len(ratios)} queries")
-        report["queries"] = {"gridlens": g, "duckdb": d, "median_ratio": statistics.median(ratios)}
+        report["queries"] = compare_queries(a, me)
     if "kpis" in jobs:
         gdir, ddir = f"/tmp/gridlens-kpis-{os.getpid()}", f"/tmp/duckdb-kpis-{os.getpid()}"
         os.makedirs(gdir, exist_ok=True)

@@ -66,10 +66,21 @@ enum Cmd {
         out: Option<PathBuf>,
     },
     /// Load a city, then run each `.sql` file of a folder through the SQL engine `repeat`
-    /// times; report medians and write each result as CSV into `--results`.
+    /// times; report medians and write each result as CSV into `--results`. With `--url`, the
+    /// queries go to a running `gridlens serve` instead (`POST /v1/sql`, CSV answers), timed
+    /// from the request to the last byte of the answer.
     Queries {
+        #[arg(long, required_unless_present = "url")]
+        data: Option<PathBuf>,
+        /// e.g. http://127.0.0.1:8080
         #[arg(long)]
-        data: PathBuf,
+        url: Option<String>,
+        /// A token allowed to run SQL (with `--url`).
+        #[arg(long, env = "GRIDLENS_TOKEN")]
+        token: Option<String>,
+        /// Run on the columns' values throughout instead of the store's keys (in process).
+        #[arg(long)]
+        on_values: bool,
         #[arg(long, default_value = "benches/queries")]
         queries: PathBuf,
         #[arg(long, default_value_t = 5)]
@@ -244,10 +255,33 @@ fn main() -> Result<()> {
         Cmd::Kpis { data, repeat, out } => kpis(&data, repeat, out)?,
         Cmd::Queries {
             data,
+            url,
+            token,
+            on_values,
             queries,
             repeat,
             results,
-        } => run_queries(&data, &queries, repeat, results)?,
+        } => {
+            let runner = match (url, data) {
+                (Some(url), _) => Runner::Http {
+                    url,
+                    token: token.ok_or_else(|| anyhow::anyhow!("--url needs --token"))?,
+                    agent: clients::agent(),
+                },
+                (None, Some(data)) => {
+                    use gridlens_engine::sql::SqlEngine;
+                    let store = std::sync::Arc::new(load(&data, &LoadOptions::default())?);
+                    Runner::InProcess {
+                        engine: Box::new(SqlEngine::new(store).on_keys(!on_values)),
+                        rt: tokio::runtime::Builder::new_multi_thread()
+                            .enable_all()
+                            .build()?,
+                    }
+                }
+                (None, None) => anyhow::bail!("give --data or --url"),
+            };
+            run_queries(&runner, &queries, repeat, results)?
+        }
     }
     Ok(())
 }
@@ -334,18 +368,64 @@ fn kpis(data: &std::path::Path, repeat: usize, out: Option<PathBuf>) -> Result<(
     Ok(())
 }
 
+/// Where the bench's queries run.
+enum Runner {
+    /// In this process, on a loaded store.
+    InProcess {
+        engine: Box<gridlens_engine::sql::SqlEngine>,
+        rt: tokio::runtime::Runtime,
+    },
+    /// Through a running server's `POST /v1/sql`.
+    Http {
+        url: String,
+        token: String,
+        agent: ureq::Agent,
+    },
+}
+
+impl Runner {
+    /// Runs one query; its answer as CSV and its row count.
+    fn run(&self, sql: &str) -> Result<(Vec<u8>, usize)> {
+        match self {
+            Runner::InProcess { engine, rt } => {
+                let r = rt.block_on(engine.query(sql))?;
+                let mut out = Vec::new();
+                {
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(&mut out);
+                    for b in &r.batches {
+                        w.write(b)?;
+                    }
+                }
+                Ok((out, r.rows()))
+            }
+            Runner::Http { url, token, agent } => {
+                let mut resp = agent
+                    .post(&format!("{url}/v1/sql"))
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .send_json(json!({"sql": sql, "format": "csv"}))?;
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(u64::MAX)
+                    .read_to_vec()?;
+                if resp.status() != 200 {
+                    anyhow::bail!("{}: {}", resp.status(), String::from_utf8_lossy(&body));
+                }
+                let rows = csv::Reader::from_reader(body.as_slice()).records().count();
+                Ok((body, rows))
+            }
+        }
+    }
+}
+
 fn run_queries(
-    data: &std::path::Path,
+    runner: &Runner,
     dir: &std::path::Path,
     repeat: usize,
     results: Option<PathBuf>,
 ) -> Result<()> {
-    use gridlens_engine::sql::SqlEngine;
-    let store = std::sync::Arc::new(load(data, &LoadOptions::default())?);
-    let engine = SqlEngine::new(store);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
@@ -365,20 +445,19 @@ fn run_queries(
         let mut last = None;
         for _ in 0..repeat.max(1) {
             let t = Instant::now();
-            let r = rt.block_on(engine.query(&sql))?;
+            let r = runner
+                .run(&sql)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             times.push(t.elapsed().as_secs_f64());
             last = Some(r);
         }
-        let r = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+        let (csv, rows) = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
         if let Some(dir) = &results {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(std::fs::File::create(dir.join(format!("{name}.csv")))?);
-            for b in &r.batches {
-                w.write(b)?;
-            }
+            std::fs::write(dir.join(format!("{name}.csv")), csv)?;
         }
-        out.push(json!({"query": name, "rows": r.rows(), "median_seconds": median(&mut times)}));
+        let m = median(&mut times);
+        eprintln!("{name:<40} {:9.1} ms  {rows:>7} rows", m * 1e3);
+        out.push(json!({"query": name, "rows": rows, "median_seconds": m, "times": times}));
     }
     println!(
         "{}",

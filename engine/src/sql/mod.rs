@@ -14,7 +14,9 @@
 pub mod bounded;
 pub mod control;
 pub mod date_trunc;
+pub mod distinct;
 pub mod join_order;
+pub mod keys;
 pub mod memory;
 pub mod provider;
 pub mod tables;
@@ -66,6 +68,7 @@ pub struct SqlEngine {
     memory_limit: Option<usize>,
     shared_memory: Option<Arc<memory::SharedMemory>>,
     bounds: SqlBounds,
+    on_keys: bool,
 }
 
 impl SqlEngine {
@@ -84,6 +87,7 @@ impl SqlEngine {
             memory_limit: None,
             shared_memory: None,
             bounds: SqlBounds::default(),
+            on_keys: true,
         }
     }
 
@@ -116,6 +120,13 @@ impl SqlEngine {
     /// Bounds the size and nesting of the SQL accepted.
     pub fn with_bounds(mut self, bounds: SqlBounds) -> SqlEngine {
         self.bounds = bounds;
+        self
+    }
+
+    /// Whether queries run on the store's keys ([`keys`]; on by default). Off, they run on the
+    /// columns' values throughout, as a reference for tests and benchmarks.
+    pub fn on_keys(mut self, on: bool) -> SqlEngine {
+        self.on_keys = on;
         self
     }
 
@@ -155,7 +166,11 @@ impl SqlEngine {
             .with_config(config)
             .with_default_features()
             .with_optimizer_rule(Arc::new(join_order::JoinOrder))
+            .with_optimizer_rule(Arc::new(distinct::SplitDistinct))
             .with_physical_optimizer_rule(Arc::new(StopRule));
+        if self.on_keys {
+            builder = builder.with_query_planner(Arc::new(keys::KeyPlanner::new(&self.view)));
+        }
         if let Some(bytes) = self.memory_limit {
             // No spilling: a query past its memory stops, it does not fill the disk.
             let pool = memory::QueryMemory::new(bytes, self.shared_memory.clone(), control);

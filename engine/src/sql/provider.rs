@@ -11,6 +11,7 @@
 //! and the rows it will read.
 
 use super::control::{QueryControl, control_of};
+use super::keys::space::{KEY_META, KeySpace};
 use crate::contract::{ColumnType, TableId};
 use crate::hierarchy::{self, GridPath, Level};
 use crate::scope::View;
@@ -81,6 +82,8 @@ pub struct StoreTable {
     schema: SchemaRef,
     /// Whether `grid_code` is derived (the last column).
     derived_grid: bool,
+    /// For a scan on keys ([`StoreTable::keyed`]): the key space each column is read in.
+    spaces: Option<Arc<Vec<Option<KeySpace>>>>,
 }
 
 impl StoreTable {
@@ -103,7 +106,53 @@ impl StoreTable {
             view,
             table,
             derived_grid,
+            spaces: None,
         }
+    }
+
+    /// The same table read on keys: every column with a key space that the caller sees
+    /// unmasked is read as `UInt32` keys, its field marked with the space (see
+    /// [`super::keys`]). `None` when no column has keys.
+    pub fn keyed(&self) -> Option<StoreTable> {
+        if self.spaces.is_some() {
+            return Some(self.clone());
+        }
+        let stored = self.stored().columns.len();
+        let spaces: Vec<Option<KeySpace>> = (0..self.schema.fields().len())
+            .map(|c| {
+                if c < stored && self.view.mask_of(self.table, c).is_some() {
+                    return None;
+                }
+                KeySpace::of(self.store(), self.table, c)
+            })
+            .collect();
+        if spaces.iter().all(Option::is_none) {
+            return None;
+        }
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&spaces)
+            .map(|(f, s)| match s {
+                Some(s) => Field::new(f.name(), DataType::UInt32, f.is_nullable()).with_metadata(
+                    [(KEY_META.to_string(), s.to_string())]
+                        .into_iter()
+                        .collect(),
+                ),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        Some(StoreTable {
+            schema: Arc::new(Schema::new(fields)),
+            spaces: Some(Arc::new(spaces)),
+            ..self.clone()
+        })
+    }
+
+    /// The key space column `col` is read in, if this scan reads it as keys.
+    fn space(&self, col: usize) -> Option<&KeySpace> {
+        self.spaces.as_ref()?.get(col)?.as_ref()
     }
 
     fn store(&self) -> &Arc<Store> {
@@ -270,9 +319,16 @@ impl StoreTable {
         let t = self.stored();
         let n = rows.len();
         let mut arrays = Vec::with_capacity(projection.len());
+        let mut ids: Option<Vec<u32>> = None;
         for (i, &c) in projection.iter().enumerate() {
             let a = if only.is_some_and(|o| !o.contains(&i)) {
                 arrow::array::new_null_array(schema.field(i).data_type(), n)
+            } else if let Some(space) = self.space(c) {
+                let ids = ids.get_or_insert_with(|| match rows {
+                    Rows::Range(s, n) => (*s as u32..(*s + *n) as u32).collect(),
+                    Rows::Take(r) => r.values().to_vec(),
+                });
+                space.encode(self.store(), self.table, c, ids)?
             } else if c == t.columns.len() {
                 // The derived grid_code.
                 let ids: Vec<u32> = match rows {
@@ -599,6 +655,16 @@ impl DisplayAs for StoreScan {
             write!(f, ", index=[{}]", self.answered.join(", "))?;
         }
         write!(f, ", projection=[{}]", cols.join(", "))?;
+        let keys: Vec<&str> = self
+            .projection
+            .iter()
+            .zip(&cols)
+            .filter(|(c, _)| self.table.space(**c).is_some())
+            .map(|(_, n)| *n)
+            .collect();
+        if !keys.is_empty() {
+            write!(f, ", keys=[{}]", keys.join(", "))?;
+        }
         if !self.dynamic.is_empty() {
             let d: Vec<String> = self.dynamic.iter().map(|e| e.to_string()).collect();
             write!(f, ", dynamic=[{}]", d.join(", "))?;
@@ -841,6 +907,11 @@ impl PartitionReader {
             return Ok(None);
         }
         let values = self.table.store().pool(pool).map_err(df)?;
+        // Read on keys, the filters test the keys themselves: key k stands at position k.
+        let values: ArrayRef = match self.table.space(c) {
+            Some(_) => Arc::new(UInt32Array::from_iter_values(0..values.len() as u32)),
+            None => values,
+        };
         if values.len() >= self.total {
             return Ok(None);
         }

@@ -515,6 +515,55 @@ type EnumRows = std::sync::Arc<Vec<RoaringBitmap>>;
 pub struct ColumnIndexes {
     enums: std::sync::Mutex<BTreeMap<ColumnKey, EnumRows>>,
     dates: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<DateIndex>>>,
+    dictionaries: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<Dictionary>>>,
+}
+
+/// The dictionary of a text column: each row's key, the distinct values in order of first
+/// appearance, and value → key.
+#[derive(Debug)]
+pub struct Dictionary {
+    keys: Vec<Option<u32>>,
+    values: arrow::array::StringArray,
+    index: std::collections::HashMap<String, u32>,
+}
+
+impl Dictionary {
+    /// Builds the dictionary of a text column.
+    pub fn build(a: &arrow::array::StringArray) -> Dictionary {
+        let mut index = std::collections::HashMap::new();
+        let mut values: Vec<String> = Vec::new();
+        let keys = a
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    *index.entry(v.to_string()).or_insert_with(|| {
+                        values.push(v.to_string());
+                        (values.len() - 1) as u32
+                    })
+                })
+            })
+            .collect();
+        Dictionary {
+            keys,
+            values: arrow::array::StringArray::from(values),
+            index,
+        }
+    }
+
+    /// The key of a row's value (`None`: null).
+    pub fn key_of_row(&self, row: usize) -> Option<u32> {
+        self.keys.get(row).copied().flatten()
+    }
+
+    /// The key of a value, if some row holds it.
+    pub fn key_of(&self, v: &str) -> Option<u32> {
+        self.index.get(v).copied()
+    }
+
+    /// The distinct values, by key.
+    pub fn values(&self) -> &arrow::array::StringArray {
+        &self.values
+    }
 }
 
 impl ColumnIndexes {
@@ -540,6 +589,22 @@ impl ColumnIndexes {
                     }
                     std::sync::Arc::new(by)
                 })
+                .clone(),
+        )
+    }
+
+    /// The dictionary of a text column, built on first use.
+    pub fn dictionary(
+        &self,
+        table: TableId,
+        column: usize,
+        build: impl FnOnce() -> Dictionary,
+    ) -> Option<std::sync::Arc<Dictionary>> {
+        let mut cache = self.dictionaries.lock().ok()?;
+        Some(
+            cache
+                .entry((table, column))
+                .or_insert_with(|| std::sync::Arc::new(build()))
                 .clone(),
         )
     }
