@@ -90,7 +90,7 @@ impl KeyPlanner {
     }
 
     fn try_rewrite(&self, plan: &LogicalPlan) -> DfResult<LogicalPlan> {
-        if !reads_keys(plan) || follows_subqueries(plan) {
+        if !reads_keys(plan) || !works_on_keys(plan) || follows_subqueries(plan) {
             return Ok(plan.clone());
         }
         let new = self.node(plan)?;
@@ -523,6 +523,21 @@ fn reads_keys(plan: &LogicalPlan) -> bool {
             }),
             _ => false,
         })
+    })
+    .unwrap_or(false)
+}
+
+/// Whether a plan has work that keys make cheaper (a join, group-by, distinct or window): a
+/// plain scan, filter and sort gains nothing from reading keys only to decode them.
+fn works_on_keys(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| {
+        Ok(matches!(
+            n,
+            LogicalPlan::Join(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Window(_)
+        ))
     })
     .unwrap_or(false)
 }
