@@ -374,10 +374,7 @@ impl KeyPlanner {
     fn key_literal(&self, e: &Expr, space: &KeySpace) -> Option<Expr> {
         let v = match text_literal(e)? {
             None => None,
-            Some(v) => match space.lookup(&self.store, &v) {
-                Ok(k) => Some(k.unwrap_or(NONE)),
-                Err(()) => return None,
-            },
+            Some(v) => Some(space.lookup(&self.store, &v)?.unwrap_or(NONE)),
         };
         Some(Expr::Literal(ScalarValue::UInt32(v), None))
     }

@@ -175,9 +175,9 @@ impl KeySpace {
         })
     }
 
-    /// The key of a value, when this space can look one up: `Ok(None)` when no row holds the
-    /// value, `Err(())` when the space has no index from values to keys (identity numbers).
-    pub fn lookup(&self, store: &Store, v: &str) -> Result<Option<u32>, ()> {
+    /// The key of a value, when this space can look one up: `Some(None)` when no row holds the
+    /// value, `None` when the space has no index from values to keys (identity numbers).
+    pub fn lookup(&self, store: &Store, v: &str) -> Option<Option<u32>> {
         let find = |values: &StringArray| {
             (0..values.len())
                 .find(|&i| values.is_valid(i) && values.value(i) == v)
@@ -185,16 +185,14 @@ impl KeySpace {
         };
         match self {
             KeySpace::Rows(t) => {
-                let table = store.table(*t);
-                let index = table.key_index.as_ref().ok_or(())?;
-                let pool = store.pool(&Pool::Table(*t)).map_err(|_| ())?;
-                let pool = pool.as_string_opt::<i32>().ok_or(())?;
-                Ok(index.get(pool, v))
+                let index = store.table(*t).key_index.as_ref()?;
+                let pool = store.pool(&Pool::Table(*t)).ok()?;
+                Some(index.get(pool.as_string_opt::<i32>()?, v))
             }
-            KeySpace::Identity => Err(()),
-            KeySpace::Local(t, c) => Ok(find(local(store, *t, *c).map_err(|_| ())?.as_ref())),
-            KeySpace::Codes(t, c) => Ok(find(codes(store, *t, *c).map_err(|_| ())?.as_ref())),
-            KeySpace::Dictionary(t, c) => Ok(dictionary(store, *t, *c).map_err(|_| ())?.key_of(v)),
+            KeySpace::Identity => None,
+            KeySpace::Local(t, c) => Some(find(local(store, *t, *c).ok()?.as_ref())),
+            KeySpace::Codes(t, c) => Some(find(codes(store, *t, *c).ok()?.as_ref())),
+            KeySpace::Dictionary(t, c) => Some(dictionary(store, *t, *c).ok()?.key_of(v)),
         }
     }
 
