@@ -242,23 +242,7 @@ fn answer(r: &gridlens_engine::sql::QueryResult) -> (Vec<String>, Vec<String>) {
         .iter()
         .map(|f| format!("{}: {}", f.name(), f.data_type()))
         .collect();
-    let opts = arrow::util::display::FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for b in &r.batches {
-        let f: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            rows.push(
-                f.iter()
-                    .map(|x| x.value(i).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
+    let mut rows = common::row_lines(r);
     rows.sort();
     (shape, rows)
 }

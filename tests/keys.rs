@@ -9,7 +9,6 @@
 
 mod common;
 
-use arrow::array::RecordBatch;
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::scope::Scope;
@@ -40,31 +39,11 @@ fn engines() -> &'static (SqlEngine, SqlEngine, SqlEngine, SqlEngine, String) {
 
 /// Rows as text, in order when the query orders them, else sorted.
 fn rows(r: &QueryResult, ordered: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in &r.batches {
-        out.extend(lines(b));
-    }
+    let mut out = common::row_lines(r);
     if !ordered {
         out.sort();
     }
     out
-}
-
-fn lines(b: &RecordBatch) -> Vec<String> {
-    let opts = arrow::util::display::FormatOptions::default().with_null("NULL");
-    let f: Vec<_> = b
-        .columns()
-        .iter()
-        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-        .collect();
-    (0..b.num_rows())
-        .map(|i| {
-            f.iter()
-                .map(|x| x.value(i).to_string())
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
 }
 
 /// Runs `sql` on keys and on values and checks both answers agree exactly; returns the rows.

@@ -111,3 +111,24 @@ pub fn text(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> String {
 
 pub mod leaks;
 pub mod server;
+
+/// A query's rows as text, one line a row (cells joined by `|`, nulls as `NULL`), in the order
+/// answered: for comparing two answers cell by cell.
+pub fn row_lines(r: &gridlens_engine::sql::QueryResult) -> Vec<String> {
+    let opts = arrow::util::display::FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let f: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        out.extend((0..b.num_rows()).map(|i| {
+            f.iter()
+                .map(|x| x.value(i).to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        }));
+    }
+    out
+}

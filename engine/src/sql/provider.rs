@@ -173,11 +173,6 @@ impl StoreTable {
         self.store().table(self.table)
     }
 
-    /// The grid (row of `grids`) of each of some rows of the table.
-    pub fn grids_of(&self, rows: &[u32]) -> Vec<u32> {
-        hierarchy::grids_of(self.store(), self.table, rows)
-    }
-
     /// The grids whose code (or parent code, for a `grids` column) satisfies a test.
     fn grids_where(&self, column: &str, test: impl Fn(&str) -> bool) -> Option<RoaringBitmap> {
         let level = match column {
@@ -324,25 +319,14 @@ impl StoreTable {
             let a = if only.is_some_and(|o| !o.contains(&i)) {
                 arrow::array::new_null_array(schema.field(i).data_type(), n)
             } else if let Some(space) = self.space(c) {
-                let ids = ids.get_or_insert_with(|| match rows {
-                    Rows::Range(s, n) => (*s as u32..(*s + *n) as u32).collect(),
-                    Rows::Take(r) => r.values().to_vec(),
-                });
+                let ids = ids.get_or_insert_with(|| rows.ids());
                 space.encode(self.store(), self.table, c, ids)?
             } else if c == t.columns.len() {
-                // The derived grid_code.
-                let ids: Vec<u32> = match rows {
-                    Rows::Range(s, n) => (*s as u32..(*s + *n) as u32).collect(),
-                    Rows::Take(r) => r.values().to_vec(),
-                };
-                let grids = self.grids_of(&ids);
-                let keys = UInt32Array::from_iter(grids.iter().map(|&g| (g != NONE).then_some(g)));
-                let codes = self
-                    .store()
-                    .table(TableId::Grids)
-                    .strings(GRID_CODE)
-                    .map_err(df)?;
-                compute::take(codes, &keys, None)?
+                // The derived grid_code, read on values: its grids' keys, decoded.
+                let ids = ids.get_or_insert_with(|| rows.ids());
+                let grids = KeySpace::Rows(TableId::Grids);
+                let keys = grids.encode(self.store(), self.table, c, ids)?;
+                grids.decode(self.store(), keys.as_primitive())?
             } else {
                 let set = match rows {
                     Rows::Range(s, n) => RowSet::Range(*s, *n),
@@ -368,6 +352,14 @@ enum Rows {
 }
 
 impl Rows {
+    /// The row numbers.
+    fn ids(&self) -> Vec<u32> {
+        match self {
+            Rows::Range(s, n) => (*s as u32..(*s + *n) as u32).collect(),
+            Rows::Take(r) => r.values().to_vec(),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Rows::Range(_, n) => *n,
