@@ -24,8 +24,10 @@ fn every_endpoint_and_format() {
         "--state",
         state.to_str().unwrap(),
     ]);
-    // No admin token is created when one exists: nothing but the address is printed.
-    assert_eq!(server.printed.len(), 1, "{:?}", server.printed);
+    // No admin token is created when one exists: nothing but the two addresses is printed.
+    assert_eq!(server.printed.len(), 2, "{:?}", server.printed);
+    assert!(server.printed[0].starts_with("PostgreSQL clients: postgresql://127.0.0.1:"));
+    assert!(server.pg_port.is_some());
 
     let store = Arc::new(load(&data, &LoadOptions::default()).expect("load"));
     let engine = SqlEngine::new(store.clone());

@@ -280,3 +280,90 @@ fn dynamic_filters_narrow_the_scans() {
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()
 }
+
+/// Which instants a condition keeps.
+type Keep = Box<dyn Fn(i64) -> bool>;
+
+/// Door events' time ranges are answered from the store's building-and-time order: for every
+/// comparison, at instants that events hold (inclusive and exclusive edges) and between them,
+/// the count equals a count over the raw column, for the city and for one street; the scan
+/// reads only the rows in the range, and `EXPLAIN` names the filter it answered.
+#[test]
+fn door_event_time_ranges_from_the_index() {
+    use arrow::array::Array;
+    use gridlens_engine::contract::TableId;
+    use gridlens_engine::scope::Scope;
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let ts = store
+        .table(TableId::AccessEvents)
+        .timestamps("ts")
+        .unwrap()
+        .clone();
+    assert!(ts.len() > 1000 && ts.null_count() == 0);
+    let mut sorted: Vec<i64> = ts.values().to_vec();
+    sorted.sort_unstable();
+    let pick = |q: usize| sorted[(sorted.len() - 1) * q / 100];
+    let engine = SqlEngine::new(store.clone());
+    let street = text(&engine, "SELECT min(street_code) FROM grids");
+    let scoped = engine
+        .clone()
+        .scoped(Scope::parse(&street, false).unwrap())
+        .unwrap();
+    let lit = |v: i64| {
+        let t = chrono::DateTime::from_timestamp_micros(v)
+            .unwrap()
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+        format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f%:z"))
+    };
+    let instants = [
+        pick(0),
+        pick(13),
+        pick(50),
+        pick(87),
+        pick(100),
+        pick(50) + 1,
+        sorted[0] - 1,
+    ];
+    for &a in &instants {
+        for &b in &instants {
+            let cases: [(String, Keep); 6] = [
+                (format!("ts < {}", lit(a)), Box::new(move |v| v < a)),
+                (format!("ts <= {}", lit(a)), Box::new(move |v| v <= a)),
+                (format!("ts > {}", lit(a)), Box::new(move |v| v > a)),
+                (format!("ts >= {}", lit(a)), Box::new(move |v| v >= a)),
+                (format!("ts = {}", lit(a)), Box::new(move |v| v == a)),
+                (
+                    format!("ts >= {} AND ts < {}", lit(a), lit(b)),
+                    Box::new(move |v| v >= a && v < b),
+                ),
+            ];
+            for (cond, keep) in cases {
+                let want = ts.values().iter().filter(|&&v| keep(v)).count() as i64;
+                let sql = format!("SELECT count(*) FROM access_events WHERE {cond}");
+                assert_eq!(count(&engine, &sql), want, "{sql}");
+                let in_street = format!(
+                    "SELECT count(*) FROM access_events WHERE grid_code LIKE '{street}%' AND {cond}"
+                );
+                assert_eq!(
+                    count(&scoped, &sql),
+                    count(&engine, &in_street),
+                    "{sql} for {street}"
+                );
+            }
+        }
+    }
+    // Only the day's rows are read, and EXPLAIN says the index answered.
+    let (a, b) = (pick(40), pick(45));
+    let sql = format!(
+        "SELECT building_id, count(*) FROM access_events WHERE ts >= {} AND ts < {} GROUP BY 1",
+        lit(a),
+        lit(b)
+    );
+    let (scans, plan) = scans_after_run(&engine, &sql);
+    let (_, out, _) = find_in(&scans, "access_events");
+    let want = ts.values().iter().filter(|&&v| v >= a && v < b).count();
+    assert_eq!(out, want, "{plan}");
+    assert!(out < ts.len() / 2, "{plan}");
+    assert!(plan.contains("index=[ts >="), "{plan}");
+}

@@ -10,6 +10,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The PostgreSQL endpoint's port, when it has one.
+    pub pg_port: Option<u16>,
     /// What it printed before it was ready.
     pub printed: Vec<String>,
     agent: ureq::Agent,
@@ -74,13 +76,17 @@ pub fn add_token(state: &Path, args: &[&str]) -> String {
 }
 
 impl Server {
-    /// Starts `gridlens serve` with the given arguments (plus `--listen 127.0.0.1:0`) and
-    /// waits until it listens.
+    /// Starts `gridlens serve` with the given arguments (plus `--listen 127.0.0.1:0`, and
+    /// `--pg-listen 127.0.0.1:0` unless they name one) and waits until it listens.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gridlens"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridlens"));
+        cmd.arg("serve")
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--pg-listen") {
+            cmd.args(["--pg-listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -97,11 +103,19 @@ impl Server {
             }
         });
         let mut printed = Vec::new();
+        let mut pg_port = None;
         let url = loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(300))
                 .expect("the server prints its address");
             printed.push(line.clone());
+            if let Some(rest) = line.split("postgresql://").nth(1) {
+                pg_port = rest
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok());
+            }
             if let Some(i) = line.find("on http://") {
                 break line[i + 3..].trim().to_string();
             }
@@ -114,6 +128,7 @@ impl Server {
         Server {
             child,
             url,
+            pg_port,
             printed,
             agent,
         }

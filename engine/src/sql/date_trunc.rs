@@ -8,8 +8,10 @@
 //! zones, other units, granularities given per row) goes to DataFusion's implementation.
 
 use crate::time::{DAY, HOUR, MINUTE, SECOND, civil, fixed_offset, weekday, ymd};
-use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampMicrosecondType};
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
+use arrow::datatypes::{
+    DataType, FieldRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
+};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
@@ -118,22 +120,53 @@ impl ScalarUDFImpl for DateTrunc {
                 )),
                 Some(ColumnarValue::Array(a)),
             ) => match a.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
-                    unit(g).zip(fixed_offset(tz)).map(|(u, off)| (u, off, a))
+                // Dates arrive here cast to zone-less nanoseconds: their calendar is UTC's.
+                DataType::Timestamp(u @ (TimeUnit::Microsecond | TimeUnit::Nanosecond), tz) => {
+                    let offset = match tz {
+                        None => Some(0),
+                        Some(tz) => fixed_offset(tz),
+                    };
+                    unit(g).zip(offset).map(|(g, off)| (g, off, *u, a.clone()))
                 }
                 _ => None,
             },
             _ => None,
         };
-        let Some((unit, offset, array)) = fast else {
+        let Some((unit, offset, time_unit, array)) = fast else {
             return self.inner.invoke_with_args(args);
         };
-        let values = array.as_primitive::<TimestampMicrosecondType>();
-        let out: TimestampMicrosecondArray = values
-            .unary::<_, TimestampMicrosecondType>(|v| truncate(v + offset, unit) - offset)
-            .with_timezone_opt(values.timezone().map(Arc::<str>::from));
+        let out: DfResult<ArrayRef> = match time_unit {
+            TimeUnit::Nanosecond => {
+                let values = array.as_primitive::<TimestampNanosecondType>();
+                // Every unit of the fast path is whole microseconds: truncating the microsecond
+                // part is truncating the value. Only an instant near the year 1677 can leave
+                // the nanosecond range on its way down; those go to DataFusion.
+                values
+                    .try_unary::<_, TimestampNanosecondType, ()>(|v| {
+                        (truncate(v.div_euclid(1_000) + offset, unit) - offset)
+                            .checked_mul(1_000)
+                            .ok_or(())
+                    })
+                    .map(|a| {
+                        Arc::new(a.with_timezone_opt(values.timezone().map(Arc::<str>::from)))
+                            as ArrayRef
+                    })
+                    .or_else(|()| match self.inner.invoke_with_args(args)? {
+                        ColumnarValue::Array(a) => Ok(a),
+                        ColumnarValue::Scalar(s) => s.to_array(),
+                    })
+            }
+            _ => {
+                let values = array.as_primitive::<TimestampMicrosecondType>();
+                let out: TimestampMicrosecondArray = values
+                    .unary::<_, TimestampMicrosecondType>(|v| truncate(v + offset, unit) - offset)
+                    .with_timezone_opt(values.timezone().map(Arc::<str>::from));
+                Ok(Arc::new(out))
+            }
+        };
+        let out = out?;
         debug_assert_eq!(out.len(), array.len());
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        Ok(ColumnarValue::Array(out))
     }
 
     fn output_ordering(&self, input: &[ExprProperties]) -> DfResult<SortProperties> {
@@ -152,7 +185,7 @@ impl ScalarUDFImpl for DateTrunc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::ArrayRef;
+    use arrow::array::TimestampNanosecondArray;
     use arrow::datatypes::Field;
     use datafusion::common::config::ConfigOptions;
 
@@ -175,9 +208,45 @@ mod tests {
         }
         let ours = DateTrunc::new();
         let theirs = datafusion::functions::datetime::date_trunc();
-        for tz in ["+08:00", "-03:30", "+00:00"] {
-            let a: ArrayRef =
-                Arc::new(TimestampMicrosecondArray::from(instants.clone()).with_timezone(tz));
+        let nanos: Vec<i64> = instants.iter().map(|v| v * 1_000 + 999).collect();
+        let arrays: Vec<(String, ArrayRef)> = ["+08:00", "-03:30", "+00:00"]
+            .into_iter()
+            .flat_map(|tz| {
+                [
+                    (
+                        format!("µs {tz}"),
+                        Arc::new(
+                            TimestampMicrosecondArray::from(instants.clone()).with_timezone(tz),
+                        ) as ArrayRef,
+                    ),
+                    (
+                        format!("ns {tz}"),
+                        Arc::new(TimestampNanosecondArray::from(nanos.clone()).with_timezone(tz)),
+                    ),
+                ]
+            })
+            .chain([
+                (
+                    "µs, no zone".to_string(),
+                    Arc::new(TimestampMicrosecondArray::from(instants.clone())) as ArrayRef,
+                ),
+                (
+                    "ns, no zone (dates)".to_string(),
+                    Arc::new(TimestampNanosecondArray::from(nanos.clone())),
+                ),
+                (
+                    "ns far from 1970".to_string(),
+                    Arc::new(TimestampNanosecondArray::from(vec![
+                        i64::MIN / 2,
+                        i64::MAX / 2,
+                        -1,
+                        0,
+                        1,
+                    ])),
+                ),
+            ])
+            .collect();
+        for (tz, a) in arrays {
             let ty = a.data_type().clone();
             for g in [
                 "year", "quarter", "month", "week", "day", "hour", "minute", "second",
@@ -195,14 +264,42 @@ mod tests {
                     return_field: Arc::new(Field::new("r", ty.clone(), true)),
                     config_options: Arc::new(ConfigOptions::default()),
                 };
-                let (ColumnarValue::Array(x), ColumnarValue::Array(y)) = (
-                    ours.invoke_with_args(args()).unwrap(),
-                    theirs.invoke_with_args(args()).unwrap(),
-                ) else {
-                    panic!("arrays expected");
-                };
-                assert_eq!(x.as_ref(), y.as_ref(), "{g} in {tz}");
+                match (
+                    ours.invoke_with_args(args()),
+                    theirs.invoke_with_args(args()),
+                ) {
+                    (Ok(ColumnarValue::Array(x)), Ok(ColumnarValue::Array(y))) => {
+                        assert_eq!(x.as_ref(), y.as_ref(), "{g} in {tz}")
+                    }
+                    (Err(x), Err(y)) => assert_eq!(x.to_string(), y.to_string(), "{g} in {tz}"),
+                    (x, y) => panic!("{g} in {tz}: {x:?} against {y:?}"),
+                }
             }
+        }
+    }
+
+    /// At the ends of the nanosecond range, where a truncated instant leaves it, the answer is
+    /// an error (or a value), never a panic or a wrapped value.
+    #[test]
+    fn range_ends() {
+        let a: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![i64::MIN + 1]));
+        let ty = a.data_type().clone();
+        let args = ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some("year".into()))),
+                ColumnarValue::Array(a.clone()),
+            ],
+            arg_fields: vec![
+                Arc::new(Field::new("g", DataType::Utf8, false)),
+                Arc::new(Field::new("t", ty.clone(), true)),
+            ],
+            number_rows: 1,
+            return_field: Arc::new(Field::new("r", ty, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        if let Ok(ColumnarValue::Array(x)) = DateTrunc::new().invoke_with_args(args) {
+            let v = x.as_primitive::<TimestampNanosecondType>().value(0);
+            assert!(v <= i64::MIN + 1, "{v} is not at or before the instant");
         }
     }
 

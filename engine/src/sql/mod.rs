@@ -27,15 +27,17 @@ use crate::error::{Error, Result};
 use crate::scope::{Scope, View};
 use crate::store::Store;
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use control::{QueryControl, SqlBounds, StopRule, Stopped};
 use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::VisitMut;
@@ -57,6 +59,15 @@ impl QueryResult {
     pub fn rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// What a query returns and the parameters it takes, known before it runs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The schema of its rows.
+    pub schema: SchemaRef,
+    /// The types of `$1`, `$2`, … in order; `None` where the query does not tell.
+    pub params: Vec<Option<DataType>>,
 }
 
 /// SQL over a loaded city, as one caller sees it.
@@ -218,8 +229,53 @@ impl SqlEngine {
         Ok(control::stopping(stream, control.clone()))
     }
 
+    /// Runs one read-only query whose `$1`, `$2`, … take the values given (a prepared
+    /// statement's execution), its rows as a stream of batches, as [`SqlEngine::stream`].
+    pub async fn stream_with(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        control: &Arc<QueryControl>,
+    ) -> Result<SendableRecordBatchStream> {
+        let (ctx, plan) = self.logical(sql, control).await?;
+        let plan = plan.with_param_values(params).map_err(query_error)?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(query_error)?;
+        let stream = df.execute_stream().await.map_err(query_error)?;
+        Ok(control::stopping(stream, control.clone()))
+    }
+
+    /// What a query would return and which parameters it takes, without running it (for
+    /// clients that prepare statements first). Refused like the query itself would be.
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
+        let (_, plan) = self.logical(sql, &QueryControl::unlimited()).await?;
+        let types = plan.get_parameter_types().map_err(query_error)?;
+        let n = types
+            .keys()
+            .filter_map(|k| k.strip_prefix('$')?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        let params = (1..=n)
+            .map(|i| types.get(&format!("${i}")).cloned().flatten())
+            .collect();
+        Ok(Prepared {
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+            params,
+        })
+    }
+
     /// Checks a query's size and nesting, and plans it.
     async fn plan(&self, sql: &str, control: &Arc<QueryControl>) -> Result<DataFrame> {
+        let (ctx, plan) = self.logical(sql, control).await?;
+        ctx.execute_logical_plan(plan).await.map_err(query_error)
+    }
+
+    /// Checks a query's size and nesting, and makes its logical plan in a session of its own,
+    /// refusing anything but a read.
+    async fn logical(
+        &self,
+        sql: &str,
+        control: &Arc<QueryControl>,
+    ) -> Result<(SessionContext, LogicalPlan)> {
         if sql.len() > self.bounds.max_bytes {
             return Err(Error::TooComplex(format!(
                 "the SQL is {:.1} KiB; at most {} KiB is accepted",
@@ -265,7 +321,7 @@ impl SqlEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::Forbidden(format!("queries are read-only: {}", strip(&e))))?;
-        ctx.execute_logical_plan(plan).await.map_err(query_error)
+        Ok((ctx, plan))
     }
 
     /// Runs one query on a runtime of its own (for callers that are not async), on the

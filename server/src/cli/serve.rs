@@ -16,6 +16,15 @@ pub struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Address for PostgreSQL clients (psql, DBeaver, Metabase, Python): `off` for none.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pg_listen: String,
+    /// TLS certificate chain (PEM) for the PostgreSQL endpoint; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the PostgreSQL endpoint; with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The state folder: task lists, and by default the token file and the audit log.
     #[arg(long, default_value = "gridlens-state")]
     state: PathBuf,
@@ -69,6 +78,9 @@ impl Args {
         Config {
             data: self.data.clone(),
             listen: self.listen.clone(),
+            pg_listen: (!self.pg_listen.eq_ignore_ascii_case("off"))
+                .then(|| self.pg_listen.clone()),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tokens: super::token::token_path(&self.state, self.tokens.as_ref()),
             audit: self
                 .audit

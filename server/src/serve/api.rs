@@ -69,11 +69,27 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be: Bearer <token>"))?;
-        let entry = app
-            .tokens
-            .authenticate(token)
-            .ok_or_else(|| unauthorized("this token is not valid (unknown or revoked)"))?;
-        if let Some(a) = parts.extensions.get::<Arc<Audit>>() {
+        Caller::of_token(
+            app,
+            token,
+            parts.extensions.get::<Arc<Audit>>().map(|a| a.as_ref()),
+        )
+    }
+}
+
+impl Caller {
+    /// The caller a token stands for (re-reading the token file if it changed): 401 for an
+    /// unknown or revoked token, 403 for one without a valid scope. The caller is recorded in
+    /// the audit line, when there is one. Every endpoint, HTTP or PostgreSQL, signs in here.
+    pub fn of_token(app: &App, token: &str, audit: Option<&Audit>) -> Result<Caller, ApiError> {
+        let entry = app.tokens.authenticate(token).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this token is not valid (unknown or revoked)",
+            )
+        })?;
+        if let Some(a) = audit {
             a.caller(
                 &entry.id,
                 &entry.name,

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod observe;
+pub mod pg;
 pub mod sqlout;
 
 use crate::dataset::{self, DataArgs};
@@ -68,6 +69,10 @@ pub struct Config {
     pub data: DataArgs,
     /// Address to listen on.
     pub listen: String,
+    /// Address the PostgreSQL endpoint listens on (`None`: no PostgreSQL endpoint).
+    pub pg_listen: Option<String>,
+    /// The TLS certificate chain and private key (PEM) for the PostgreSQL endpoint.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The state folder: task lists, the secret, and by default tokens and audit.
     pub state: PathBuf,
     /// The token file.
@@ -103,6 +108,8 @@ impl Config {
         Config {
             data,
             listen: "127.0.0.1:8080".into(),
+            pg_listen: None,
+            tls: None,
             tokens: state.join("tokens.json"),
             audit: state.join("audit.jsonl"),
             state,
@@ -468,7 +475,7 @@ pub fn run(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
-    let result = http_rt.block_on(serve(Arc::new(app), &config.listen));
+    let result = http_rt.block_on(serve(Arc::new(app), &config));
     query_rt.shutdown_background();
     result
 }
@@ -502,12 +509,34 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Answers on an address until SIGINT / SIGTERM (SIGHUP reloads).
-pub async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
+/// Answers on the configuration's addresses (HTTP, and PostgreSQL when it has one) until
+/// SIGINT / SIGTERM (SIGHUP reloads).
+pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
+    use axum::serve::ListenerExt;
+    let listen = &config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen {listen}: cannot listen there"))?;
     let addr = listener.local_addr()?;
+    if let Some(pg_listen) = &config.pg_listen {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(pg::tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let pg_listener = pg::bind(pg_listen).await?;
+        let pg_addr = pg_listener.local_addr()?;
+        println!(
+            "PostgreSQL clients: postgresql://{}:{}/gridlens (the password is your token{})",
+            pg_addr.ip(),
+            pg_addr.port(),
+            if tls.is_some() {
+                ", TLS on"
+            } else {
+                "; TLS off: loopback only"
+            }
+        );
+        tokio::spawn(pg::serve(app.clone(), pg_listener, tls));
+    }
     let served = app.served();
     println!(
         "gridlens is serving {} (as_of {}) on http://{addr}",
@@ -532,6 +561,13 @@ pub async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
             }
         });
     }
+    // No Nagle: a small answer's last chunk would otherwise wait for the client's delayed ACK
+    // (≈ 40 ms on Linux), a fixed tax on every short query.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -341,6 +341,47 @@ pub fn resident_memory() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// The audit line and metrics of a request that is not HTTP (a PostgreSQL sign-in or
+/// statement), written when the guard is dropped, as the HTTP middleware writes its own: a
+/// request whose end is not recorded with [`Audit::finish`] is audited as `abandoned`.
+pub fn begin(app: Arc<App>, method: &str, endpoint: &str) -> (Arc<Audit>, AuditGuard) {
+    let audit = Arc::new(Audit::default());
+    if let Ok(mut l) = audit.line.lock() {
+        l.time = gridlens_engine::time::format_timestamp(gridlens_engine::load::now());
+        l.method = method.to_string();
+        l.path = endpoint.to_string();
+        l.endpoint = endpoint.to_string();
+        l.outcome = "ok".into();
+    }
+    let guard = AuditGuard(Finish {
+        app,
+        audit: audit.clone(),
+        start: Instant::now(),
+    });
+    (audit, guard)
+}
+
+/// Writes a non-HTTP request's audit line when dropped ([`begin`]).
+pub struct AuditGuard(#[allow(dead_code)] Finish);
+
+impl Audit {
+    /// Records how a request that is not HTTP ended: with the status and code the HTTP API
+    /// would have answered.
+    pub fn finish(&self, outcome: Result<(), &ApiError>) {
+        if let Ok(mut l) = self.line.lock() {
+            match outcome {
+                Ok(()) => l.status = 200,
+                Err(e) => {
+                    l.status = e.status.as_u16();
+                    l.outcome = e.code.to_string();
+                    l.error = Some(e.message.clone());
+                }
+            }
+        }
+        self.complete.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Written when the answer's last byte has gone (or the client went away).
 struct Finish {
     app: Arc<App>,

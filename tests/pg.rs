@@ -1,0 +1,509 @@
+//! The PostgreSQL endpoint through real clients against a real server: `tokio-postgres`
+//! (prepared statements, parameters, binary results, cancel), `psql` (queries and `COPY … TO
+//! STDOUT`) and Python's `psycopg` (parameters, binary results, a cancelled query, a 1 M-row
+//! fetch). The scope, masking and role tests of the HTTP API are run again over the wire: a
+//! street token sees the same rows and the same masks through PostgreSQL as through HTTP.
+
+mod common;
+
+use common::server::{Server, add_token, state_dir};
+use gridlens_datasets::OutputFormat;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+struct Fixture {
+    server: Server,
+    state: PathBuf,
+    admin: String,
+    analyst: String,
+    leader: String,
+    street: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn setup(name: &str) -> Fixture {
+    setup_with(name, &[])
+}
+
+fn setup_with(name: &str, extra: &[&str]) -> Fixture {
+    let data = common::city(OutputFormat::Parquet, false);
+    let state = state_dir(name);
+    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
+    let mut args = vec![
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let street = server.rows(
+        &admin,
+        "SELECT substr(grid_code, 1, 9) AS s FROM people GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )[0]["s"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let analyst = add_token(
+        &state,
+        &["--name", "li", "--role", "analyst", "--scope", &street],
+    );
+    let leader = add_token(
+        &state,
+        &["--name", "wang", "--role", "leader", "--scope", &street],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Fixture {
+        server,
+        state,
+        admin,
+        analyst,
+        leader,
+        street,
+        rt,
+    }
+}
+
+impl Fixture {
+    fn port(&self) -> u16 {
+        self.server
+            .pg_port
+            .expect("the server prints its PostgreSQL address")
+    }
+
+    fn url(&self, user: &str) -> String {
+        format!("postgresql://{user}@127.0.0.1:{}/gridlens", self.port())
+    }
+
+    /// A connection signed in with a token (or the error of signing in).
+    fn connect(&self, token: &str) -> Result<Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port())
+            .user("someone")
+            .dbname("gridlens")
+            .password(token);
+        self.rt.block_on(async {
+            let (client, conn) = config.connect(NoTls).await?;
+            tokio::spawn(conn);
+            Ok(client)
+        })
+    }
+
+    /// The rows of a query through the simple protocol, as text.
+    fn simple(&self, c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.rt.block_on(async {
+            c.simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// The SQLSTATE a statement fails with.
+    fn sqlstate(&self, c: &Client, sql: &str) -> String {
+        let e = self
+            .rt
+            .block_on(c.simple_query(sql))
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was answered"));
+        e.code()
+            .unwrap_or_else(|| panic!("{sql}: no SQLSTATE in {e}"))
+            .code()
+            .to_string()
+    }
+
+    /// A query's rows through HTTP, each as text (null as None).
+    fn http(&self, token: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        let a = self.server.post(
+            "/v1/sql",
+            Some(token),
+            &serde_json::json!({ "sql": sql, "format": "csv" }),
+        );
+        assert_eq!(a.status, 200, "{sql}: {}", a.text());
+        let mut r = csv::ReaderBuilder::new().from_reader(a.body.as_slice());
+        r.records()
+            .map(|rec| {
+                rec.unwrap()
+                    .iter()
+                    .map(|v| (!v.is_empty()).then(|| v.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Tokens sign in; the wrong ones get 28P01; a revoked token stops on an open connection.
+#[test]
+fn tokens_are_the_password() {
+    let f = setup("pg-auth");
+    let c = f.connect(&f.admin).expect("the admin token signs in");
+    assert_eq!(
+        f.simple(&c, "SELECT 1 AS one"),
+        vec![vec![Some("1".into())]]
+    );
+    for bad in ["", "not-a-token", "glt_0000000000000000000000000000000000"] {
+        let e = f.connect(bad).expect_err("a wrong token is refused");
+        assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{bad:?}: {e}");
+    }
+    // Revoked while connected: the next statement is refused.
+    let c = f.connect(&f.analyst).expect("the analyst signs in");
+    assert_eq!(f.simple(&c, "SELECT 2"), vec![vec![Some("2".into())]]);
+    let list = common::gridlens(&["token", "list", "--state", f.state.to_str().unwrap()]);
+    let id = common::stdout(&list)
+        .lines()
+        .find(|l| l.contains(" li "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let r = common::gridlens(&["token", "revoke", &id, "--state", f.state.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", common::stderr(&r));
+    assert_eq!(f.sqlstate(&c, "SELECT 3"), "28P01");
+    assert!(f.connect(&f.analyst).is_err());
+    // Every sign-in and statement is in the audit log, refused ones too.
+    let audit = std::fs::read_to_string(f.state.join("audit.jsonl")).unwrap();
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pg: Vec<&Value> = lines.iter().filter(|l| l["method"] == "PG").collect();
+    assert!(
+        pg.iter()
+            .any(|l| l["endpoint"] == "pg sign-in" && l["status"] == 401),
+        "a refused sign-in is audited"
+    );
+    assert!(
+        pg.iter().any(|l| l["endpoint"] == "pg query"
+            && l["sql"] == "SELECT 2"
+            && l["token_id"] == id.as_str()),
+        "a statement is audited with its token"
+    );
+    assert!(!audit.contains(&f.admin), "no token in the audit log");
+}
+
+/// The street analyst sees over PostgreSQL exactly what HTTP shows: the same rows, the same
+/// masks; roles and read-only SQL hold; errors carry their SQLSTATE.
+#[test]
+fn the_same_scope_and_masks_as_http() {
+    let f = setup("pg-scope");
+    let c = f.connect(&f.analyst).unwrap();
+    for sql in [
+        "SELECT count(*) FROM people",
+        "SELECT grid_code, count(*) FROM buildings GROUP BY 1 ORDER BY 1",
+        "SELECT id_number, name, phone, birth_date FROM people ORDER BY person_id LIMIT 50",
+        "SELECT count(*) FROM grids",
+        "SELECT DISTINCT grid_code FROM people ORDER BY 1",
+        "SELECT count(*) FROM deaths",
+        "SELECT rule, count(*) FROM anomalies GROUP BY 1 ORDER BY 1",
+    ] {
+        assert_eq!(f.simple(&c, sql), f.http(&f.analyst, sql), "{sql}");
+    }
+    for r in f.simple(&c, "SELECT DISTINCT grid_code FROM people") {
+        let g = r[0].clone().unwrap();
+        assert!(g.starts_with(&f.street), "{g} outside {}", f.street);
+    }
+    for r in f.simple(&c, "SELECT id_number FROM people LIMIT 20") {
+        let id = r[0].clone().unwrap();
+        assert!(id.ends_with('*') && id.contains("****"), "unmasked: {id}");
+    }
+    // Prepared: the mask holds for a parameterised query too.
+    let rows =
+        f.rt.block_on(c.query(
+            "SELECT id_number FROM people WHERE grid_code LIKE $1 LIMIT 5",
+            &[&format!("{}%", f.street)],
+        ))
+        .unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        let id: String = r.get(0);
+        assert!(id.contains("****"), "unmasked: {id}");
+    }
+    // Nothing outside the street, however asked.
+    let other = f.simple(
+        &f.connect(&f.admin).unwrap(),
+        &format!(
+            "SELECT grid_code FROM grids WHERE grid_code NOT LIKE '{}%' ORDER BY 1 LIMIT 1",
+            &f.street[..6]
+        ),
+    )[0][0]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        f.simple(
+            &c,
+            &format!("SELECT count(*) FROM people WHERE grid_code = '{other}'")
+        ),
+        vec![vec![Some("0".into())]]
+    );
+    // Read-only, and SQL is for analysts and admins.
+    assert_eq!(f.sqlstate(&c, "DROP TABLE people"), "42501");
+    assert_eq!(f.sqlstate(&c, "COPY people TO '/tmp/x.csv'"), "42501");
+    let l = f.connect(&f.leader).unwrap();
+    assert_eq!(f.sqlstate(&l, "SELECT 1"), "42501");
+    // SQLSTATEs clients act on.
+    assert_eq!(f.sqlstate(&c, "SELEC 1"), "42601");
+    assert_eq!(f.sqlstate(&c, "SELECT * FROM nosuch"), "42P01");
+    assert_eq!(f.sqlstate(&c, "SELECT nosuch FROM people"), "42703");
+    assert_eq!(f.sqlstate(&c, "SHOW nosuch"), "42704");
+}
+
+/// What clients send at start is accepted and changes nothing; prepared statements take
+/// parameters and answer every column type in binary as in text.
+#[test]
+fn prepared_statements_and_binary_results() {
+    let f = setup("pg-types");
+    let c = f.connect(&f.admin).unwrap();
+    for s in [
+        "SET client_encoding = 'UTF8'",
+        "SET extra_float_digits = 3",
+        "SET application_name = 'DBeaver 24.1'",
+        "BEGIN",
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "COMMIT",
+        "START TRANSACTION READ ONLY",
+        "ROLLBACK",
+        "DISCARD ALL",
+    ] {
+        f.rt.block_on(c.simple_query(s))
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    assert_eq!(
+        f.simple(&c, "SHOW transaction_isolation"),
+        vec![vec![Some("read committed".into())]]
+    );
+    assert_eq!(
+        f.simple(&c, "SHOW server_version_num"),
+        vec![vec![Some("160000".into())]]
+    );
+    // A prepared statement run twice with different parameters.
+    let st = f
+        .rt
+        .block_on(c.prepare("SELECT count(*) FROM people WHERE grid_code LIKE $1 AND sex = $2"))
+        .unwrap();
+    assert_eq!(st.params().len(), 2);
+    for (prefix, sex) in [(f.street.as_str(), "男"), (&f.street[..6], "女")] {
+        let n: i64 =
+            f.rt.block_on(c.query_one(&st, &[&format!("{prefix}%"), &sex]))
+                .unwrap()
+                .get(0);
+        let want = f.http(
+            &f.admin,
+            &format!(
+                "SELECT count(*) FROM people WHERE grid_code LIKE '{prefix}%' AND sex = '{sex}'"
+            ),
+        );
+        assert_eq!(Some(n.to_string()), want[0][0], "{prefix} {sex}");
+    }
+    // Integer, date and timestamp parameters.
+    let n: i64 =
+        f.rt.block_on(c.query_one(
+            "SELECT count(*) FROM buildings WHERE floors >= $1",
+            &[&10i64],
+        ))
+        .unwrap()
+        .get(0);
+    let want = f.http(
+        &f.admin,
+        "SELECT count(*) FROM buildings WHERE floors >= 10",
+    );
+    assert_eq!(Some(n.to_string()), want[0][0]);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    let n: i64 =
+        f.rt.block_on(c.query_one(
+            "SELECT count(*) FROM people WHERE registered_on >= $1",
+            &[&day],
+        ))
+        .unwrap()
+        .get(0);
+    let want = f.http(
+        &f.admin,
+        "SELECT count(*) FROM people WHERE registered_on >= DATE '2026-01-01'",
+    );
+    assert_eq!(Some(n.to_string()), want[0][0]);
+    // Every column type the store has, read in binary (tokio-postgres asks for binary).
+    let sql = "SELECT building_id, floors, access_control, lat FROM buildings ORDER BY building_id LIMIT 1";
+    let row = f.rt.block_on(c.query_one(sql, &[])).unwrap();
+    let text = &f.http(&f.admin, sql)[0];
+    let (building, floors, doors, lat): (String, i64, bool, f64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(Some(building), text[0].clone());
+    assert_eq!(Some(floors.to_string()), text[1].clone());
+    assert_eq!(Some(doors.to_string()), text[2].clone());
+    assert_eq!(lat, text[3].clone().unwrap().parse::<f64>().unwrap());
+    let sql = "SELECT birth_date, name FROM people ORDER BY person_id LIMIT 1";
+    let row = f.rt.block_on(c.query_one(sql, &[])).unwrap();
+    let text = &f.http(&f.admin, sql)[0];
+    let (birth, name): (chrono::NaiveDate, String) = (row.get(0), row.get(1));
+    assert_eq!(Some(birth.to_string()), text[0].clone());
+    assert_eq!(Some(name), text[1].clone());
+    let sql = "SELECT reported_at, category_name FROM incidents ORDER BY incident_id LIMIT 1";
+    let row = f.rt.block_on(c.query_one(sql, &[])).unwrap();
+    let text = &f.http(&f.admin, sql)[0];
+    let (ts, category): (chrono::DateTime<chrono::Utc>, String) = (row.get(0), row.get(1));
+    let http_ts =
+        chrono::DateTime::parse_from_str(&text[0].clone().unwrap(), "%Y-%m-%d %H:%M:%S%:z")
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(&text[0].clone().unwrap()))
+            .unwrap();
+    assert_eq!(ts, http_ts.with_timezone(&chrono::Utc));
+    assert_eq!(Some(category), text[1].clone());
+}
+
+/// A cancel request stops the running query (SQLSTATE 57014), and the connection goes on.
+#[test]
+fn a_cancel_request_stops_the_query() {
+    // A time limit far beyond the test's: only the cancel request can stop the query in time.
+    let f = setup_with("pg-cancel", &["--query-timeout", "600"]);
+    let c = f.connect(&f.admin).unwrap();
+    let token = c.cancel_token();
+    let slow = "SELECT sum(value) FROM generate_series(1, 100000000000)";
+    let started = std::time::Instant::now();
+    let code = f.rt.block_on(async {
+        let q = c.simple_query(slow);
+        let cancel = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            token.cancel_query(NoTls).await.unwrap();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = q => r.err().and_then(|e| e.code().map(|c| c.code().to_string())),
+            _ = cancel => None,
+        }
+    });
+    assert_eq!(code.as_deref(), Some("57014"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(f.simple(&c, "SELECT 4"), vec![vec![Some("4".into())]]);
+}
+
+/// psql: a query, and `COPY (…) TO STDOUT` as CSV equal to the HTTP API's CSV.
+#[test]
+fn psql_queries_and_copies() {
+    let f = setup("pg-psql");
+    let psql = |token: &str, args: &[&str]| {
+        let o = Command::new("psql")
+            .arg(f.url("ada"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .env("PGPASSWORD", token)
+            .output()
+            .expect("psql runs (Debian's postgresql-client; .ci/run installs it)");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let sql = "SELECT grid_code, count(*) AS people FROM people GROUP BY 1 ORDER BY 1";
+    let (ok, out, err) = psql(&f.analyst, &["-A", "-t", "-F", ",", "-c", sql]);
+    assert!(ok, "{err}");
+    let want: Vec<String> = f
+        .http(&f.analyst, sql)
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(Option::unwrap_or_default)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    let copy =
+        "SELECT person_id, id_number, name, grid_code FROM people ORDER BY person_id LIMIT 100";
+    let (ok, out, err) = psql(
+        &f.analyst,
+        &[
+            "-c",
+            &format!("COPY ({copy}) TO STDOUT WITH (FORMAT csv, HEADER)"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let a = f.server.post(
+        "/v1/sql",
+        Some(&f.analyst),
+        &serde_json::json!({ "sql": copy, "format": "csv" }),
+    );
+    assert_eq!(out, a.text());
+    // A wrong password: psql's own message, and a failure.
+    let (ok, _, err) = psql("nope", &["-c", "SELECT 1"]);
+    assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+/// Python's psycopg: parameters, binary results, a cancelled query, and a 1 M-row fetch.
+#[test]
+fn python_psycopg() {
+    let f = setup_with("pg-python", &["--query-timeout", "600"]);
+    let script = r#"
+import sys, threading, time
+import psycopg
+url, street = sys.argv[1], sys.argv[2]
+with psycopg.connect(url) as conn:
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM people WHERE grid_code LIKE %s", (street + "%",))
+    print("street", cur.fetchone()[0])
+    cur = conn.cursor(binary=True)
+    cur.execute("SELECT floors, access_control, lat, building_id FROM buildings ORDER BY building_id LIMIT 1")
+    print("binary", *[type(v).__name__ for v in cur.fetchone()])
+    cur = conn.cursor(name=None)
+    t = threading.Timer(0.5, conn.cancel)
+    t.start()
+    try:
+        cur.execute("SELECT sum(value) FROM generate_series(1, 100000000000)")
+        print("cancel", "not cancelled")
+    except psycopg.errors.QueryCanceled:
+        print("cancel", "57014")
+    conn.rollback()
+    cur = conn.cursor()
+    cur.execute("SELECT value FROM generate_series(1, 1000000)")
+    n, s = 0, 0
+    while True:
+        rows = cur.fetchmany(100000)
+        if not rows:
+            break
+        n += len(rows)
+        s += sum(r[0] for r in rows)
+    print("fetched", n, s)
+"#;
+    let url = format!(
+        "postgresql://ada:{}@127.0.0.1:{}/gridlens",
+        f.admin,
+        f.port()
+    );
+    let o = Command::new("python3")
+        .args(["-c", script, &url, &f.street])
+        .output()
+        .expect("python3 runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "psycopg (pip install 'psycopg[binary]'; .ci/run installs it): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let want = f.http(
+        &f.admin,
+        &format!(
+            "SELECT count(*) FROM people WHERE grid_code LIKE '{}%'",
+            f.street
+        ),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("street {}", want[0][0].clone().unwrap()));
+    assert_eq!(lines[1], "binary int bool float str");
+    assert_eq!(lines[2], "cancel 57014");
+    assert_eq!(lines[3], "fetched 1000000 500000500000");
+}
