@@ -507,3 +507,60 @@ with psycopg.connect(url) as conn:
     assert_eq!(lines[2], "cancel 57014");
     assert_eq!(lines[3], "fetched 1000000 500000500000");
 }
+
+/// TLS: with `--tls-cert` / `--tls-key`, psql connects with `sslmode=require` from another
+/// address of the machine and is served; without TLS, a password from an address that is not
+/// loopback is refused before it is sent.
+#[test]
+fn tls_and_the_unencrypted_password() {
+    let dir = state_dir("pg-tls-files");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=gridlens", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An address of this machine that is not loopback (the route to the outside world's).
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("8.8.8.8:53").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .expect("a non-loopback address");
+    assert!(!ip.is_loopback(), "{ip}");
+    let psql = |f: &Fixture, mode: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "postgresql://ada@{ip}:{}/gridlens?sslmode={mode}",
+                f.port()
+            ))
+            .args(["-X", "-A", "-t", "-c", "SELECT 6"])
+            .env("PGPASSWORD", &f.admin)
+            .output()
+            .expect("psql runs")
+    };
+    let tls = setup_with(
+        "pg-tls",
+        &[
+            "--pg-listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let o = psql(&tls, "require");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "6");
+    let plain = setup_with("pg-plain", &["--pg-listen", "0.0.0.0:0"]);
+    let o = psql(&plain, "disable");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("connect with TLS"), "{err}");
+}
