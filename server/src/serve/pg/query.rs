@@ -290,7 +290,7 @@ impl Queries {
                 let fields = Arc::new(arrow_schema_to_pg_fields(&run.schema, format, None)?);
                 Ok(Response::Query(QueryResponse::new(
                     fields.clone(),
-                    run.rows(fields),
+                    run.rows(fields, &self.app.query_rt),
                 )))
             }
             Parsed::Copy { sql, format } => {
@@ -520,18 +520,34 @@ impl Run {
         })
     }
 
-    /// The rows as data rows, encoded as the client asked for each column.
+    /// The rows as data rows, encoded as the client asked for each column. Encoding runs on
+    /// the query runtime, a batch ahead of the connection sending the last one, so that the
+    /// two overlap; the query stops when the client goes away.
     fn rows(
         self,
         fields: Arc<Vec<FieldInfo>>,
+        rt: &tokio::runtime::Handle,
     ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-        self.batches().flat_map(move |b| {
-            let rows: Vec<PgWireResult<DataRow>> = match b {
-                Ok(b) => arrow_pg::datatypes::encode_recordbatch(fields.clone(), b).collect(),
-                Err(e) => vec![Err(pg_error(&e))],
-            };
-            futures::stream::iter(rows)
+        let (tx, rx) = mpsc::channel::<Vec<PgWireResult<DataRow>>>(2);
+        let batches = self.batches();
+        rt.spawn(async move {
+            let mut batches = std::pin::pin!(batches);
+            while let Some(b) = batches.next().await {
+                let rows: Vec<PgWireResult<DataRow>> = match b {
+                    Ok(b) => arrow_pg::datatypes::encode_recordbatch(fields.clone(), b).collect(),
+                    Err(e) => vec![Err(pg_error(&e))],
+                };
+                if tx.send(rows).await.is_err() {
+                    break;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|rows| (futures::stream::iter(rows), rx))
         })
+        .flatten()
     }
 
     /// The rows as `COPY` data, one message per row.
