@@ -390,6 +390,33 @@ fn a_cancel_request_stops_the_query() {
     assert_eq!(f.simple(&c, "SELECT 4"), vec![vec![Some("4".into())]]);
 }
 
+/// An answer longer than `--max-rows` ends with an error (54000), never cut short silently;
+/// one within it is whole.
+#[test]
+fn the_row_limit_is_an_error() {
+    let f = setup_with("pg-rows", &["--max-rows", "10"]);
+    let c = f.connect(&f.admin).unwrap();
+    assert_eq!(
+        f.simple(&c, "SELECT value FROM generate_series(1, 10)")
+            .len(),
+        10
+    );
+    assert_eq!(
+        f.sqlstate(&c, "SELECT value FROM generate_series(1, 11)"),
+        "54000"
+    );
+    let e =
+        f.rt.block_on(c.query("SELECT value FROM generate_series(1, 11)", &[]))
+            .expect_err("past the limit");
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("more than 10 rows")),
+        "{e}: {message:?}"
+    );
+}
+
 /// psql: a query, and `COPY (…) TO STDOUT` as CSV equal to the HTTP API's CSV.
 #[test]
 fn psql_queries_and_copies() {

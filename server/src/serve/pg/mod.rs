@@ -188,6 +188,7 @@ pub fn sqlstate(e: &ApiError) -> &'static str {
         "memory_limit" => "53200",
         "busy" => "53300",
         "too_many_requests" => "53300",
+        "too_many_rows" => "54000",
         "timeout" | "cancelled" => "57014",
         "bad_request" => "22023",
         "not_found" => "42704",

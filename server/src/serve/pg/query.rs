@@ -328,7 +328,6 @@ impl Queries {
         let (c, sql, running) = (control.clone(), sql.to_string(), self.running.clone());
         let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
         self.app.query_rt.spawn(async move {
-            let _held = (slot, permit);
             let stream = if params.is_empty() {
                 engine.stream(&sql, &c).await
             } else {
@@ -375,6 +374,7 @@ impl Queries {
         }
         Ok(Run {
             schema,
+            held: (slot, permit),
             first: first.and_then(Result::ok),
             rx,
             audit,
@@ -421,6 +421,10 @@ fn noise(n: &Noise) -> PgWireResult<Response> {
 /// A query started for a client: its schema, and its batches as they come.
 struct Run {
     schema: SchemaRef,
+    /// The token's query slot and the server's permit: given back as soon as the last batch
+    /// has been taken (before the client hears the answer is complete), so that the client's
+    /// next statement finds them free.
+    held: (crate::serve::TokenSlot, tokio::sync::OwnedSemaphorePermit),
     first: Option<RecordBatch>,
     rx: mpsc::Receiver<Result<RecordBatch, ApiError>>,
     audit: Arc<Audit>,
@@ -451,6 +455,7 @@ impl Run {
             written,
             control,
             max_rows,
+            held,
             ..
         } = self;
         let state = (
@@ -460,12 +465,10 @@ impl Run {
             written,
             StopOnDrop(control),
             0usize,
-            false,
+            Some(held),
         );
         futures::stream::unfold(state, move |mut s| async move {
-            if s.6 {
-                return None;
-            }
+            s.6.as_ref()?;
             let next = match s.0.take() {
                 Some(b) => Some(Ok(b)),
                 None => s.1.recv().await,
@@ -490,6 +493,7 @@ impl Run {
                         }
                         None => {
                             s.2.finish(Ok(()));
+                            drop(s);
                             return None;
                         }
                     }
@@ -514,7 +518,7 @@ impl Run {
             };
             if let Err(e) = &item {
                 s.2.finish(Err(e));
-                s.6 = true;
+                s.6 = None;
             }
             Some((item, s))
         })
@@ -531,7 +535,7 @@ impl Run {
         let (tx, rx) = mpsc::channel::<Vec<PgWireResult<DataRow>>>(2);
         let batches = self.batches();
         rt.spawn(async move {
-            let mut batches = std::pin::pin!(batches);
+            let mut batches = Box::pin(batches);
             while let Some(b) = batches.next().await {
                 let rows: Vec<PgWireResult<DataRow>> = match b {
                     Ok(b) => arrow_pg::datatypes::encode_recordbatch(fields.clone(), b).collect(),
@@ -541,6 +545,9 @@ impl Run {
                     break;
                 }
             }
+            // The slot and the audit line go before the client hears the rows have ended.
+            drop(batches);
+            drop(tx);
         });
         futures::stream::unfold(rx, |mut rx| async move {
             rx.recv()
