@@ -287,9 +287,8 @@ pub async fn sql(
     let app2 = app.clone();
     let c = control.clone();
     app.query_rt.spawn(async move {
-        let _held = (slot, permit);
         app2.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        run_query(engine, req.sql, format, limit, c, tx, a).await;
+        run_query(engine, req.sql, (format, limit), c, tx, a, (slot, permit)).await;
         app2.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     });
     let first = tokio::select! {
@@ -366,11 +365,11 @@ fn stop_error(why: Stop, timeout: std::time::Duration) -> ApiError {
 async fn run_query(
     engine: SqlEngine,
     sql: String,
-    format: Format,
-    limit: usize,
+    (format, limit): (Format, usize),
     control: Arc<QueryControl>,
     tx: mpsc::Sender<Result<Bytes, ApiError>>,
     audit: Arc<Audit>,
+    held: (super::TokenSlot, tokio::sync::OwnedSemaphorePermit),
 ) {
     let fail = |e: gridlens_engine::Error| ApiError::from_engine(e);
     let mut stream = tokio::select! {
@@ -441,6 +440,9 @@ async fn run_query(
     }
     drop(stream);
     audit.rows(rows as u64);
+    // The token's slot goes back before the last chunk, so that a client firing its next query
+    // the moment this answer ends finds it free.
+    drop(held);
     let _ = match enc.finish(rows, truncated) {
         Ok(tail) => tx.send(Ok(tail)).await,
         Err(e) => tx.send(Err(ApiError::internal(e))).await,
