@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::server::{Server, add_token, state_dir};
+use common::server::{Server, add_token, state_dir, token_id};
 use gridlens_datasets::OutputFormat;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -163,15 +163,7 @@ fn tokens_are_the_password() {
     // Revoked while connected: the next statement is refused.
     let c = f.connect(&f.analyst).expect("the analyst signs in");
     assert_eq!(f.simple(&c, "SELECT 2"), vec![vec![Some("2".into())]]);
-    let list = common::gridlens(&["token", "list", "--state", f.state.to_str().unwrap()]);
-    let id = common::stdout(&list)
-        .lines()
-        .find(|l| l.contains(" li "))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let id = token_id(&f.state, "li");
     let r = common::gridlens(&["token", "revoke", &id, "--state", f.state.to_str().unwrap()]);
     assert!(r.status.success(), "{}", common::stderr(&r));
     assert_eq!(f.sqlstate(&c, "SELECT 3"), "28P01");
@@ -590,4 +582,149 @@ fn tls_and_the_unencrypted_password() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("connect with TLS"), "{err}");
+}
+
+/// Runs one query prepared (the extended protocol, text results) and prints its rows as JSON
+/// lists of text (null as null).
+const EXTENDED_TEXT: &str = r#"
+import json, sys, psycopg
+with psycopg.connect(sys.argv[1]) as c:
+    cur = c.cursor()
+    cur.execute(sys.argv[2], prepare=True)
+    print(json.dumps([[None if v is None else str(v) for v in r] for r in cur.fetchall()]))
+"#;
+
+/// Every way a statement enters over PostgreSQL — the simple protocol, the extended protocol
+/// with text and with binary results, a parameterised prepared statement, and `COPY … TO
+/// STDOUT` in text and CSV — holds the scope and the masks of a street token and of a grid
+/// token exactly as HTTP does; a leader and a worker are refused on each of them.
+#[test]
+fn every_way_in_holds_the_scope_for_street_and_grid_tokens() {
+    let f = setup("pg-ways");
+    let admin = f.connect(&f.admin).unwrap();
+    let grid = f.simple(
+        &admin,
+        &format!(
+            "SELECT grid_code FROM people WHERE grid_code LIKE '{}%' GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+            f.street
+        ),
+    )[0][0]
+        .clone()
+        .unwrap();
+    let worker_id = f.simple(
+        &admin,
+        &format!("SELECT worker_id FROM workers WHERE grid_code = '{grid}' ORDER BY 1 LIMIT 1"),
+    )[0][0]
+        .clone()
+        .unwrap();
+    let grid_analyst = add_token(
+        &f.state,
+        &["--name", "zhao", "--role", "analyst", "--scope", &grid],
+    );
+    let worker = add_token(
+        &f.state,
+        &[
+            "--name", "chen", "--role", "worker", "--worker", &worker_id, "--scope", &grid,
+        ],
+    );
+    let queries = [
+        "SELECT count(*) AS n FROM people",
+        "SELECT grid_code, count(*) AS n FROM rooms GROUP BY 1 ORDER BY 1",
+        "SELECT person_id, id_number, name, phone, birth_date FROM people ORDER BY person_id LIMIT 30",
+        "SELECT e.id_number, count(*) AS n FROM access_events e GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+        "SELECT subject_id, rule, grid_code FROM anomalies ORDER BY 1, 2 LIMIT 20",
+    ];
+    for (token, scope) in [(&f.analyst, &f.street), (&grid_analyst, &grid)] {
+        let c = f.connect(token).unwrap();
+        for sql in queries {
+            let http = f.http(token, sql);
+            // Simple protocol (text).
+            assert_eq!(f.simple(&c, sql), http, "simple: {sql} for {scope}");
+            // Extended protocol, text results (psycopg, prepared).
+            let o = Command::new("python3")
+                .args([
+                    "-c",
+                    EXTENDED_TEXT,
+                    &format!("postgresql://x:{token}@127.0.0.1:{}/gridlens", f.port()),
+                    sql,
+                ])
+                .output()
+                .expect("python3 runs");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let rows: Vec<Vec<Option<String>>> =
+                serde_json::from_slice(&o.stdout).expect("rows as JSON");
+            assert_eq!(rows, http, "extended text: {sql} for {scope}");
+            let st = f.rt.block_on(c.prepare(sql)).unwrap();
+            // Extended protocol, binary results (tokio-postgres reads binary): as text.
+            let got: Vec<Vec<Option<String>>> =
+                f.rt.block_on(c.query(&st, &[]))
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match r.columns()[i].type_().name() {
+                                "int8" => r.get::<_, Option<i64>>(i).map(|v| v.to_string()),
+                                "date" => r
+                                    .get::<_, Option<chrono::NaiveDate>>(i)
+                                    .map(|v| v.to_string()),
+                                _ => r.get::<_, Option<String>>(i),
+                            })
+                            .collect()
+                    })
+                    .collect();
+            assert_eq!(got, http, "binary: {sql} for {scope}");
+            // COPY, text and CSV.
+            let copied = |opts: &str| -> String {
+                let o = Command::new("psql")
+                    .arg(f.url("x"))
+                    .args(["-X", "-q", "-c", &format!("COPY ({sql}) TO STDOUT {opts}")])
+                    .env("PGPASSWORD", token)
+                    .output()
+                    .expect("psql runs");
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let csv_body = f.server.post(
+                "/v1/sql",
+                Some(token),
+                &serde_json::json!({ "sql": sql, "format": "csv" }),
+            );
+            assert_eq!(
+                copied("WITH (FORMAT csv, HEADER)"),
+                csv_body.text(),
+                "COPY csv: {sql}"
+            );
+            let text: Vec<Vec<Option<String>>> = copied("")
+                .lines()
+                .map(|l| {
+                    l.split('\t')
+                        .map(|v| (v != "\\N").then(|| v.to_string()))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(text, http, "COPY text: {sql} for {scope}");
+        }
+        // Nothing of the scope's outside, and masks in every result.
+        for r in f.simple(&c, "SELECT DISTINCT grid_code FROM people") {
+            assert!(r[0].as_deref().unwrap().starts_with(scope.as_str()));
+        }
+        for r in f.simple(&c, "SELECT id_number FROM people") {
+            let id = r[0].clone().unwrap();
+            assert!(id.contains("****"), "unmasked over PostgreSQL: {id}");
+        }
+    }
+    // A leader and a worker: refused on every way in, SQLSTATE 42501.
+    for token in [&f.leader, &worker] {
+        let c = f.connect(token).unwrap();
+        assert_eq!(f.sqlstate(&c, "SELECT count(*) FROM people"), "42501");
+        let e =
+            f.rt.block_on(c.prepare("SELECT count(*) FROM people WHERE grid_code LIKE $1"))
+                .err()
+                .and_then(|e| e.code().map(|c| c.code().to_string()));
+        assert_eq!(e.as_deref(), Some("42501"));
+        assert_eq!(
+            f.sqlstate(&c, "COPY (SELECT * FROM people) TO STDOUT"),
+            "42501"
+        );
+    }
 }

@@ -572,16 +572,11 @@ fn roles_and_tokens() {
     // A revoked token stops working at once.
     assert_eq!(f.server.sql(&f.analyst, "SELECT 1").status, 200);
     let list = common::gridlens(&["token", "list", "--state", state.to_str().unwrap()]);
-    let out = common::stdout(&list);
-    assert!(!out.contains(&f.analyst), "list never shows tokens");
-    let id = out
-        .lines()
-        .find(|l| l.contains(" li "))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    assert!(
+        !common::stdout(&list).contains(&f.analyst),
+        "list never shows tokens"
+    );
+    let id = common::server::token_id(&state, "li");
     let r = common::gridlens(&["token", "revoke", &id, "--state", state.to_str().unwrap()]);
     assert!(r.status.success(), "{}", common::stderr(&r));
     let a = f.server.sql(&f.analyst, "SELECT 1");

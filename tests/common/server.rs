@@ -75,6 +75,20 @@ pub fn add_token(state: &Path, args: &[&str]) -> String {
     t
 }
 
+/// The id of the token issued to `name` (as `gridlens token list` shows it, which never shows
+/// the tokens themselves).
+pub fn token_id(state: &Path, name: &str) -> String {
+    let list = super::gridlens(&["token", "list", "--state", state.to_str().expect("utf-8")]);
+    let out = super::stdout(&list);
+    out.lines()
+        .find(|l| l.contains(&format!(" {name} ")))
+        .unwrap_or_else(|| panic!("no token of {name} in {out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 impl Server {
     /// Starts `gridlens serve` with the given arguments (plus `--listen 127.0.0.1:0`, and
     /// `--pg-listen 127.0.0.1:0` unless they name one) and waits until it listens.

@@ -268,10 +268,7 @@ impl StoreTable {
             if let Some(grids) = self.grids_where(col, |c| c == v) {
                 return Some(self.rows_of_grids(&grids));
             }
-            let i = self.stored().schema.index_of(col).ok()?;
-            if self.view.mask_of(self.table, i).is_some() {
-                return None;
-            }
+            let i = self.unmasked(col)?;
             if let StoredColumn::Codes { values, .. } = &self.stored().columns[i] {
                 let by = self.enum_rows(i)?;
                 let code = (0..values.len()).find(|&k| values.value(k) == v);
@@ -286,23 +283,18 @@ impl StoreTable {
             ScalarValue::Date32(Some(d)) => *d,
             _ => return None,
         };
-        let i = self.stored().schema.index_of(col).ok()?;
-        // A masked column is compared as the caller sees it, never through the index of its
-        // real values (a birth date's index would tell the day behind the masked year).
-        if self.view.mask_of(self.table, i).is_some() {
-            return None;
-        }
+        let i = self.unmasked(col)?;
         let by = self.date_rows(i)?;
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let range = match op {
-            Operator::Eq => (Included(d), Included(d)),
-            Operator::Lt => (Unbounded, Excluded(d)),
-            Operator::LtEq => (Unbounded, Included(d)),
-            Operator::Gt => (Excluded(d), Unbounded),
-            Operator::GtEq => (Included(d), Unbounded),
-            _ => return None,
-        };
-        Some(by.range(range.0, range.1))
+        let (lo, hi) = bounds(op, d)?;
+        Some(by.range(lo, hi))
+    }
+
+    /// The position of a column the caller sees unmasked, the only kind an index may answer
+    /// for: a masked column is compared as the caller sees it, never through the index of its
+    /// real values (a birth date's index would tell the day behind the masked year).
+    fn unmasked(&self, col: &str) -> Option<usize> {
+        let i = self.stored().schema.index_of(col).ok()?;
+        self.view.mask_of(self.table, i).is_none().then_some(i)
     }
 
     /// The door events whose time compares with `t` (microseconds) as `op` says. Door events
@@ -313,41 +305,21 @@ impl StoreTable {
         if self.table != TableId::AccessEvents || col != "ts" {
             return None;
         }
-        let i = self.stored().schema.index_of(col).ok()?;
-        if self.view.mask_of(self.table, i).is_some() {
-            return None;
-        }
+        self.unmasked(col)?;
         let ts = self.stored().timestamps(col).ok()?;
         let offsets = &self.store().indexes.event_offsets;
         if ts.null_count() > 0 || offsets.last().copied().unwrap_or(0) != ts.len() {
             return None;
         }
         let v = ts.values();
-        let (below, above) = match op {
-            Operator::Eq => (Some(false), Some(true)),
-            Operator::Lt => (None, Some(false)),
-            Operator::LtEq => (None, Some(true)),
-            Operator::Gt => (Some(true), None),
-            Operator::GtEq => (Some(false), None),
-            _ => return None,
-        };
-        // The first row past `t` (`t` itself included when `with`) within a building's run.
-        let past = |run: &[i64], with: bool| {
-            if with {
-                run.partition_point(|&x| x <= t)
-            } else {
-                run.partition_point(|&x| x < t)
-            }
-        };
+        let (lo, hi) = bounds(op, t)?;
         let runs: Vec<RoaringBitmap> = offsets
             .par_windows(2)
             .with_min_len(4096)
             .fold(RoaringBitmap::new, |mut acc, w| {
-                let run = &v[w[0]..w[1]];
-                let lo = below.map_or(0, |with| past(run, with));
-                let hi = above.map_or(run.len(), |with| past(run, with));
-                if lo < hi {
-                    acc.insert_range((w[0] + lo) as u32..(w[0] + hi) as u32);
+                let r = crate::store::index::span(&v[w[0]..w[1]], lo, hi);
+                if !r.is_empty() {
+                    acc.insert_range((w[0] + r.start) as u32..(w[0] + r.end) as u32);
                 }
                 acc
             })
@@ -488,6 +460,19 @@ fn column_of(e: &Expr) -> Option<&str> {
         Expr::Column(c) => Some(c.name.as_str()),
         _ => None,
     }
+}
+
+/// The bounds a comparison of a column with `v` sets on the column's values.
+fn bounds<T: Copy>(op: Operator, v: T) -> Option<(std::ops::Bound<T>, std::ops::Bound<T>)> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    Some(match op {
+        Operator::Eq => (Included(v), Included(v)),
+        Operator::Lt => (Unbounded, Excluded(v)),
+        Operator::LtEq => (Unbounded, Included(v)),
+        Operator::Gt => (Excluded(v), Unbounded),
+        Operator::GtEq => (Included(v), Unbounded),
+        _ => return None,
+    })
 }
 
 /// A timestamp literal as microseconds since the epoch, when it is a whole number of them.

@@ -456,6 +456,26 @@ impl Indexes {
     }
 }
 
+/// The positions of a sorted slice whose values lie within the bounds.
+pub fn span<T: Ord + Copy>(
+    sorted: &[T],
+    lo: std::ops::Bound<T>,
+    hi: std::ops::Bound<T>,
+) -> std::ops::Range<usize> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let start = match lo {
+        Included(v) => sorted.partition_point(|&x| x < v),
+        Excluded(v) => sorted.partition_point(|&x| x <= v),
+        Unbounded => 0,
+    };
+    let end = match hi {
+        Included(v) => sorted.partition_point(|&x| x <= v),
+        Excluded(v) => sorted.partition_point(|&x| x < v),
+        Unbounded => sorted.len(),
+    };
+    start..end.max(start)
+}
+
 /// Rows of a date column in date order: a range of dates is a contiguous run of rows.
 #[derive(Debug, Default)]
 pub struct DateIndex {
@@ -479,17 +499,7 @@ impl DateIndex {
     /// The rows whose date lies within the bounds.
     pub fn range(&self, lo: std::ops::Bound<i32>, hi: std::ops::Bound<i32>) -> RoaringBitmap {
         use rayon::prelude::*;
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let start = match lo {
-            Included(d) => self.dates.partition_point(|&x| x < d),
-            Excluded(d) => self.dates.partition_point(|&x| x <= d),
-            Unbounded => 0,
-        };
-        let end = match hi {
-            Included(d) => self.dates.partition_point(|&x| x <= d),
-            Excluded(d) => self.dates.partition_point(|&x| x < d),
-            Unbounded => self.dates.len(),
-        };
+        let std::ops::Range { start, end } = span(&self.dates, lo, hi);
         if start >= end {
             return RoaringBitmap::new();
         }

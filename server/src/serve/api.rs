@@ -264,6 +264,7 @@ pub async fn sql(
 ) -> Result<Response, ApiError> {
     let audit = audit_of(&audit);
     audit.sql(&req.sql);
+    // The role first: a refused caller learns nothing of formats or limits.
     caller.require(&[Role::Admin, Role::Analyst], "SQL")?;
     let format: Format = req
         .format
@@ -275,11 +276,12 @@ pub async fn sql(
         .limit
         .unwrap_or(app.limits.max_rows)
         .min(app.limits.max_rows);
-    let engine = app.engine(&caller)?;
-    let slot = app.token_slot(&caller.token_id)?;
-    let permit = app.query_permit().await?;
+    let super::SqlTurn {
+        engine,
+        held,
+        control,
+    } = app.sql_turn(&caller).await?;
     let timeout = app.limits.query_timeout;
-    let control = QueryControl::new(Some(timeout));
     // Whoever drops this (the handler, or the body once sent or abandoned) stops the query.
     let stop_on_drop = StopOnDrop(Some(control.clone()));
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, ApiError>>(4);
@@ -288,7 +290,7 @@ pub async fn sql(
     let c = control.clone();
     app.query_rt.spawn(async move {
         app2.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        run_query(engine, req.sql, (format, limit), c, tx, a, (slot, permit)).await;
+        run_query(engine, req.sql, (format, limit), c, tx, a, held).await;
         app2.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     });
     let first = tokio::select! {

@@ -26,7 +26,7 @@ use gridlens_engine::contract::TableId;
 use gridlens_engine::rules::Sweep;
 use gridlens_engine::scope::{Scope, View};
 use gridlens_engine::sql::SqlEngine;
-use gridlens_engine::sql::control::SqlBounds;
+use gridlens_engine::sql::control::{QueryControl, SqlBounds};
 use gridlens_engine::store::Store;
 use gridlens_engine::tasks::TaskBook;
 use gridlens_engine::time;
@@ -198,6 +198,16 @@ pub struct App {
     _lock: gridlens_engine::tasks::StateLock,
 }
 
+/// A caller's turn to run one query ([`App::sql_turn`]).
+pub struct SqlTurn {
+    /// The engine, as the caller sees the data.
+    pub engine: SqlEngine,
+    /// The token's query slot and the server's permit; given back when dropped.
+    pub held: (TokenSlot, tokio::sync::OwnedSemaphorePermit),
+    /// The query's control: its time limit, and cancellation.
+    pub control: Arc<gridlens_engine::sql::control::QueryControl>,
+}
+
 /// A running query's place in its token's allowance; released when dropped.
 pub struct TokenSlot(Arc<Mutex<HashMap<String, usize>>>, String);
 
@@ -243,6 +253,28 @@ impl App {
             .with_memory_limit(Some(self.limits.query_memory))
             .with_shared_memory(Some(self.limits.shared_memory.clone()))
             .with_bounds(self.limits.sql))
+    }
+
+    /// The SQL engine of a caller allowed SQL (admin, analyst; 403 for anyone else), as the
+    /// caller sees the data.
+    pub fn sql_engine(&self, caller: &api::Caller) -> Result<SqlEngine, ApiError> {
+        caller.require(&[Role::Admin, Role::Analyst], "SQL")?;
+        self.engine(caller)
+    }
+
+    /// A caller's turn to run one query, the same for every endpoint that takes SQL (HTTP and
+    /// PostgreSQL): the engine ([`App::sql_engine`]), one of the token's query slots (429),
+    /// a place among the server's running queries (503 after the queue wait), and a control
+    /// with the query time limit.
+    pub async fn sql_turn(&self, caller: &api::Caller) -> Result<SqlTurn, ApiError> {
+        let engine = self.sql_engine(caller)?;
+        let slot = self.token_slot(&caller.token_id)?;
+        let permit = self.query_permit().await?;
+        Ok(SqlTurn {
+            engine,
+            held: (slot, permit),
+            control: QueryControl::new(Some(self.limits.query_timeout)),
+        })
     }
 
     /// Takes one of the token's query slots, or 429.

@@ -12,7 +12,6 @@
 use super::session::caller_now;
 use super::{Running, pg_error};
 use crate::serve::App;
-use crate::serve::auth::Role;
 use crate::serve::observe::{self, ApiError, Audit, AuditGuard};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -26,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser as SqlParser;
 use futures::{Sink, Stream, StreamExt};
-use gridlens_engine::sql::control::{QueryControl, Stop};
+use gridlens_engine::sql::control::{QueryControl, Stop, StopOnDrop};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -314,13 +313,11 @@ impl Queries {
             pg_error(&e)
         };
         let caller = caller_now(&self.app, client, Some(&audit)).map_err(fail)?;
-        caller
-            .require(&[Role::Admin, Role::Analyst], "SQL")
-            .map_err(fail)?;
-        let engine = self.app.engine(&caller).map_err(fail)?;
-        let slot = self.app.token_slot(&caller.token_id).map_err(fail)?;
-        let permit = self.app.query_permit().await.map_err(fail)?;
-        let control = QueryControl::new(Some(self.app.limits.query_timeout));
+        let crate::serve::SqlTurn {
+            engine,
+            held,
+            control,
+        } = self.app.sql_turn(&caller).await.map_err(fail)?;
         let (pid, secret) = client.pid_and_secret_key();
         let key = (pid, secret.to_bytes().to_vec());
         self.running.start(key.clone(), control.clone());
@@ -374,7 +371,7 @@ impl Queries {
         }
         Ok(Run {
             schema,
-            held: (slot, permit),
+            held,
             first: first.and_then(Result::ok),
             rx,
             audit,
@@ -433,17 +430,6 @@ struct Run {
     max_rows: usize,
 }
 
-/// Stops the query when the answer is dropped (sent, or abandoned by the client).
-struct StopOnDrop(Arc<QueryControl>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if self.0.stopped().is_none() {
-            self.0.stop(Stop::Cancelled);
-        }
-    }
-}
-
 impl Run {
     /// The batches, each checked against the row limit; the audit line is written once the
     /// last has gone, with its outcome.
@@ -463,7 +449,7 @@ impl Run {
             rx,
             audit,
             written,
-            StopOnDrop(control),
+            StopOnDrop(Some(control)),
             0usize,
             Some(held),
         );
@@ -475,7 +461,7 @@ impl Run {
             };
             let item = match next {
                 None => {
-                    let why = s.4.0.stopped();
+                    let why = s.4.0.as_ref().and_then(|c| c.stopped());
                     match why {
                         Some(Stop::Timeout) | Some(Stop::Memory) => {
                             let e = ApiError::from_engine(match why {
@@ -692,10 +678,7 @@ impl QueryParser for Prepare {
             return Ok(Some(parsed));
         };
         let caller = caller_now(&self.app, client, None).map_err(|e| pg_error(&e))?;
-        caller
-            .require(&[Role::Admin, Role::Analyst], "SQL")
-            .map_err(|e| pg_error(&e))?;
-        let engine = self.app.engine(&caller).map_err(|e| pg_error(&e))?;
+        let engine = self.app.sql_engine(&caller).map_err(|e| pg_error(&e))?;
         let text = sql.clone();
         // Planned on the query runtime, whose stacks are deep enough for any SQL accepted.
         let prepared = self
