@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::server::{Server, add_token, state_dir, token_id};
-use gridlens_datasets::OutputFormat;
+use common::server::{Server, add_token, state_dir, token_id, with_admin};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,17 +27,7 @@ fn setup(name: &str) -> Fixture {
 }
 
 fn setup_with(name: &str, extra: &[&str]) -> Fixture {
-    let data = common::city(OutputFormat::Parquet, false);
-    let state = state_dir(name);
-    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
-    let mut args = vec![
-        "--data",
-        data.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
+    let (server, state, admin, _) = with_admin(name, extra);
     let street = server.rows(
         &admin,
         "SELECT substr(grid_code, 1, 9) AS s FROM people GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
@@ -71,6 +60,23 @@ fn setup_with(name: &str, extra: &[&str]) -> Fixture {
 }
 
 impl Fixture {
+    /// A fixture of a server started by hand, with only its admin token.
+    fn bare(server: Server, state: PathBuf, admin: String) -> Fixture {
+        Fixture {
+            server,
+            state,
+            analyst: String::new(),
+            leader: String::new(),
+            street: String::new(),
+            admin,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
     fn port(&self) -> u16 {
         self.server
             .pg_port
@@ -538,7 +544,13 @@ fn tls_and_the_unencrypted_password() {
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         ])
-        .args(["-subj", "/CN=gridlens", "-keyout"])
+        .args([
+            "-subj",
+            "/CN=gridlens",
+            "-addext",
+            "subjectAltName=DNS:gridlens,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -563,7 +575,9 @@ fn tls_and_the_unencrypted_password() {
             .output()
             .expect("psql runs")
     };
-    let tls = setup_with(
+    // With TLS on, both endpoints speak it: HTTPS for the API and the web app (whose session
+    // cookie is then Secure), TLS for PostgreSQL clients.
+    let (server, state, admin, _) = with_admin(
         "pg-tls",
         &[
             "--pg-listen",
@@ -574,6 +588,47 @@ fn tls_and_the_unencrypted_password() {
             key.to_str().unwrap(),
         ],
     );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&cert)
+            .args(args)
+            .output()
+            .expect("curl runs");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let https = server.url.clone();
+    let port = https.rsplit(':').next().unwrap().to_string();
+    let (ok, body) = curl(&[&format!("{https}/v1/health")]);
+    assert!(ok && body.contains("\"status\":\"ok\""), "{body}");
+    let (ok, head) = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!("{{\"token\":\"{admin}\"}}"),
+        &format!("{https}/v1/session"),
+    ]);
+    assert!(ok, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    // Plain HTTP to the HTTPS port gets nothing.
+    let (ok, _) = curl(&["-m", "5", &format!("http://127.0.0.1:{port}/v1/health")]);
+    assert!(!ok, "plain HTTP is not served beside HTTPS");
+    let tls = Fixture::bare(server, state, admin);
     let o = psql(&tls, "require");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "6");
@@ -728,3 +783,339 @@ fn every_way_in_holds_the_scope_for_street_and_grid_tokens() {
         );
     }
 }
+
+/// psql's catalog commands (`\dt`, `\d people`, `\df`, `\dn`, `\l`) answer from a
+/// `pg_catalog` that lists every table an SQL caller has, for a street token as for the city,
+/// with no row counts.
+#[test]
+fn psql_describes_the_tables() {
+    let f = setup("pg-catalog");
+    let psql = |token: &str, cmd: &str| {
+        let o = Command::new("psql")
+            .arg(f.url("li"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-P",
+                "pager=off",
+                "-c",
+                cmd,
+            ])
+            .env("PGPASSWORD", token)
+            .output()
+            .expect("psql runs");
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert!(o.status.success(), "{cmd}: {err}");
+        assert!(!err.contains("ERROR"), "{cmd}: {err}");
+        out
+    };
+    // The loaded tables are tables (\dt); the engine's (anomalies, grid_kpis, …) are views (\dv).
+    let tables: Vec<(String, String)> = f
+        .http(
+            &f.admin,
+            "SELECT table_name, table_type FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert!(
+        tables
+            .iter()
+            .any(|(t, k)| t == "people" && k == "BASE TABLE"),
+        "{tables:?}"
+    );
+    assert!(
+        tables.iter().any(|(t, k)| t == "anomalies" && k == "VIEW"),
+        "{tables:?}"
+    );
+    for token in [&f.admin, &f.analyst] {
+        let (dt, dv) = (psql(token, r"\dt"), psql(token, r"\dv"));
+        for (t, kind) in &tables {
+            let (out, cmd) = if kind == "VIEW" {
+                (&dv, "dv")
+            } else {
+                (&dt, "dt")
+            };
+            assert!(
+                out.lines()
+                    .any(|l| l.split('|').nth(1).map(str::trim) == Some(t)),
+                "\\{cmd} lists {t}: {out}"
+            );
+        }
+        assert!(dt.contains("public"), "{dt}");
+        // \d people: every column with its PostgreSQL type.
+        let out = psql(token, r"\d people");
+        let columns = f.http(
+            &f.admin,
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_name = 'people' ORDER BY ordinal_position",
+        );
+        for c in &columns {
+            let name = c[0].clone().unwrap();
+            let line = out
+                .lines()
+                .find(|l| l.split('|').next().map(str::trim) == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("\\d people shows {name}: {out}"));
+            let ty = line.split('|').nth(1).unwrap().trim().to_string();
+            let want = match c[1].as_deref().unwrap() {
+                t if t.contains("Utf8") => "text",
+                "Date32" => "date",
+                "Int64" => "bigint",
+                "Int32" => "integer",
+                "Int16" | "Int8" => "smallint",
+                "Float64" => "double precision",
+                "Boolean" => "boolean",
+                other if other.starts_with("Timestamp") => "timestamp with time zone",
+                other => panic!("{name}: a type the test does not know: {other}"),
+            };
+            assert_eq!(ty, want, "{name}: {line}");
+        }
+        for cmd in [r"\df", r"\dn", r"\l", r"\dt people", r"\d rooms", r"\dv"] {
+            psql(token, cmd);
+        }
+    }
+    // The catalog holds no row count a street token could read the city's size from.
+    let c = f.connect(&f.analyst).unwrap();
+    let rows = f.simple(
+        &c,
+        "SELECT relname, reltuples, relpages FROM pg_catalog.pg_class \
+         WHERE relname IN ('people', 'rooms') ORDER BY 1",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("people".into()), Some("0".into()), Some("1".into())],
+            vec![Some("rooms".into()), Some("0".into()), Some("1".into())],
+        ]
+    );
+    // An oid stays the same from one query to the next (psql asks by oid).
+    let oid = |c: &Client| {
+        f.simple(
+            c,
+            "SELECT oid FROM pg_catalog.pg_class WHERE relname = 'people'",
+        )[0][0]
+            .clone()
+    };
+    let first = oid(&c);
+    f.simple(&c, "SELECT count(*) FROM pg_catalog.pg_attribute");
+    assert_eq!(oid(&f.connect(&f.admin).unwrap()), first);
+}
+
+/// What DBeaver, Metabase and Grafana send when they connect, browse the schema and build a
+/// query: each statement answered without an error, and the tables and columns they list are
+/// the ones HTTP lists.
+#[test]
+fn dbeaver_metabase_and_grafana_start_and_browse() {
+    let f = setup("pg-clients");
+    let c = f.connect(&f.analyst).unwrap();
+    let public = f.simple(
+        &c,
+        "SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public'",
+    )[0][0]
+        .clone()
+        .unwrap();
+    let people = f.simple(
+        &c,
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+         ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = 'people'",
+    )[0][0]
+        .clone()
+        .unwrap();
+    for (client, sql) in CLIENT_STATEMENTS {
+        let sql = sql
+            .replace("{public}", &public)
+            .replace("{people}", &people);
+        let r = f.rt.block_on(c.simple_query(&sql));
+        assert!(r.is_ok(), "{client}: {sql}\n{:?}", r.err());
+    }
+    // What they list is what HTTP lists.
+    let tables: Vec<Option<String>> = f
+        .http(
+            &f.analyst,
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect();
+    let listed = |sql: &str| -> Vec<Option<String>> {
+        let mut v: Vec<_> = f
+            .simple(&c, sql)
+            .into_iter()
+            .map(|mut r| r.remove(0))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        listed(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+             ON c.relnamespace = n.oid WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v')"
+        ),
+        tables,
+        "Metabase's table list"
+    );
+    let columns = |rows: Vec<Vec<Option<String>>>| -> Vec<Option<String>> {
+        rows.into_iter().map(|mut r| r.remove(0)).collect()
+    };
+    assert_eq!(
+        columns(f.simple(
+            &c,
+            "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = (SELECT c.oid \
+             FROM pg_catalog.pg_class c WHERE c.relname = 'people') AND a.attnum > 0 \
+             ORDER BY a.attnum"
+        )),
+        columns(f.http(
+            &f.analyst,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'people' \
+             ORDER BY ordinal_position"
+        )),
+        "DBeaver's column list"
+    );
+    assert_eq!(
+        f.simple(
+            &c,
+            "SELECT current_setting('server_version_num')::int / 100"
+        )[0][0]
+            .as_deref(),
+        Some("1600"),
+        "Grafana's version check"
+    );
+    assert!(
+        f.simple(&c, "SELECT version()")[0][0]
+            .as_deref()
+            .is_some_and(|v| v.starts_with("PostgreSQL 16")),
+    );
+    assert_eq!(
+        f.simple(&c, "SELECT current_database(), current_schema()"),
+        vec![vec![Some("gridlens".into()), Some("public".into())]]
+    );
+}
+
+/// Statements DBeaver, Metabase and Grafana send on connecting, browsing and building a
+/// query (as their PostgreSQL drivers write them; `{public}` and `{people}` stand for the oids
+/// the client has just read).
+const CLIENT_STATEMENTS: &[(&str, &str)] = &[
+    ("DBeaver", "SET extra_float_digits = 3"),
+    (
+        "DBeaver",
+        "SET application_name = 'DBeaver 24.3.0 - Main <gridlens>'",
+    ),
+    ("DBeaver", "SELECT current_schema(),session_user"),
+    (
+        "DBeaver",
+        "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n \
+         LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 \
+         AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+    ),
+    ("DBeaver", "SHOW search_path"),
+    (
+        "DBeaver",
+        "SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname='gridlens'",
+    ),
+    ("DBeaver", "SELECT version()"),
+    (
+        "DBeaver",
+        "SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as \
+         partition_expr, pg_catalog.pg_get_partkeydef(c.oid) as partition_key \
+         FROM pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d \
+         ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass \
+         WHERE c.relnamespace={public} AND c.relkind not in ('i','I','c')",
+    ),
+    (
+        "DBeaver",
+        "SELECT c.relname,a.*,pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value,\
+         dsc.description,dep.objid FROM pg_catalog.pg_attribute a \
+         INNER JOIN pg_catalog.pg_class c ON (a.attrelid=c.oid) \
+         LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid AND a.attnum = ad.adnum) \
+         LEFT OUTER JOIN pg_catalog.pg_description dsc ON (c.oid=dsc.objoid AND a.attnum = dsc.objsubid) \
+         LEFT OUTER JOIN pg_depend dep on dep.refobjid = a.attrelid AND dep.deptype = 'i' \
+         and dep.refobjsubid = a.attnum and dep.classid = dep.refclassid \
+         WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') AND c.oid={people} \
+         ORDER BY a.attnum",
+    ),
+    (
+        "DBeaver",
+        "SELECT t.oid,t.*,c.relkind,format_type(nullif(t.typbasetype, 0), t.typtypmod) as \
+         base_type_name, d.description FROM pg_catalog.pg_type t \
+         LEFT OUTER JOIN pg_catalog.pg_type et ON et.oid=t.typelem \
+         LEFT OUTER JOIN pg_catalog.pg_class c ON c.oid=t.typrelid \
+         LEFT OUTER JOIN pg_catalog.pg_description d ON t.oid=d.objoid \
+         WHERE t.typname IS NOT NULL AND (c.relkind IS NULL OR c.relkind = 'c') \
+         AND (et.typcategory IS NULL OR et.typcategory <> 'C')",
+    ),
+    ("DBeaver", "SELECT * FROM people LIMIT 200"),
+    ("Metabase", "SET extra_float_digits = 2"),
+    ("Metabase", "SHOW TRANSACTION ISOLATION LEVEL"),
+    (
+        "Metabase",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+    ),
+    (
+        "Metabase",
+        "SELECT nspname AS \"TABLE_SCHEM\", current_database() AS \"TABLE_CATALOG\" \
+         FROM pg_catalog.pg_namespace WHERE nspname <> 'pg_toast' \
+         AND (nspname !~ '^pg_temp_' OR nspname = (pg_catalog.current_schemas(true))[1]) \
+         AND (nspname !~ '^pg_toast_temp_' OR nspname = \
+         replace((pg_catalog.current_schemas(true))[1], 'pg_temp_', 'pg_toast_temp_')) \
+         ORDER BY \"TABLE_SCHEM\"",
+    ),
+    (
+        "Metabase",
+        "SELECT \"n\".\"nspname\" AS \"schema\", \"c\".\"relname\" AS \"name\", \
+         CASE \"c\".\"relkind\" WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'PARTITIONED TABLE' \
+         WHEN 'v' THEN 'VIEW' WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'm' THEN 'MATERIALIZED VIEW' \
+         ELSE NULL END AS \"type\", \"d\".\"description\" AS \"description\" \
+         FROM \"pg_catalog\".\"pg_class\" AS \"c\" \
+         INNER JOIN \"pg_catalog\".\"pg_namespace\" AS \"n\" ON \"c\".\"relnamespace\" = \"n\".\"oid\" \
+         LEFT JOIN \"pg_catalog\".\"pg_description\" AS \"d\" ON (\"c\".\"oid\" = \"d\".\"objoid\") \
+         AND (\"d\".\"objsubid\" = 0) AND (\"d\".\"classoid\" = 'pg_class'::regclass) \
+         WHERE (\"n\".\"nspname\" !~ '^pg_') AND (\"n\".\"nspname\" <> 'information_schema') \
+         AND c.relkind in ('r', 'p', 'v', 'f', 'm') AND (\"n\".\"nspname\" IN ('public')) \
+         ORDER BY \"type\" ASC, \"schema\" ASC, \"name\" ASC",
+    ),
+    (
+        "Metabase",
+        "SELECT c.column_name AS name, c.data_type AS database_type, \
+         c.ordinal_position - 1 AS database_position, c.table_schema AS table_schema, \
+         c.table_name AS table_name, c.is_nullable = 'YES' AS nullable \
+         FROM information_schema.columns c WHERE c.table_schema = 'public' \
+         AND c.table_name = 'people' ORDER BY c.ordinal_position",
+    ),
+    ("Metabase", "show timezone"),
+    (
+        "Metabase",
+        "SELECT \"public\".\"people\".\"grid_code\" AS \"grid_code\", count(*) AS \"count\" \
+         FROM \"public\".\"people\" GROUP BY \"public\".\"people\".\"grid_code\" \
+         ORDER BY \"public\".\"people\".\"grid_code\" ASC LIMIT 2000",
+    ),
+    (
+        "Grafana",
+        "SELECT current_setting('server_version_num')::int / 100 AS version",
+    ),
+    (
+        "Grafana",
+        "SELECT quote_ident(table_name) AS \"table\" FROM information_schema.tables \
+         WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog', \
+         '_timescaledb_cache', '_timescaledb_catalog', '_timescaledb_internal', \
+         '_timescaledb_config', 'timescaledb_information', 'timescaledb_experimental') \
+         AND table_type = 'BASE TABLE' ORDER BY 1",
+    ),
+    (
+        "Grafana",
+        "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+         FROM information_schema.columns WHERE quote_ident(table_name) = 'people'",
+    ),
+    (
+        "Grafana",
+        "SELECT date_trunc('day', ts) AS \"time\", count(*) AS \"entries\" \
+         FROM access_events WHERE ts BETWEEN '2026-10-01T00:00:00Z' AND '2026-10-08T00:00:00Z' \
+         GROUP BY 1 ORDER BY 1",
+    ),
+];

@@ -189,16 +189,17 @@ impl City {
         Ok(view.restrict(b, "code")?)
     }
 
-    /// Incident KPIs over the incidents inside the caller's scope.
+    /// Incident KPIs over the incidents inside the caller's scope, optionally inside one code
+    /// of it (`asked`; a code outside the scope is [`crate::Error::Forbidden`]).
     pub fn incident_kpis_for(
         &self,
         view: &View,
         as_of: i64,
         group_by: Vec<GroupBy>,
-        from: Option<i64>,
-        to: Option<i64>,
+        (from, to): (Option<i64>, Option<i64>),
+        asked: Option<&str>,
     ) -> Result<RecordBatch> {
-        let within = view.scope().code().map(str::to_string);
+        let within = view.scope().narrow(asked)?;
         self.incident_kpis(as_of, group_by, from, to, within)
     }
 

@@ -2,9 +2,10 @@
 //! `gridlens` binary is [`cli::run`]).
 //!
 //! ```text
-//!  cli ──▶ serve::run(Config) ──▶ App::open ──▶ router(App) ──▶ api / observe / auth
+//!  cli ──▶ serve::run(Config) ──▶ App::open ──▶ router(App) ──▶ api / observe / auth /
+//!   │                                               │             session / web / dashboard / pg
 //!   │                                               ▲
-//!   └──▶ dataset (the --data a command works on) ───┘
+//!   └──▶ dataset (the --data a command works on) ───┘   xlsx: workbooks for cli kpi and the API
 //! ```
 //!
 //! [`serve::router`] answers every endpoint for an [`serve::App`], so that the API is tested
@@ -16,3 +17,4 @@ pub mod cli;
 pub mod dataset;
 pub mod progress;
 pub mod serve;
+pub mod xlsx;

@@ -26,6 +26,8 @@ pub struct Answer {
     pub content_type: String,
     /// The body.
     pub body: Vec<u8>,
+    /// Every header, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -42,6 +44,14 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The values of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
     /// The error code of an error answer.
     pub fn error_code(&self) -> String {
         self.json()["error"]["code"]
@@ -49,6 +59,23 @@ impl Answer {
             .unwrap_or_else(|| panic!("not an error body: {}", self.text()))
             .to_string()
     }
+}
+
+/// A server on the test city (Parquet) with a fresh state folder and an admin token (with
+/// `pii`), started with `extra` arguments: the server, the state folder, the admin token and
+/// the city's folder.
+pub fn with_admin(name: &str, extra: &[&str]) -> (Server, PathBuf, String, PathBuf) {
+    let data = super::city(gridlens_datasets::OutputFormat::Parquet, false);
+    let state = state_dir(name);
+    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
+    let mut args = vec![
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    (Server::start(&args), state, admin, data)
 }
 
 /// Issues a token with `gridlens token add` and returns it. Without `--scope`, the token is
@@ -130,8 +157,8 @@ impl Server {
                     .and_then(|a| a.rsplit(':').next())
                     .and_then(|p| p.parse().ok());
             }
-            if let Some(i) = line.find("on http://") {
-                break line[i + 3..].trim().to_string();
+            if let Some(i) = line.find(" on http") {
+                break line[i + 4..].trim().to_string();
             }
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -161,6 +188,16 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
         let body = r
             .body_mut()
             .with_config()
@@ -171,7 +208,31 @@ impl Server {
             status,
             content_type,
             body,
+            headers,
         }
+    }
+
+    /// Any request: a method, headers, and a body (with its content type) or none.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Answer {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = match body {
+            Some((ct, b)) => self
+                .agent
+                .run(req.header("content-type", ct).body(b.to_vec()).unwrap()),
+            None => self.agent.run(req.body(()).unwrap()),
+        };
+        Self::answer(r.expect("the request is answered"))
     }
 
     /// GET with an optional token.

@@ -9,7 +9,9 @@
 //! Every one of them is seen through the caller's [`View`]: the rows inside the scope, personal
 //! columns masked, evidence redacted, below SQL, so no query however written reaches past them.
 //! Queries are read-only (DDL, DML, `COPY` and `SET` are refused), bounded in size and nesting
-//! ([`control::SqlBounds`]), and stopped by their [`control::QueryControl`].
+//! ([`control::SqlBounds`]), and stopped by their [`control::QueryControl`]. An engine in
+//! [`Dialect::Postgres`] (the PostgreSQL endpoint's) parses as PostgreSQL does and adds
+//! `pg_catalog` ([`postgres`]); it is otherwise the same engine.
 
 pub mod bounded;
 pub mod control;
@@ -18,6 +20,7 @@ pub mod distinct;
 pub mod join_order;
 pub mod keys;
 pub mod memory;
+pub mod postgres;
 pub mod provider;
 pub mod tables;
 
@@ -70,6 +73,16 @@ pub struct Prepared {
     pub params: Vec<Option<DataType>>,
 }
 
+/// How an engine reads SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// DataFusion's generic dialect (the HTTP API, the command line).
+    #[default]
+    Generic,
+    /// PostgreSQL's, with the rewrites and `pg_catalog` its clients need ([`postgres`]).
+    Postgres,
+}
+
 /// SQL over a loaded city, as one caller sees it.
 #[derive(Debug, Clone)]
 pub struct SqlEngine {
@@ -80,6 +93,7 @@ pub struct SqlEngine {
     shared_memory: Option<Arc<memory::SharedMemory>>,
     bounds: SqlBounds,
     on_keys: bool,
+    dialect: Dialect,
 }
 
 impl SqlEngine {
@@ -99,6 +113,7 @@ impl SqlEngine {
             shared_memory: None,
             bounds: SqlBounds::default(),
             on_keys: true,
+            dialect: Dialect::Generic,
         }
     }
 
@@ -141,6 +156,12 @@ impl SqlEngine {
         self
     }
 
+    /// Reads SQL in `dialect`.
+    pub fn with_dialect(mut self, dialect: Dialect) -> SqlEngine {
+        self.dialect = dialect;
+        self
+    }
+
     /// Serves the task lists under a state folder as the `tasks` table.
     pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> SqlEngine {
         self.state_dir = dir;
@@ -179,6 +200,9 @@ impl SqlEngine {
             .with_optimizer_rule(Arc::new(join_order::JoinOrder))
             .with_optimizer_rule(Arc::new(distinct::SplitDistinct))
             .with_physical_optimizer_rule(Arc::new(StopRule));
+        if self.dialect == Dialect::Postgres {
+            builder = postgres::with_types(builder);
+        }
         if self.on_keys {
             builder = builder.with_query_planner(Arc::new(keys::KeyPlanner::new(&self.view)));
         }
@@ -284,11 +308,20 @@ impl SqlEngine {
             )));
         }
         let ctx = self.context_with(Some(control.clone()))?;
-        let mut statements = DFParserBuilder::new(sql)
-            .with_dialect(&GenericDialect {})
-            .build()
-            .and_then(|mut p| p.parse_statements())
-            .map_err(|e| parse_error(&e))?;
+        let mut statements = match self.dialect {
+            Dialect::Generic => DFParserBuilder::new(sql)
+                .with_dialect(&GenericDialect {})
+                .build()
+                .and_then(|mut p| p.parse_statements())
+                .map_err(|e| parse_error(&e))?,
+            Dialect::Postgres => {
+                postgres::install(&ctx).await?;
+                postgres::parse(sql)?
+                    .into_iter()
+                    .map(|s| DfStatement::Statement(Box::new(s)))
+                    .collect()
+            }
+        };
         if statements.len() != 1 {
             return Err(Error::Query(format!(
                 "one statement per query, please (got {})",

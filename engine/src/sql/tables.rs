@@ -271,7 +271,9 @@ impl IncidentKpisFn {
         computed(
             "incident_kpis",
             schema,
-            Arc::new(move || city.incident_kpis_for(&view, as_of, group_by.clone(), from, to)),
+            Arc::new(move || {
+                city.incident_kpis_for(&view, as_of, group_by.clone(), (from, to), None)
+            }),
         )
     }
 }

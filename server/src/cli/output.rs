@@ -18,6 +18,8 @@ pub enum Format {
     Parquet,
     /// The Arrow IPC stream format.
     Arrow,
+    /// An Excel workbook.
+    Xlsx,
 }
 
 impl Format {
@@ -34,8 +36,9 @@ impl Format {
             Some("parquet") => Ok(Format::Parquet),
             Some("arrow") | Some("arrows") | Some("ipc") => Ok(Format::Arrow),
             Some("txt") => Ok(Format::Table),
+            Some("xlsx") => Ok(Format::Xlsx),
             _ => bail!(
-                "{}: cannot tell the format from the file name (use .csv, .json, .parquet or .arrow, or --format)",
+                "{}: cannot tell the format from the file name (use .csv, .json, .parquet, .arrow or .xlsx, or --format)",
                 path.display()
             ),
         }
@@ -86,7 +89,28 @@ pub fn write_to(
             }
             wr.finish()?;
         }
+        Format::Xlsx => {
+            let mut w = w;
+            w.write_all(&crate::xlsx::workbook(&[("result", batches, schema)])?)?;
+        }
     }
+    Ok(())
+}
+
+/// Writes bytes to a file atomically (a temporary file renamed into place).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -19,10 +19,11 @@ pub struct Args {
     /// Address for PostgreSQL clients (psql, DBeaver, Metabase, Python): `off` for none.
     #[arg(long, default_value = "127.0.0.1:5433")]
     pg_listen: String,
-    /// TLS certificate chain (PEM) for the PostgreSQL endpoint; with --tls-key.
+    /// TLS certificate chain (PEM): HTTPS for the API and web app, and TLS for PostgreSQL
+    /// clients; with --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the PostgreSQL endpoint; with --tls-cert.
+    /// TLS private key (PEM) for both endpoints; with --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// The state folder: task lists, and by default the token file and the audit log.
@@ -69,6 +70,12 @@ pub struct Args {
     /// Open tasks a worker sees at most a day.
     #[arg(long, default_value_t = 20)]
     daily_limit: usize,
+    /// Minutes a web app session lasts from sign-in.
+    #[arg(long, default_value_t = 480.0)]
+    session_minutes: f64,
+    /// Minutes a web app session lasts without a request.
+    #[arg(long, default_value_t = 60.0)]
+    session_idle_minutes: f64,
 }
 
 impl Args {
@@ -100,6 +107,10 @@ impl Args {
                 max_depth: self.max_sql_depth.max(8),
             },
             daily_limit: self.daily_limit,
+            session_ttl: Duration::from_secs_f64(self.session_minutes.clamp(0.01, 1e6) * 60.0),
+            session_idle: Duration::from_secs_f64(
+                self.session_idle_minutes.clamp(0.01, 1e6) * 60.0,
+            ),
         }
     }
 }

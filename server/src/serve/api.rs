@@ -1,8 +1,9 @@
 //! The endpoints of `interfaces.md`, under `/v1`.
 
 use super::App;
-use super::auth::Role;
+use super::auth::{Role, TokenEntry};
 use super::observe::{ApiError, Audit};
+use super::session;
 use super::sqlout::{Encoder, Format};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -31,6 +32,8 @@ use tokio::sync::mpsc;
 pub struct Caller {
     /// Token id.
     pub token_id: String,
+    /// The person the token was issued to.
+    pub name: String,
     /// Role.
     pub role: Role,
     /// What the token may see: its scope and whether personal data is shown.
@@ -59,21 +62,27 @@ impl FromRequestParts<Arc<App>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| unauthorized("send your token: Authorization: Bearer <token>"))?;
+        let audit = parts.extensions.get::<Arc<Audit>>().cloned();
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            // A browser signed in on the web app: its session's token.
+            let Some(id) = session::cookie_of(&parts.headers) else {
+                return Err(unauthorized(
+                    "send your token: Authorization: Bearer <token> (or sign in on the web app)",
+                ));
+            };
+            let token_id = session::token_of_session(app, parts, &id)?;
+            let entry = app.tokens.active_by_id(&token_id).ok_or_else(|| {
+                unauthorized("the token this session was opened with is revoked; sign in again")
+            })?;
+            return Caller::of_entry(entry, audit.as_deref());
+        };
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be: Bearer <token>"))?;
-        Caller::of_token(
-            app,
-            token,
-            parts.extensions.get::<Arc<Audit>>().map(|a| a.as_ref()),
-        )
+        Caller::of_token(app, token, audit.as_deref())
     }
 }
 
@@ -89,6 +98,12 @@ impl Caller {
                 "this token is not valid (unknown or revoked)",
             )
         })?;
+        Caller::of_entry(entry, audit)
+    }
+
+    /// The caller an active token entry stands for (403 without a valid scope), recorded in
+    /// the audit line when there is one.
+    pub fn of_entry(entry: TokenEntry, audit: Option<&Audit>) -> Result<Caller, ApiError> {
         if let Some(a) = audit {
             a.caller(
                 &entry.id,
@@ -103,6 +118,7 @@ impl Caller {
             .map_err(|e| ApiError::forbidden(e.to_string()))?;
         Ok(Caller {
             token_id: entry.id,
+            name: entry.name,
             role: entry.role,
             scope,
             worker_id: entry.worker_id,
@@ -333,6 +349,12 @@ pub async fn sql(
     let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(format.mime()));
+    if format == Format::Xlsx {
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"query.xlsx\""),
+        );
+    }
     Ok(resp)
 }
 
@@ -421,6 +443,11 @@ async fn run_query(
         audit.rows(rows as u64);
         let chunk = match enc.batch(&batch.slice(0, take)) {
             Ok(c) => c,
+            // An Excel sheet's row limit: the caller's to change (nothing is sent yet).
+            Err(e) if format == Format::Xlsx => {
+                let _ = tx.send(Err(ApiError::bad_request(e.to_string()))).await;
+                return;
+            }
             Err(e) => {
                 let _ = tx.send(Err(ApiError::internal(e))).await;
                 return;
@@ -486,13 +513,15 @@ pub async fn kpi_grids(
     .await
     .map_err(ApiError::internal)??;
     audit_of(&audit).rows(batch.num_rows() as u64);
-    json_answer(
+    kpi_answer(
+        &q,
         serde_json::json!({"level": level.name(), "as_of": time::format_timestamp(as_of)}),
         &batch,
+        &format!("grid_kpis_{}", level.name()),
     )
 }
 
-/// `GET /v1/kpis/incidents?group_by=&from=&to=&as_of=`.
+/// `GET /v1/kpis/incidents?group_by=&code=&from=&to=&as_of=`.
 pub async fn kpi_incidents(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -510,19 +539,73 @@ pub async fn kpi_incidents(
     let view = app.view_of(&served, &caller)?;
     let as_of = parse_instant("as_of", q.get("as_of"))?.unwrap_or(served.store.as_of);
     let groups = group_by.clone();
+    let code = q.get("code").cloned();
     let batch = tokio::task::spawn_blocking(move || {
         served
             .city
-            .incident_kpis_for(&view, as_of, groups, from, to)
+            .incident_kpis_for(&view, as_of, groups, (from, to), code.as_deref())
     })
     .await
     .map_err(ApiError::internal)??;
     audit_of(&audit).rows(batch.num_rows() as u64);
     let groups: Vec<&str> = group_by.iter().map(|g| g.column()).collect();
-    json_answer(
+    let name = format!("incident_kpis_{}", groups.join("_"));
+    kpi_answer(
+        &q,
         serde_json::json!({"group_by": groups, "as_of": time::format_timestamp(as_of)}),
         &batch,
+        name.trim_end_matches('_'),
     )
+}
+
+/// A KPI answer in the `format` asked (`json`, the default, `csv` or `xlsx`).
+fn kpi_answer(
+    q: &HashMap<String, String>,
+    head: serde_json::Value,
+    batch: &arrow::array::RecordBatch,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let format = match q.get("format").map(|f| f.to_ascii_lowercase()).as_deref() {
+        None | Some("json") => return json_answer(head, batch),
+        Some("csv") => Format::Csv,
+        Some("xlsx") => Format::Xlsx,
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "format {f:?} is not one of json, csv, xlsx"
+            )));
+        }
+    };
+    let body = match format {
+        Format::Xlsx => {
+            crate::xlsx::workbook(&[(name, std::slice::from_ref(batch), batch.schema())])
+                .map_err(ApiError::internal)?
+        }
+        _ => {
+            let mut enc = Encoder::new(Format::Csv, batch.schema()).map_err(ApiError::internal)?;
+            let mut out = enc.batch(batch).map_err(ApiError::internal)?.to_vec();
+            out.extend_from_slice(
+                &enc.finish(batch.num_rows(), false)
+                    .map_err(ApiError::internal)?,
+            );
+            out
+        }
+    };
+    let disposition = format!(
+        "attachment; filename=\"{name}.{}\"",
+        if format == Format::Xlsx {
+            "xlsx"
+        } else {
+            "csv"
+        }
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, format.mime().to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The body of `POST /v1/sweeps`.

@@ -246,6 +246,11 @@ impl Tokens {
 
     /// The active entry of a token (re-reading the file if it changed).
     pub fn authenticate(&self, token: &str) -> Option<TokenEntry> {
+        self.with_file(|f| f.authenticate(token).cloned())
+    }
+
+    /// Reads the token file as it is now (re-reading it if it changed on disk).
+    fn with_file<T>(&self, read: impl FnOnce(&TokenFile) -> Option<T>) -> Option<T> {
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
@@ -263,6 +268,17 @@ impl Tokens {
                 }
             }
         }
-        cache.1.authenticate(token).cloned()
+        read(&cache.1)
+    }
+
+    /// The active entry with a token id (re-reading the file if it changed): how a signed-in
+    /// browser session finds its token again, so that a revoked token ends its sessions too.
+    pub fn active_by_id(&self, id: &str) -> Option<TokenEntry> {
+        self.with_file(|f| {
+            f.tokens
+                .iter()
+                .find(|e| e.revoked_at.is_none() && e.id == id)
+                .cloned()
+        })
     }
 }

@@ -11,9 +11,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod observe;
 pub mod pg;
+pub mod session;
 pub mod sqlout;
+pub mod tls;
+pub mod web;
 
 use crate::dataset::{self, DataArgs};
 use anyhow::{Context, Result};
@@ -71,7 +75,7 @@ pub struct Config {
     pub listen: String,
     /// Address the PostgreSQL endpoint listens on (`None`: no PostgreSQL endpoint).
     pub pg_listen: Option<String>,
-    /// The TLS certificate chain and private key (PEM) for the PostgreSQL endpoint.
+    /// The TLS certificate chain and private key (PEM) for both endpoints.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The state folder: task lists, the secret, and by default tokens and audit.
     pub state: PathBuf,
@@ -99,6 +103,10 @@ pub struct Config {
     pub sql: SqlBounds,
     /// Open tasks a worker sees at most a day.
     pub daily_limit: usize,
+    /// How long a web app session lasts from sign-in.
+    pub session_ttl: Duration,
+    /// How long a web app session lasts without a request.
+    pub session_idle: Duration,
 }
 
 impl Config {
@@ -123,6 +131,8 @@ impl Config {
             max_rows: 1_000_000,
             sql: SqlBounds::default(),
             daily_limit: 20,
+            session_ttl: Duration::from_secs(8 * 3600),
+            session_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -178,6 +188,10 @@ pub struct App {
     pub tasks: Mutex<TaskBook>,
     state_dir: PathBuf,
     audit: AuditLog,
+    /// The web app's signed-in browsers.
+    pub sessions: session::Sessions,
+    /// The dashboards made, per `as_of` and code.
+    pub dashboards: dashboard::Cache,
     /// Metrics.
     pub metrics: Metrics,
     /// Limits.
@@ -484,6 +498,12 @@ impl App {
             started: Instant::now(),
             sweep_seq: AtomicU64::new(0),
             daily_limit: config.daily_limit,
+            sessions: session::Sessions::new(
+                config.session_ttl,
+                config.session_idle,
+                config.tls.is_some(),
+            ),
+            dashboards: dashboard::Cache::default(),
             max_body: config.max_body,
             _lock: lock,
         };
@@ -527,6 +547,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/metrics", get(api::metrics))
         .route("/v1/admin/reload", post(api::reload))
         .route("/v1/openapi.json", get(api::openapi))
+        .route(
+            "/v1/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
+        .route("/v1/dashboard", get(dashboard::dashboard))
+        .route("/", get(web::page))
+        .route("/assets/{*path}", get(web::page))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         // A handler that panics answers 500 (and is logged and audited); the server goes on.
@@ -550,11 +579,12 @@ pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
         .await
         .with_context(|| format!("--listen {listen}: cannot listen there"))?;
     let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     if let Some(pg_listen) = &config.pg_listen {
-        let tls = match &config.tls {
-            Some((cert, key)) => Some(pg::tls_acceptor(cert, key)?),
-            None => None,
-        };
+        let tls = tls.clone();
         let pg_listener = pg::bind(pg_listen).await?;
         let pg_addr = pg_listener.local_addr()?;
         println!(
@@ -571,9 +601,10 @@ pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
     }
     let served = app.served();
     println!(
-        "gridlens is serving {} (as_of {}) on http://{addr}",
+        "gridlens is serving {} (as_of {}) on {}://{addr}",
         served.name,
-        time::format_timestamp(served.store.as_of)
+        time::format_timestamp(served.store.as_of),
+        if tls.is_some() { "https" } else { "http" }
     );
     drop(served);
     // SIGHUP reloads the dataset.
@@ -592,6 +623,11 @@ pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
                 }
             }
         });
+    }
+    if let Some(tls) = tls {
+        tls::serve_https(listener, tls, router(app), shutdown_signal()).await?;
+        eprintln!("gridlens: shut down");
+        return Ok(());
     }
     // No Nagle: a small answer's last chunk would otherwise wait for the client's delayed ACK
     // (≈ 40 ms on Linux), a fixed tax on every short query.

@@ -1,5 +1,6 @@
 //! Query answers, encoded batch by batch as they are computed: JSON, CSV, the Arrow IPC stream
-//! format and Parquet.
+//! format, Parquet, and Excel workbooks (whose rows go to the workbook's temporary file as they
+//! come, the file itself at the end).
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -20,6 +21,8 @@ pub enum Format {
     Arrow,
     /// A Parquet file.
     Parquet,
+    /// An Excel workbook of one sheet ([`crate::xlsx`]).
+    Xlsx,
 }
 
 impl FromStr for Format {
@@ -30,9 +33,10 @@ impl FromStr for Format {
             "csv" => Format::Csv,
             "arrow" => Format::Arrow,
             "parquet" => Format::Parquet,
+            "xlsx" => Format::Xlsx,
             _ => {
                 return Err(format!(
-                    "format {s:?} is not one of json, csv, arrow, parquet"
+                    "format {s:?} is not one of json, csv, arrow, parquet, xlsx"
                 ));
             }
         })
@@ -47,9 +51,13 @@ impl Format {
             Format::Csv => "text/csv; charset=utf-8",
             Format::Arrow => "application/vnd.apache.arrow.stream",
             Format::Parquet => "application/vnd.apache.parquet",
+            Format::Xlsx => XLSX_MIME,
         }
     }
 }
+
+/// The Content-Type of an Excel workbook.
+pub const XLSX_MIME: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 /// A batch as a JSON array of objects (explicit nulls); empty for no rows.
 fn json_array(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
@@ -108,6 +116,8 @@ pub enum Encoder {
     Arrow(Box<StreamWriter<Vec<u8>>>),
     /// Parquet.
     Parquet(Box<ArrowWriter<Vec<u8>>>),
+    /// An Excel workbook (taken when finished).
+    Xlsx(Option<Box<crate::xlsx::Writer>>),
 }
 
 impl Encoder {
@@ -133,6 +143,11 @@ impl Encoder {
                     schema,
                     Some(props),
                 )?))
+            }
+            Format::Xlsx => {
+                let mut w = crate::xlsx::Writer::new();
+                w.sheet("query", schema)?;
+                Encoder::Xlsx(Some(Box::new(w)))
             }
         })
     }
@@ -197,6 +212,12 @@ impl Encoder {
                 w.write(batch)?;
                 Ok(Bytes::from(std::mem::take(w.inner_mut())))
             }
+            Encoder::Xlsx(w) => {
+                w.as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the workbook is already finished"))?
+                    .rows(batch)?;
+                Ok(Bytes::new())
+            }
         }
     }
 
@@ -230,6 +251,12 @@ impl Encoder {
             Encoder::Parquet(w) => {
                 w.finish()?;
                 Ok(Bytes::from(std::mem::take(w.inner_mut())))
+            }
+            Encoder::Xlsx(w) => {
+                let w = w
+                    .take()
+                    .ok_or_else(|| anyhow::anyhow!("the workbook is already finished"))?;
+                Ok(Bytes::from(w.finish()?))
             }
         }
     }

@@ -23,7 +23,6 @@ use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::cancel::CancelRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// What a cancel request names a connection by: its process id and secret key.
@@ -103,37 +102,6 @@ impl CancelHandler for Cancels {
     async fn on_cancel_request(&self, r: CancelRequest) {
         self.0.cancel(&(r.pid, r.secret_key.to_bytes().to_vec()));
     }
-}
-
-/// The TLS acceptor for `--tls-cert` and `--tls-key` (PEM files).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor> {
-    use rustls_pemfile::{certs, private_key};
-    use tokio_rustls::rustls::ServerConfig;
-    let open = |p: &Path| {
-        std::fs::File::open(p)
-            .map(std::io::BufReader::new)
-            .with_context(|| format!("{}: cannot be read", p.display()))
-    };
-    let chain = certs(&mut open(cert)?)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .with_context(|| format!("--tls-cert {}: not a PEM certificate chain", cert.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "--tls-cert {}: holds no certificate",
-        cert.display()
-    );
-    let key_der = private_key(&mut open(key)?)
-        .with_context(|| format!("--tls-key {}: not a PEM private key", key.display()))?
-        .with_context(|| format!("--tls-key {}: holds no private key", key.display()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(chain, key_der)
-    .context("--tls-cert / --tls-key: the key does not fit the certificate")?;
-    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Binds the PostgreSQL address (a clear error when it is taken).

@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser as SqlParser;
 use futures::{Sink, Stream, StreamExt};
 use gridlens_engine::sql::control::{QueryControl, Stop, StopOnDrop};
+use gridlens_engine::sql::{Dialect, postgres};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -99,27 +100,6 @@ pub enum Noise {
     /// `SHOW name`.
     Show(String),
 }
-
-/// The settings `SHOW` answers, as PostgreSQL 16 would for this server.
-const SETTINGS: [(&str, &str); 17] = [
-    ("server_version", "16.0"),
-    ("server_version_num", "160000"),
-    ("server_encoding", "UTF8"),
-    ("client_encoding", "UTF8"),
-    ("timezone", "Asia/Shanghai"),
-    ("datestyle", "ISO, MDY"),
-    ("intervalstyle", "postgres"),
-    ("standard_conforming_strings", "on"),
-    ("integer_datetimes", "on"),
-    ("transaction_isolation", "read committed"),
-    ("transaction isolation level", "read committed"),
-    ("time zone", "Asia/Shanghai"),
-    ("application_name", ""),
-    ("default_transaction_read_only", "on"),
-    ("search_path", "public"),
-    ("max_identifier_length", "63"),
-    ("is_superuser", "off"),
-];
 
 /// Understands one statement: a session statement, a `COPY`, or a query for the engine
 /// (anything that does not parse goes to the engine too, whose error names the fault).
@@ -318,6 +298,7 @@ impl Queries {
             held,
             control,
         } = self.app.sql_turn(&caller).await.map_err(fail)?;
+        let engine = engine.with_dialect(Dialect::Postgres);
         let (pid, secret) = client.pid_and_secret_key();
         let key = (pid, secret.to_bytes().to_vec());
         self.running.start(key.clone(), control.clone());
@@ -389,17 +370,13 @@ fn noise(n: &Noise) -> PgWireResult<Response> {
         Noise::End(t) => Response::TransactionEnd(Tag::new(t)),
         Noise::Show(name) => {
             let lower = name.to_ascii_lowercase();
-            let value = SETTINGS
-                .iter()
-                .find(|(k, _)| *k == lower)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| {
-                    PgWireError::UserError(Box::new(ErrorInfo::new(
-                        "ERROR".into(),
-                        "42704".into(),
-                        format!("unrecognized configuration parameter \"{name}\""),
-                    )))
-                })?;
+            let value = postgres::setting(&lower).ok_or_else(|| {
+                PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "42704".into(),
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )))
+            })?;
             let fields = Arc::new(vec![FieldInfo::new(
                 lower,
                 None,
@@ -678,7 +655,11 @@ impl QueryParser for Prepare {
             return Ok(Some(parsed));
         };
         let caller = caller_now(&self.app, client, None).map_err(|e| pg_error(&e))?;
-        let engine = self.app.sql_engine(&caller).map_err(|e| pg_error(&e))?;
+        let engine = self
+            .app
+            .sql_engine(&caller)
+            .map_err(|e| pg_error(&e))?
+            .with_dialect(Dialect::Postgres);
         let text = sql.clone();
         // Planned on the query runtime, whose stacks are deep enough for any SQL accepted.
         let prepared = self
