@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// A sweep's `as_of` and rules.
 type SweepKey = (i64, Vec<RuleId>);
+/// Incident KPIs' `as_of`, groups, period and code.
+type IncidentKey = (i64, Vec<GroupBy>, Option<i64>, Option<i64>, Option<String>);
 
 /// One version of the city: the store, the parameters its rules and KPIs run with, and what
 /// they computed (sweeps, SLA clocks, grid counts and roll-ups), cached per `as_of`.
@@ -32,9 +34,10 @@ pub struct City {
     clocks: Mutex<HashMap<i64, Arc<Clocks>>>,
     grids: Mutex<HashMap<i64, Arc<Vec<GridCounts>>>>,
     rollups: Mutex<HashMap<(i64, Level), Arc<GridRollup>>>,
+    incidents: Mutex<HashMap<IncidentKey, Arc<RecordBatch>>>,
     latest: RwLock<Option<Arc<Sweep>>>,
-    /// Held while computing into the sweeps, clocks, grids and roll-up caches.
-    computing: [Mutex<()>; 4],
+    /// Held while computing into the sweeps, clocks, grids, roll-up and incident KPI caches.
+    computing: [Mutex<()>; 5],
 }
 
 impl fmt::Debug for City {
@@ -44,6 +47,18 @@ impl fmt::Debug for City {
 }
 
 fn cached<K: std::hash::Hash + Eq + Clone, V>(
+    cache: &Mutex<HashMap<K, Arc<V>>>,
+    computing: &Mutex<()>,
+    key: K,
+    compute: impl FnOnce() -> Result<V>,
+) -> Result<Arc<V>> {
+    cached_up_to(8, cache, computing, key, compute)
+}
+
+/// [`cached`], keeping up to `kept` values (a few `as_of` values are used at a time; the
+/// incident KPIs of a dashboard come in many groupings and codes).
+fn cached_up_to<K: std::hash::Hash + Eq + Clone, V>(
+    kept: usize,
     cache: &Mutex<HashMap<K, Arc<V>>>,
     computing: &Mutex<()>,
     key: K,
@@ -60,8 +75,7 @@ fn cached<K: std::hash::Hash + Eq + Clone, V>(
     }
     let v = Arc::new(compute()?);
     if let Ok(mut c) = cache.lock() {
-        // A small cache: a few as_of values are used at a time.
-        if c.len() >= 8 {
+        if c.len() >= kept {
             c.clear();
         }
         c.insert(key, v.clone());
@@ -80,6 +94,7 @@ impl City {
             clocks: Mutex::default(),
             grids: Mutex::default(),
             rollups: Mutex::default(),
+            incidents: Mutex::default(),
             latest: RwLock::default(),
             computing: Default::default(),
         }
@@ -155,18 +170,22 @@ impl City {
         to: Option<i64>,
         within: Option<String>,
     ) -> Result<RecordBatch> {
-        let clocks = self.clocks(as_of)?;
-        kpis::incident_kpis(
-            &self.store,
-            &clocks,
-            &IncidentQuery {
-                group_by,
-                from,
-                to,
-                within,
-                params: self.kpi_params.clone(),
-            },
-        )
+        let key = (as_of, group_by.clone(), from, to, within.clone());
+        let batch = cached_up_to(256, &self.incidents, &self.computing[4], key, || {
+            let clocks = self.clocks(as_of)?;
+            kpis::incident_kpis(
+                &self.store,
+                &clocks,
+                &IncidentQuery {
+                    group_by,
+                    from,
+                    to,
+                    within,
+                    params: self.kpi_params.clone(),
+                },
+            )
+        })?;
+        Ok(batch.as_ref().clone())
     }
 
     /// One row per incident and stage.
