@@ -606,6 +606,10 @@ pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
         time::format_timestamp(served.store.as_of),
         if tls.is_some() { "https" } else { "http" }
     );
+    println!(
+        "the web app: {}://{addr}/ (sign in with your token)",
+        if tls.is_some() { "https" } else { "http" }
+    );
     drop(served);
     // SIGHUP reloads the dataset.
     #[cfg(unix)]
