@@ -186,7 +186,8 @@ fn audit_of(req_audit: &Option<axum::Extension<Arc<Audit>>>) -> Arc<Audit> {
     req_audit.as_ref().map(|a| a.0.clone()).unwrap_or_default()
 }
 
-fn parse_instant(name: &str, v: Option<&String>) -> Result<Option<i64>, ApiError> {
+/// An instant a query parameter gives (`None` when absent), or 400 naming the parameter.
+pub(crate) fn parse_instant(name: &str, v: Option<&String>) -> Result<Option<i64>, ApiError> {
     v.map(|s| {
         time::parse_as_of(s).map_err(|why| {
             ApiError::bad_request(format!(

@@ -99,14 +99,8 @@ pub async fn dashboard(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Analyst, Role::Leader], "the dashboard")?;
     let served = app.served();
-    let as_of = match q.get("as_of").filter(|s| !s.is_empty()) {
-        Some(s) => time::parse_as_of(s).map_err(|why| {
-            ApiError::bad_request(format!(
-                "as_of {s:?} is {why} (expected e.g. 2026-11-01 or 2026-11-01T00:00:00+08:00)"
-            ))
-        })?,
-        None => served.store.as_of,
-    };
+    let as_of = super::api::parse_instant("as_of", q.get("as_of").filter(|s| !s.is_empty()))?
+        .unwrap_or(served.store.as_of);
     let asked = q
         .get("code")
         .map(|c| c.trim())
