@@ -839,3 +839,161 @@ fn a_browser_signs_in_drills_down_and_closes_a_task() {
         shots.display()
     );
 }
+
+/// Every way in this change adds — sign-in and the session cookie, `/v1/dashboard`, the KPI
+/// endpoints' CSV and Excel answers, Excel from `/v1/sql` — holds the scope and the masks of a
+/// street token and of a grid token, and the roles, in every format it answers.
+#[test]
+fn every_new_way_holds_the_scope_for_street_and_grid_tokens() {
+    let f = setup("web-ways", &[]);
+    let grid = f.server.rows(
+        &f.admin,
+        &format!(
+            "SELECT grid_code FROM people WHERE grid_code LIKE '{}%' \
+             GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+            f.street
+        ),
+    )[0]["grid_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = common::scratch("ways");
+    std::fs::create_dir_all(&dir).unwrap();
+    for scope in [f.street.clone(), grid.clone()] {
+        let leader = add_token(
+            &f.state,
+            &[
+                "--name",
+                &format!("l{scope}"),
+                "--role",
+                "leader",
+                "--scope",
+                &scope,
+            ],
+        );
+        let analyst = add_token(
+            &f.state,
+            &[
+                "--name",
+                &format!("a{scope}"),
+                "--role",
+                "analyst",
+                "--scope",
+                &scope,
+            ],
+        );
+        let (a, s) = f.sign_in(&leader);
+        assert_eq!(a.status, 200, "{scope}: {}", a.text());
+        assert_eq!(a.json()["scope"], scope.as_str());
+        let s = s.unwrap();
+        // The dashboard: by token and by cookie alike, only the scope's grids, overdue cases
+        // and names; outside the scope 403; a wider code narrowed to the scope.
+        for by_cookie in [false, true] {
+            let get = |path: &str| {
+                if by_cookie {
+                    f.get(&s, path)
+                } else {
+                    f.server.get(path, Some(&leader))
+                }
+            };
+            for path in [
+                "/v1/dashboard".to_string(),
+                format!("/v1/dashboard?code={}", &scope[..6]),
+            ] {
+                let d = get(&path);
+                assert_eq!(d.status, 200, "{scope} {path}: {}", d.text());
+                let d = d.json();
+                assert_eq!(d["code"], scope.as_str(), "{path}");
+                for g in d["map"]["grid_code"].as_array().unwrap() {
+                    assert!(g.as_str().unwrap().starts_with(&scope), "{g}");
+                }
+                for c in d["overdue"]["cases"].as_array().unwrap() {
+                    assert!(c["grid_code"].as_str().unwrap().starts_with(&scope), "{c}");
+                }
+                for code in d["names"].as_object().unwrap().keys() {
+                    assert!(code.starts_with(&scope), "{code}");
+                }
+                for p in d["path"].as_array().unwrap() {
+                    assert!(p["code"].as_str().unwrap().starts_with(&scope), "{p}");
+                }
+            }
+            assert_eq!(
+                get(&format!("/v1/dashboard?code={}", f.neighbour)).status,
+                403
+            );
+            // The KPI endpoints' CSV and Excel answers hold the scope too.
+            for path in [
+                "/v1/kpis/grids?level=grid".to_string(),
+                "/v1/kpis/incidents?group_by=grid".to_string(),
+            ] {
+                let csv = get(&format!("{path}&format=csv"));
+                assert_eq!(csv.status, 200, "{path}");
+                let rows = csv_rows(&csv.text());
+                let col = rows[0]
+                    .iter()
+                    .position(|h| h == "code" || h == "grid_code")
+                    .unwrap();
+                for r in &rows[1..] {
+                    assert!(r[col].starts_with(&scope), "{path}: {r:?}");
+                }
+                let x = get(&format!("{path}&format=xlsx"));
+                assert_eq!(x.status, 200, "{path}");
+                let file = dir.join("k.xlsx");
+                std::fs::write(&file, &x.body).unwrap();
+                let book = read_xlsx(&file);
+                let sheet = &book["sheets"][book["order"][0].as_str().unwrap()];
+                for r in &sheet["rows"].as_array().unwrap()[1..] {
+                    assert!(r[col].as_str().unwrap().starts_with(&scope), "{path}: {r}");
+                }
+                for fmt in ["csv", "xlsx"] {
+                    let out = get(&format!("{path}&code={}&format={fmt}", f.neighbour));
+                    assert_eq!(out.status, 403, "{path} {fmt}");
+                }
+            }
+        }
+        // A leader's session runs no SQL in any format; an analyst's Excel holds scope and masks.
+        for fmt in ["json", "csv", "xlsx"] {
+            let body = json!({"sql": "SELECT 1", "format": fmt});
+            assert_eq!(
+                f.post(&s, "/v1/sql", &body, Some(&s.csrf)).status,
+                403,
+                "{fmt}"
+            );
+        }
+        let (_, sa) = f.sign_in(&analyst);
+        let sa = sa.unwrap();
+        let sql = json!({
+            "sql": "SELECT id_number, name, phone, grid_code FROM people ORDER BY person_id",
+            "format": "xlsx"
+        });
+        for x in [
+            f.post(&sa, "/v1/sql", &sql, Some(&sa.csrf)),
+            f.server.post("/v1/sql", Some(&analyst), &sql),
+        ] {
+            assert_eq!(x.status, 200, "{}", x.text());
+            let file = dir.join("q.xlsx");
+            std::fs::write(&file, &x.body).unwrap();
+            let rows = read_xlsx(&file)["sheets"]["query"]["rows"].clone();
+            let rows = rows.as_array().unwrap();
+            assert!(rows.len() > 1);
+            for r in &rows[1..] {
+                assert!(r[3].as_str().unwrap().starts_with(&scope), "{r}");
+                assert!(r[0].as_str().unwrap().contains("****"), "{r}");
+                assert!(r[1].as_str().unwrap().contains('*'), "{r}");
+            }
+        }
+    }
+    // A worker: no dashboard, no KPIs in any format, by token or cookie.
+    let (_, w) = f.sign_in(&f.worker);
+    let w = w.unwrap();
+    for path in [
+        "/v1/dashboard",
+        "/v1/kpis/grids?format=xlsx",
+        "/v1/kpis/incidents?format=csv",
+    ] {
+        assert_eq!(f.get(&w, path).status, 403, "{path}");
+        assert_eq!(f.server.get(path, Some(&f.worker)).status, 403, "{path}");
+    }
+    // The pages themselves carry nothing of anyone's: the same bytes signed in or not.
+    assert_eq!(f.server.get("/", None).body, f.get(&w, "/").body);
+}
