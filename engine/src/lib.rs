@@ -26,6 +26,7 @@ pub mod contract;
 pub mod error;
 pub mod hierarchy;
 pub mod idcard;
+pub mod ingest;
 pub mod kpis;
 pub mod load;
 pub mod memory;

@@ -246,19 +246,36 @@ impl Drop for StateLock {
     }
 }
 
+/// The state folder's lock file, opened (the folder made if new).
+fn lock_file(dir: &Path) -> Result<(File, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok((f, path))
+}
+
 impl TaskBook {
     /// Takes the state folder's lock (waiting for another writer to finish).
     pub fn lock(dir: &Path) -> Result<StateLock> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(LOCK_FILE);
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (f, path) = lock_file(dir)?;
         f.lock().map_err(|e| Error::io(&path, e))?;
         Ok(StateLock(f))
+    }
+
+    /// Takes the state folder's lock if no one holds it; `None` when another process (a
+    /// running server) does.
+    pub fn try_lock(dir: &Path) -> Result<Option<StateLock>> {
+        let (f, path) = lock_file(dir)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(StateLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 
     /// Opens the task lists of a state folder (creating it, empty, if new). A temporary file

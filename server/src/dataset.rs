@@ -3,7 +3,7 @@
 use crate::progress;
 use anyhow::{Context, Result};
 use gridlens_datasets::GenerateOptions;
-use gridlens_engine::load::{LoadOptions, load, read::Encoding};
+use gridlens_engine::load::{Added, LoadOptions, load_with, read::Encoding};
 use gridlens_engine::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,16 +47,22 @@ pub fn load_options(encoding: &str) -> Result<(LoadOptions, indicatif::ProgressB
 
 /// Loads the dataset (or the default city), with a progress bar on a terminal.
 pub fn load_store(args: &DataArgs) -> Result<Store> {
+    load_store_with(args, &[])
+}
+
+/// Loads the dataset (or the default city) with files added after its own (a live city's
+/// ingest log), with a progress bar on a terminal.
+pub fn load_store_with(args: &DataArgs, added: &[Added]) -> Result<Store> {
     let (opts, bar) = load_options(&args.encoding)?;
     let store = match &args.data {
-        Some(d) => load(d, &opts)?,
+        Some(d) => load_with(d, added, &opts)?,
         None => {
             let dir = default_city_dir();
             eprintln!(
                 "no --data given: using a small default city (scale {DEFAULT_SCALE}, seed {DEFAULT_SEED})"
             );
             generate_default(&dir)?;
-            let s = load(&dir, &opts);
+            let s = load_with(&dir, added, &opts);
             let _ = std::fs::remove_dir_all(&dir);
             s?
         }
@@ -75,6 +81,29 @@ pub fn as_of(store: &Store, given: Option<&str>) -> Result<i64> {
         }),
         None => Ok(store.as_of),
     }
+}
+
+/// The embedded default city kept in a state folder (`<state>/default-city/`), generated there
+/// once: a server that takes ingested rows loads it again for every new version, and after a
+/// restart, without generating it again. Returns the folder to serve.
+pub fn keep_default_city(state: &Path) -> Result<PathBuf> {
+    let dir = state.join("default-city");
+    let stamp = format!(
+        "gridlens {} scale {DEFAULT_SCALE} seed {DEFAULT_SEED}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let marker = state.join("default-city.generated");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(stamp.as_str()) {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "no --data given: using a small default city (scale {DEFAULT_SCALE}, seed {DEFAULT_SEED}), kept in {}",
+        dir.display()
+    );
+    generate_default(&dir)?;
+    std::fs::write(&marker, stamp).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(dir)
 }
 
 /// Where the embedded default city is generated when a command is given no `--data`.

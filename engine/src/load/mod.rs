@@ -81,8 +81,25 @@ impl std::fmt::Debug for LoadOptions {
 
 /// Loads a dataset folder.
 pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Store> {
+    load_with(dir, &[], opts)
+}
+
+/// A file loaded after a table's own files: an ingested batch of the live city.
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// The table its rows belong to.
+    pub table: TableId,
+    /// The file (with [`SourceFile::replaces`] set for upserts).
+    pub file: SourceFile,
+}
+
+/// Loads a dataset folder with more files after its tables' own, in the order given (the
+/// ingested batches of a live city): each added file's rows are checked by the same rules as
+/// the folder's, and the rows of a file that `replaces` take the place of earlier rows with the
+/// same key.
+pub fn load_with(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> {
     let started = Instant::now();
-    let loaded = load_store(dir, opts);
+    let loaded = load_store(dir, added, opts);
     // What the load used and freed goes back to the system: a served city holds its own memory.
     crate::memory::release_freed_memory();
     let mut store = loaded?;
@@ -114,9 +131,16 @@ pub fn scope_codes(dir: &Path, opts: &LoadOptions) -> Result<std::collections::B
     Ok(out)
 }
 
-fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
+fn load_store(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> {
     let started = Instant::now();
-    let found = read::discover(dir)?;
+    let mut found = read::discover(dir)?;
+    for a in added {
+        found
+            .tables
+            .entry(a.table)
+            .or_default()
+            .push(a.file.clone());
+    }
     let mut ctx = Ctx::default();
     let mut reports = Vec::new();
     let mut rejects_all = Vec::new();
@@ -150,6 +174,8 @@ fn load_store(dir: &Path, opts: &LoadOptions) -> Result<Store> {
                 None => n.clone(),
             })
             .collect();
+        rep.superseded = loaded.superseded;
+        rep.loaded -= loaded.superseded;
         reports.push(rep);
         rejects_all.extend(loaded.rejects);
         // Door events are held sorted by building, and by time within a building: a building's
@@ -391,6 +417,8 @@ struct BatchOut {
 struct LoadedTable {
     table: StoredTable,
     read: u64,
+    /// Rows replaced by a later row with the same key.
+    superseded: u64,
     rejects: Vec<Reject>,
     extras: Vec<String>,
     encodings: BTreeMap<String, String>,
@@ -534,8 +562,9 @@ fn load_table(
         per_file[fi] = outs;
     }
     let outs: Vec<BatchOut> = per_file.into_iter().flatten().collect();
+    let replaces: Vec<bool> = files.iter().map(|f| f.replaces).collect();
     let files: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    finalize(def, files, outs, wholes, early, ctx, encodings)
+    finalize(def, (files, replaces), outs, wholes, early, ctx, encodings)
 }
 
 fn convert_group(
@@ -850,6 +879,46 @@ fn cross_checks(def: &TableDef, typed: &[Typed], fault: &mut [Option<Box<Fault>>
 }
 
 /// Where a global row came from: (batch, row within the batch).
+/// Upserts: the last loaded row of a key among the rows of files that replace takes the place of
+/// every other row with that key (marked not alive). Returns how many rows were replaced.
+fn supersede(
+    def: &TableDef,
+    columns: &[Built],
+    outs: &[BatchOut],
+    starts: &[usize],
+    replaces: &[bool],
+    alive: &mut [bool],
+) -> u64 {
+    let Some(key) = def.single_key() else {
+        return 0;
+    };
+    if !replaces.iter().any(|&r| r) {
+        return 0;
+    }
+    let Some(Built::Text(Text::Plain(values))) = def.position(key).map(|ci| &columns[ci]) else {
+        return 0;
+    };
+    let mut last: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
+    for (b, o) in outs.iter().enumerate() {
+        if !replaces[o.file] {
+            continue;
+        }
+        for row in starts[b]..starts[b] + o.rows.len() {
+            if alive[row] && !values.is_null(row) {
+                last.insert(values.value(row), row);
+            }
+        }
+    }
+    let mut n = 0;
+    for (row, a) in alive.iter_mut().enumerate() {
+        if *a && !values.is_null(row) && last.get(values.value(row)).is_some_and(|&l| l != row) {
+            *a = false;
+            n += 1;
+        }
+    }
+    n
+}
+
 fn locate(starts: &[usize], row: usize) -> (usize, usize) {
     let b = starts.partition_point(|&s| s <= row) - 1;
     (b, row - starts[b])
@@ -857,7 +926,7 @@ fn locate(starts: &[usize], row: usize) -> (usize, usize) {
 
 fn finalize(
     def: &'static TableDef,
-    files: Vec<String>,
+    (files, replaces): (Vec<String>, Vec<bool>),
     mut outs: Vec<BatchOut>,
     wholes: Vec<Option<Whole>>,
     early: Vec<Reject>,
@@ -913,6 +982,7 @@ fn finalize(
         });
     }
     phase("concatenated");
+    let superseded = supersede(def, &columns, &outs, &starts, &replaces, &mut alive);
     // Unique keys: every copy after the first is rejected.
     let mut key_index = None;
     let where_of = |row: usize| -> (String, u64) {
@@ -972,7 +1042,7 @@ fn finalize(
     phase("identities interned");
     // Keep the loaded rows.
     // Usually every row is kept, and the columns are stored as they are.
-    let kept = if rejects.is_empty() {
+    let kept = if rejects.is_empty() && superseded == 0 {
         None
     } else {
         let keep = BooleanArray::from(alive.clone());
@@ -1062,6 +1132,7 @@ fn finalize(
             key_index: key_index.map(Arc::new),
         },
         read,
+        superseded,
         rejects: all_rejects,
         extras: extra_names,
         encodings,

@@ -66,6 +66,9 @@ pub struct SourceFile {
     pub name: String,
     /// Its format.
     pub format: Format,
+    /// Whether its rows replace earlier rows with the same key (an ingested upsert) instead of
+    /// being rejected as duplicates.
+    pub replaces: bool,
 }
 
 /// What a dataset folder holds.
@@ -141,6 +144,7 @@ pub fn discover(dir: &Path) -> Result<Discovery> {
                         path: fpath,
                         name: format!("{name}/{fname}"),
                         format,
+                        replaces: false,
                     }),
                     _ => d.ignored.push(format!("{name}/{fname}")),
                 }
@@ -154,7 +158,15 @@ pub fn discover(dir: &Path) -> Result<Discovery> {
             continue;
         }
         match format_of(&name).and_then(|(stem, f)| TableId::from_name(stem).map(|t| (t, f))) {
-            Some((table, format)) => add(&mut d, table, vec![SourceFile { path, name, format }])?,
+            Some((table, format)) => {
+                let file = SourceFile {
+                    path,
+                    name,
+                    format,
+                    replaces: false,
+                };
+                add(&mut d, table, vec![file])?
+            }
             None => d.ignored.push(name),
         }
     }

@@ -116,6 +116,8 @@ pub struct TableReport {
     pub loaded: u64,
     /// Rows rejected.
     pub rejected: u64,
+    /// Rows replaced by a later ingested row with the same key (upserts of the live city).
+    pub superseded: u64,
     /// Reasons with counts and first examples.
     pub reasons: Vec<ReasonCount>,
     /// Columns the file carried beyond the contract (kept, queryable, ignored by the rules).
@@ -148,6 +150,7 @@ impl TableReport {
             read,
             loaded: read - rejected,
             rejected,
+            superseded: 0,
             reasons: by.into_values().collect(),
             extra_columns: Vec::new(),
         }
@@ -182,9 +185,11 @@ impl LoadReport {
     pub fn rejected(&self) -> u64 {
         self.tables.iter().map(|t| t.rejected).sum()
     }
-    /// Whether every table reconciles: read = loaded + rejected.
+    /// Whether every table reconciles: read = loaded + rejected + superseded.
     pub fn reconciles(&self) -> bool {
-        self.tables.iter().all(|t| t.read == t.loaded + t.rejected)
+        self.tables
+            .iter()
+            .all(|t| t.read == t.loaded + t.rejected + t.superseded)
     }
 
     /// The report as text, for a terminal.

@@ -3,6 +3,7 @@
 mod check;
 mod generate;
 mod import;
+mod ingest;
 mod kpi;
 mod output;
 pub mod serve;
@@ -36,6 +37,9 @@ enum Command {
     /// Run the cross-matching rules and write the anomalies (csv / json / parquet by extension);
     /// prints the count per rule and the time taken.
     Sweep(sweep::Args),
+    /// Add a file of rows (CSV, NDJSON or Arrow IPC) to a state folder's ingest log, checked
+    /// by the loader's rules: what POST /v1/ingest/{table} does, without a running server.
+    Ingest(ingest::Args),
     /// Run a sweep and update the grid workers' persistent task lists; or close a task
     /// (--close ID --outcome …), or show a worker's list (--show WORKER_ID).
     Tasks(tasks::Args),
@@ -61,6 +65,7 @@ pub fn run() -> ExitCode {
         Command::Import(a) => import::run(a),
         Command::Check(a) => check::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Ingest(a) => ingest::run(a),
         Command::Tasks(a) => tasks::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Kpi(a) => kpi::run(a),

@@ -67,6 +67,9 @@ pub struct Args {
     /// How deeply a query may nest expressions and subqueries.
     #[arg(long, default_value_t = 256)]
     max_sql_depth: usize,
+    /// Largest batch POST /v1/ingest accepts, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_ingest_mb: usize,
     /// Open tasks a worker sees at most a day.
     #[arg(long, default_value_t = 20)]
     daily_limit: usize,
@@ -98,6 +101,7 @@ impl Args {
             query_memory: self.query_memory_mb.max(1) << 20,
             queries_memory: self.queries_memory_mb.max(self.query_memory_mb).max(1) << 20,
             max_body: self.max_body_kb << 10,
+            max_ingest_body: self.max_ingest_mb.max(1) << 20,
             max_queries: self.max_queries.unwrap_or(4 * cores).max(1),
             queue_wait: Duration::from_millis(self.queue_wait_ms),
             per_token: self.per_token_queries.max(1),

@@ -26,7 +26,7 @@ enum TokenCommand {
         /// The person it is for.
         #[arg(long)]
         name: String,
-        /// admin, analyst, leader or worker.
+        /// admin, analyst, leader, worker or feeder (ingest only).
         #[arg(long)]
         role: String,
         /// What they see: "city", or a district (6 digits), street (9), community (12) or grid

@@ -212,6 +212,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
             "name": served.name,
             "as_of": time::format_timestamp(served.store.as_of),
             "loaded_at": served.loaded_at,
+            "version": served.version,
             "rows": rows,
         },
         "uptime_seconds": app.started.elapsed().as_secs(),
@@ -742,6 +743,43 @@ pub struct CloseRequest {
     outcome: String,
     #[serde(default)]
     note: Option<String>,
+    /// The record correction the worker made (with `fixed`): rows for one table, as JSON
+    /// objects, taken through ingest whole or not at all.
+    #[serde(default)]
+    correction: Option<Correction>,
+}
+
+/// A worker's correction of the records, attached to a task closed as `fixed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    table: String,
+    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Refuses a task the caller may not close (404, as for one that does not exist) or that is
+/// closed already (409).
+fn open_task(app: &App, view: &View, caller: &Caller, task_id: &str) -> Result<(), ApiError> {
+    let book = app.tasks.lock().map_err(ApiError::internal)?;
+    let Some(t) = book.tasks.get(task_id) else {
+        return Err(ApiError::not_found(format!("there is no task {task_id}")));
+    };
+    let allowed = match caller.role {
+        Role::Worker => t.worker_id.is_some() && t.worker_id == caller.worker_id,
+        _ => view.sees_task(t),
+    };
+    if !allowed {
+        // The same answer as for a task that does not exist: no probing of other lists.
+        return Err(ApiError::not_found(format!("there is no task {task_id}")));
+    }
+    if t.status == Status::Closed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_closed",
+            format!("task {task_id} is already closed"),
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/tasks/{task_id}/close`: a worker closes one of their tasks (an admin any task
@@ -761,27 +799,36 @@ pub async fn close_task(
         ));
     }
     let view = app.view(&caller)?;
+    open_task(&app, &view, &caller, &task_id)?;
+    // The closed loop: the correction goes in through ingest, whole or not at all, before the
+    // task is closed; the new version's sweep then updates every list.
+    let corrected = match req.correction {
+        None => None,
+        Some(c) => {
+            if outcome != Outcome::Fixed {
+                return Err(ApiError::bad_request(
+                    "a correction goes with the outcome fixed",
+                ));
+            }
+            let (table, _) = gridlens_engine::ingest::table(&c.table)?;
+            if c.rows.is_empty() || c.rows.len() > 1000 {
+                return Err(ApiError::bad_request(
+                    "a correction holds from 1 to 1000 rows",
+                ));
+            }
+            let rows = gridlens_engine::ingest::Rows::objects(&c.rows, "the correction")?;
+            let mode = super::ingest::IngestMode {
+                all_or_nothing: true,
+                apply_tasks: false,
+            };
+            Some(app.ingest(&caller, table, rows, mode).await?)
+        }
+    };
     let app2 = app.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let view = app2.view(&caller)?;
+        open_task(&app2, &view, &caller, &task_id)?;
         let mut book = app2.tasks.lock().map_err(ApiError::internal)?;
-        let Some(t) = book.tasks.get(&task_id) else {
-            return Err(ApiError::not_found(format!("there is no task {task_id}")));
-        };
-        let allowed = match caller.role {
-            Role::Worker => t.worker_id.is_some() && t.worker_id == caller.worker_id,
-            _ => view.sees_task(t),
-        };
-        if !allowed {
-            // The same answer as for a task that does not exist: no probing of other lists.
-            return Err(ApiError::not_found(format!("there is no task {task_id}")));
-        }
-        if t.status == Status::Closed {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_closed",
-                format!("task {task_id} is already closed"),
-            ));
-        }
         let mut next = book.clone();
         let t = next
             .close(&task_id, outcome, req.note, gridlens_engine::load::now())?
@@ -789,8 +836,21 @@ pub async fn close_task(
         next.save().map_err(ApiError::internal)?;
         *book = next;
         drop(book);
-        task_for(&app2, &view, &caller, &t)
-            .ok_or_else(|| ApiError::not_found(format!("there is no task {task_id}")))
+        let mut answer = task_for(&app2, &view, &caller, &t)
+            .ok_or_else(|| ApiError::not_found(format!("there is no task {task_id}")))?;
+        if let Some(c) = corrected {
+            let served = app2.served();
+            let sweep = served.city.latest()?;
+            let tasks = app2.apply_tasks(&served, &sweep)?;
+            if let Some(o) = answer.as_object_mut() {
+                o.insert(
+                    "correction".into(),
+                    serde_json::to_value(&c).map_err(ApiError::internal)?,
+                );
+                o.insert("tasks".into(), tasks);
+            }
+        }
+        Ok(answer)
     })
     .await
     .map_err(ApiError::internal)??;

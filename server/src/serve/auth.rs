@@ -24,6 +24,8 @@ pub enum Role {
     Leader,
     /// Their own task list only.
     Worker,
+    /// A feeding system (door access, the registry, the hotline): ingest only, within its scope.
+    Feeder,
 }
 
 impl Role {
@@ -34,6 +36,7 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Leader => "leader",
             Role::Worker => "worker",
+            Role::Feeder => "feeder",
         }
     }
 }
@@ -52,7 +55,8 @@ impl FromStr for Role {
             "analyst" => Role::Analyst,
             "leader" => Role::Leader,
             "worker" => Role::Worker,
-            _ => bail!("role {s:?} is not one of admin, analyst, leader, worker"),
+            "feeder" => Role::Feeder,
+            _ => bail!("role {s:?} is not one of admin, analyst, leader, worker, feeder"),
         })
     }
 }

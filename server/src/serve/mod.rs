@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod ingest;
 pub mod observe;
 pub mod pg;
 pub mod session;
@@ -91,6 +92,8 @@ pub struct Config {
     pub queries_memory: usize,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Largest body of an ingested batch, bytes.
+    pub max_ingest_body: usize,
     /// Queries and sweeps run at once.
     pub max_queries: usize,
     /// Time a query waits for its turn.
@@ -125,6 +128,7 @@ impl Config {
             query_memory: 2048 << 20,
             queries_memory: 4096 << 20,
             max_body: 1 << 20,
+            max_ingest_body: 64 << 20,
             max_queries: 4 * cores,
             queue_wait: Duration::from_secs(10),
             per_token: 2,
@@ -147,6 +151,8 @@ pub struct Served {
     pub name: String,
     /// When it was loaded.
     pub loaded_at: String,
+    /// Its version: the number of the last ingested batch it holds (0: the dataset alone).
+    pub version: u64,
 }
 
 impl Served {
@@ -182,6 +188,8 @@ pub struct Limits {
 pub struct App {
     served: RwLock<Arc<Served>>,
     data: DataArgs,
+    /// The ingest log: the batches the served city holds on top of its dataset.
+    pub log: gridlens_engine::ingest::log::Log,
     /// Tokens.
     pub tokens: Tokens,
     /// The task lists (saved on every change).
@@ -200,7 +208,9 @@ pub struct App {
     per_token: Arc<Mutex<HashMap<String, usize>>>,
     /// Where queries run.
     pub query_rt: tokio::runtime::Handle,
-    reloading: tokio::sync::Mutex<()>,
+    /// Held while a new version of the city is made (a reload, an ingested batch): one at a
+    /// time.
+    pub reloading: tokio::sync::Mutex<()>,
     /// Start of the process.
     pub started: Instant,
     /// Sweeps run, for their ids.
@@ -208,6 +218,10 @@ pub struct App {
     daily_limit: usize,
     /// Largest request body accepted, bytes.
     pub max_body: usize,
+    /// Largest ingested batch accepted, bytes.
+    pub max_ingest_body: usize,
+    /// Places for ingested batches waiting their turn.
+    pub ingest_queue: Arc<tokio::sync::Semaphore>,
     /// The state folder's lock, held while the server runs.
     _lock: gridlens_engine::tasks::StateLock,
 }
@@ -358,33 +372,18 @@ impl App {
     /// Loads the dataset again and swaps it in; the served data is untouched on failure.
     pub async fn reload(self: Arc<Self>) -> Result<Arc<Served>, ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let data = self.data.clone();
-        let state = self.state_dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_served(&data, &state))
-            .await
-            .map_err(ApiError::internal)?;
-        match loaded {
+        let added = self.log.added().map_err(ApiError::internal)?;
+        let version = self.log.version().map_err(ApiError::internal)?;
+        match self.clone().load_version(added, version).await {
             Ok(s) => {
-                let s = Arc::new(s);
-                if let Ok(mut w) = self.served.write() {
-                    *w = s.clone();
-                }
-                // The city replaced is freed once its last request is done; what is free now
-                // goes back to the system.
-                tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
+                self.swap(s.clone());
                 self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reloaded {}", s.name);
                 Ok(s)
             }
             Err(e) => {
                 self.metrics.reloads[1].fetch_add(1, Ordering::Relaxed);
-                let mut message = format!("{e:#}");
-                // No server paths in answers: name files relative to the dataset folder.
-                if let Some(dir) = &self.data.data {
-                    let prefix = format!("{}/", dir.display());
-                    message = message.replace(&prefix, "");
-                    message = message.replace(&dir.display().to_string(), "the dataset folder");
-                }
+                let message = self.without_paths(&format!("{e:#}"));
                 tracing::error!("reload failed: {e:#}");
                 Err(ApiError::new(
                     axum::http::StatusCode::CONFLICT,
@@ -396,9 +395,54 @@ impl App {
     }
 }
 
-/// Loads the dataset (or generates the default city) and warms the caches the KPIs use.
-fn load_served(data: &DataArgs, state: &std::path::Path) -> Result<Served> {
-    let store = Arc::new(dataset::load_store(data)?);
+impl App {
+    /// Loads a version of the city: the dataset with the given ingested batches on top, swept
+    /// and warmed (not yet served). The caller holds [`App::reloading`].
+    pub async fn load_version(
+        self: Arc<Self>,
+        added: Vec<gridlens_engine::load::Added>,
+        version: u64,
+    ) -> Result<Arc<Served>> {
+        let data = self.data.clone();
+        let state = self.state_dir.clone();
+        let s = tokio::task::spawn_blocking(move || load_served(&data, &state, &added, version))
+            .await??;
+        Ok(Arc::new(s))
+    }
+
+    /// Serves a new version of the city from now on: requests that began on the old one finish
+    /// on it, and it is freed after the last.
+    pub fn swap(&self, s: Arc<Served>) {
+        if let Ok(mut w) = self.served.write() {
+            *w = s;
+        }
+        // What is free now goes back to the system.
+        tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
+    }
+
+    /// A message with the server's own paths taken out: files named relative to the dataset
+    /// or state folder.
+    pub fn without_paths(&self, message: &str) -> String {
+        let mut message = message.to_string();
+        let dirs = self.data.data.iter().map(|d| (d, "the dataset folder"));
+        for (dir, what) in dirs.chain([(&self.state_dir, "the state folder")]) {
+            let prefix = format!("{}/", dir.display());
+            message = message.replace(&prefix, "");
+            message = message.replace(&dir.display().to_string(), what);
+        }
+        message
+    }
+}
+
+/// Loads the dataset (or generates the default city) with the ingested batches on top, and
+/// warms the caches the KPIs use.
+fn load_served(
+    data: &DataArgs,
+    state: &std::path::Path,
+    added: &[gridlens_engine::load::Added],
+    version: u64,
+) -> Result<Served> {
+    let store = Arc::new(dataset::load_store_with(data, added)?);
     write_known_scopes(state, &store)
         .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
     let city = Arc::new(City::new(store.clone()));
@@ -428,6 +472,7 @@ fn load_served(data: &DataArgs, state: &std::path::Path) -> Result<Served> {
         city,
         name,
         loaded_at: now_text(),
+        version,
     })
 }
 
@@ -462,8 +507,24 @@ impl App {
         let lock = TaskBook::lock(&config.state)
             .with_context(|| format!("the state folder {} is in use", config.state.display()))?;
         let mut book = TaskBook::open(&config.state)?;
-        let served = load_served(&config.data, &config.state)?;
-        if !book.has_runs() {
+        let mut data = config.data.clone();
+        if data.data.is_none() {
+            data.data = Some(dataset::keep_default_city(&config.state)?);
+        }
+        let log = gridlens_engine::ingest::log::Log::open(&config.state)?;
+        let t = Instant::now();
+        let served = load_served(&data, &config.state, &log.added()?, log.version()?)?;
+        if served.version > 0 {
+            tracing::info!(
+                "{} ingested batches replayed; serving version {} after {:.1} s",
+                log.segments()?.len(),
+                served.version,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        // A city with ingested batches: the task lists follow its sweep (a crash may have come
+        // between a batch's commit and its sweep reaching the lists).
+        if !book.has_runs() || served.version > 0 {
             let sweep = served.city.latest()?;
             book.apply(
                 &served.store,
@@ -474,7 +535,8 @@ impl App {
         }
         let app = App {
             served: RwLock::new(Arc::new(served)),
-            data: config.data.clone(),
+            data,
+            log,
             tokens: Tokens::new(config.tokens.clone())?,
             tasks: Mutex::new(book),
             state_dir: config.state.clone(),
@@ -505,6 +567,8 @@ impl App {
             ),
             dashboards: dashboard::Cache::default(),
             max_body: config.max_body,
+            max_ingest_body: config.max_ingest_body,
+            ingest_queue: Arc::new(tokio::sync::Semaphore::new(ingest::INGEST_WAITING)),
             _lock: lock,
         };
         Ok((app, made))
@@ -546,6 +610,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{task_id}/close", post(api::close_task))
         .route("/v1/metrics", get(api::metrics))
         .route("/v1/admin/reload", post(api::reload))
+        .route(
+            "/v1/ingest/{table}",
+            post(ingest::ingest).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/openapi.json", get(api::openapi))
         .route(
             "/v1/session",

@@ -260,9 +260,18 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
     /// Reloads that worked / failed.
     pub reloads: [AtomicU64; 2],
+    /// Rows ingested and committed, by table.
+    ingested: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
+    /// Counts rows of a committed ingest batch.
+    pub fn ingested(&self, table: &'static str, rows: usize) {
+        if let Ok(mut m) = self.ingested.lock() {
+            *m.entry(table).or_default() += rows as u64;
+        }
+    }
+
     fn record(&self, endpoint: &str, status: u16, seconds: f64, rows: Option<u64>, sql: bool) {
         if let Ok(mut r) = self.requests.lock() {
             *r.entry((endpoint.to_string(), status)).or_default() += 1;
@@ -320,6 +329,12 @@ impl Metrics {
             self.reloads[0].load(Ordering::Relaxed),
             self.reloads[1].load(Ordering::Relaxed)
         );
+        out.push_str("# HELP gridlens_ingested_rows_total Rows ingested and committed, by table.\n# TYPE gridlens_ingested_rows_total counter\n");
+        if let Ok(m) = self.ingested.lock() {
+            for (t, n) in m.iter() {
+                let _ = writeln!(out, "gridlens_ingested_rows_total{{table=\"{t}\"}} {n}");
+            }
+        }
         if let Some(rss) = resident_memory() {
             let _ = writeln!(
                 out,
