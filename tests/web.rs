@@ -701,6 +701,24 @@ fn excel_workbooks_read_back_as_the_csv() {
 #[test]
 fn a_browser_signs_in_drills_down_and_closes_a_task() {
     let f = setup("web-browser", &[]);
+    // The API's numbers for the street, before the browser changes the city (the worker's
+    // correction makes a new version): the cards must show exactly these.
+    let inc = f
+        .server
+        .get(
+            &format!("/v1/kpis/incidents?code={}", f.street),
+            Some(&f.leader),
+        )
+        .json()["rows"][0]
+        .clone();
+    let grid = f
+        .server
+        .get(
+            &format!("/v1/kpis/grids?level=street&code={}", f.street),
+            Some(&f.leader),
+        )
+        .json()["rows"][0]
+        .clone();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/drive.py");
     let o = Command::new("python3")
@@ -720,23 +738,6 @@ fn a_browser_signs_in_drills_down_and_closes_a_task() {
     );
     let seen: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
-    // The cards: exactly the API's numbers for the street.
-    let inc = f
-        .server
-        .get(
-            &format!("/v1/kpis/incidents?code={}", f.street),
-            Some(&f.leader),
-        )
-        .json()["rows"][0]
-        .clone();
-    let grid = f
-        .server
-        .get(
-            &format!("/v1/kpis/grids?level=street&code={}", f.street),
-            Some(&f.leader),
-        )
-        .json()["rows"][0]
-        .clone();
     let cards = seen["leader_cards"].as_object().unwrap();
     assert!(cards.len() >= 10, "{cards:?}");
     for (k, shown) in cards {
@@ -814,6 +815,30 @@ fn a_browser_signs_in_drills_down_and_closes_a_task() {
     assert_eq!(closed[0]["outcome"], "fixed");
     assert_eq!(closed[0]["note"], "已上门核实并更新登记");
     assert_eq!(closed[0]["worker_id"], f.worker_id.as_str());
+    // The closed loop from the phone: the record corrected through ingest, the task closed as
+    // fixed, and the person no longer the subject of any anomaly.
+    let id = seen["corrected_task"]
+        .as_str()
+        .expect("the worker had a person's task to close with a correction");
+    let t = f.server.rows(
+        &f.admin,
+        &format!("SELECT subject_id, status, outcome FROM tasks WHERE task_id = '{id}'"),
+    );
+    assert_eq!(
+        (t[0]["status"].as_str(), t[0]["outcome"].as_str()),
+        (Some("closed"), Some("fixed"))
+    );
+    let person = t[0]["subject_id"].as_str().unwrap();
+    let p = f.server.rows(
+        &f.admin,
+        &format!("SELECT status FROM people WHERE person_id = '{person}'"),
+    );
+    assert_eq!(p[0]["status"], "moved_out");
+    let a = f.server.rows(
+        &f.admin,
+        &format!("SELECT count(*) AS n FROM anomalies WHERE subject_id = '{person}'"),
+    );
+    assert_eq!(a[0]["n"], 0);
     // The analyst's console showed the street's rows.
     let want = f.server.rows(
         &f.analyst,
@@ -829,6 +854,7 @@ fn a_browser_signs_in_drills_down_and_closes_a_task() {
         "1-street-dashboard",
         "4-neighbour-refused",
         "5-worker-tasks",
+        "6b-worker-record-corrected",
         "7-sql-console",
     ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "{shot}");

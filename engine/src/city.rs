@@ -222,11 +222,49 @@ impl City {
         self.incident_kpis(as_of, group_by, from, to, within)
     }
 
+    /// Stages past their deadline and still open (超期未结), inside some grids (`None`: all):
+    /// how many, and the first `listed` by deadline then incident id, as (incident row, stage,
+    /// deadline) — worked out from the clocks without making the stages table.
+    pub fn overdue(
+        &self,
+        as_of: i64,
+        grids: Option<&roaring::RoaringBitmap>,
+        listed: usize,
+    ) -> Result<(usize, Vec<OverdueStage>)> {
+        let clocks = self.clocks(as_of)?;
+        let t = self.store.table(TableId::Incidents);
+        let grid = t.keys("grid_code")?;
+        let ids = t.strings("incident_id")?;
+        let overdue = sla::State::Overdue as i8;
+        let mut found = Vec::new();
+        for i in 0..t.rows {
+            if grids.is_some_and(|g| grid[i] == NONE || !g.contains(grid[i])) {
+                continue;
+            }
+            for stage in Stage::ALL {
+                let c = &clocks.stages[stage as usize];
+                if c.state[i] == overdue {
+                    found.push((i, stage, c.deadline[i]));
+                }
+            }
+        }
+        let total = found.len();
+        // Oldest deadline first (none last), then incident id.
+        found.sort_by(|a, b| {
+            ((a.2 == NO_TIME), a.2, ids.value(a.0)).cmp(&((b.2 == NO_TIME), b.2, ids.value(b.0)))
+        });
+        found.truncate(listed);
+        Ok((total, found))
+    }
+
     /// One row per incident and stage, inside the caller's scope.
     pub fn incident_stages_for(&self, view: &View, as_of: i64) -> Result<RecordBatch> {
         Ok(view.restrict(self.incident_stages(as_of)?, "grid_code")?)
     }
 }
+
+/// An overdue stage: the incident's row, the stage, its deadline.
+pub type OverdueStage = (usize, Stage, i64);
 
 /// The schema of `incident_stages`.
 pub fn stages_schema() -> SchemaRef {

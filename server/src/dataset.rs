@@ -3,7 +3,8 @@
 use crate::progress;
 use anyhow::{Context, Result};
 use gridlens_datasets::GenerateOptions;
-use gridlens_engine::load::{Added, LoadOptions, load_with, read::Encoding};
+use gridlens_engine::contract::TableId;
+use gridlens_engine::load::{Added, LoadOptions, load_next, load_with, read::Encoding};
 use gridlens_engine::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,6 +68,24 @@ pub fn load_store_with(args: &DataArgs, added: &[Added]) -> Result<Store> {
             s?
         }
     };
+    bar.finish_and_clear();
+    Ok(store)
+}
+
+/// The next version of a served city after a batch changed a table: only that table and the
+/// tables referring to it are loaded again (see [`load_next`]); the default city, which has no
+/// folder, is loaded whole.
+pub fn load_store_next(
+    args: &DataArgs,
+    added: &[Added],
+    served: &Store,
+    changed: TableId,
+) -> Result<Store> {
+    let Some(d) = &args.data else {
+        return load_store_with(args, added);
+    };
+    let (opts, bar) = load_options(&args.encoding)?;
+    let store = load_next(d, added, served, &[changed], &opts)?;
     bar.finish_and_clear();
     Ok(store)
 }

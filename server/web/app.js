@@ -326,9 +326,16 @@ async function tasks(workerId, turn) {
   show('view');
 }
 
+// Record corrections a worker can attach to a person's task closed as fixed (the closed loop):
+// the server changes only the status of the record the task names.
+const FIXES = { '': '不更正记录', moved_out: '更正记录：已迁出', deceased: '更正记录：已故' };
+
 function taskCard(t) {
   const b = t.assignment === 'b_role';
   const outcome = h('select', { name: 'outcome' }, Object.entries(OUTCOMES).map(([k, v]) => h('option', { value: k }, v)));
+  const fix = t.subject_kind === 'person'
+    ? h('select', { name: 'correction' }, Object.entries(FIXES).map(([k, v]) => h('option', { value: k }, v)))
+    : null;
   const note = h('textarea', { name: 'note', rows: 2, placeholder: '处理说明（可选）', maxlength: 2000 });
   const msg = h('p', { class: 'error', role: 'alert' });
   const card = h('article', { class: 'task', 'data-task': t.task_id },
@@ -343,11 +350,16 @@ function taskCard(t) {
     h('form', { class: 'close', onsubmit: async (e) => {
       e.preventDefault();
       try {
-        await api(`/v1/tasks/${encodeURIComponent(t.task_id)}/close`, { method: 'POST', json: { outcome: outcome.value, note: note.value || null } });
+        const body = { outcome: outcome.value, note: note.value || null };
+        if (fix && fix.value) {
+          if (outcome.value !== 'fixed') throw new Error('更正记录须选择“已整改”');
+          body.correction = { table: 'people', rows: [{ person_id: t.subject_id, status: fix.value }] };
+        }
+        await api(`/v1/tasks/${encodeURIComponent(t.task_id)}/close`, { method: 'POST', json: body });
         card.replaceChildren(h('p', { class: 'closed' }, `已关闭：${OUTCOMES[outcome.value]}`));
         card.dataset.closed = outcome.value;
       } catch (err) { msg.textContent = err.message; }
-    } }, outcome, note, h('button', { type: 'submit' }, '关闭任务'), msg));
+    } }, outcome, fix, note, h('button', { type: 'submit' }, '关闭任务'), msg));
   return card;
 }
 

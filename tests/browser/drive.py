@@ -1,6 +1,6 @@
 """Drives the web app in headless Chromium (Debian's chromium and chromium-driver, through
 Selenium's WebDriver), as its users would: a street leader signs in, reads the KPI cards,
-drills down two levels and back, is refused a neighbouring street; a worker closes a task; an
+drills down two levels and back, is refused a neighbouring street; a worker closes a task (and another with its record corrected); an
 analyst runs a query in the SQL console. Prints one JSON object of what the pages showed, for
 tests/web.rs to check against the API; writes a screenshot of every screen.
 
@@ -143,6 +143,18 @@ try:
     wait.until(lambda _: first.get_attribute("data-closed") == "fixed")
     out["closed_task"] = out["worker_tasks"][0]
     shot("6-worker-task-closed")
+    # The closed loop: a person's task closed as fixed with the record corrected (moved out).
+    rest = [t for t in d.find_elements(By.CSS_SELECTOR, "#tasks article.task")
+            if not t.get_attribute("data-closed") and t.find_elements(By.NAME, "correction")]
+    out["corrected_task"] = None
+    if rest:
+        c = rest[0]
+        out["corrected_task"] = c.get_attribute("data-task")
+        Select(c.find_element(By.NAME, "outcome")).select_by_value("fixed")
+        Select(c.find_element(By.NAME, "correction")).select_by_value("moved_out")
+        c.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda _: c.get_attribute("data-closed") == "fixed")
+        shot("6b-worker-record-corrected")
     sign_out()
 
     # 3. The analyst: the SQL console.

@@ -356,6 +356,46 @@ impl Rows {
     }
 }
 
+/// A correction's rows completed from the records they change: for a table upserted by key, a
+/// row naming an existing record gets that record's value for every column it does not give
+/// (`{"person_id": "P1", "status": "deceased"}` changes one column), so that a worker sends
+/// what they corrected, not the whole record. Rows naming no record are left as they are.
+pub fn fill_from_records(
+    store: &Store,
+    table: TableId,
+    rows: &mut [serde_json::Map<String, serde_json::Value>],
+) -> Result<()> {
+    let (Some(key), Some(ix)) = (table.def().single_key(), &store.table(table).key_index) else {
+        return Ok(());
+    };
+    let t = store.table(table);
+    let keys = store.pool(&crate::store::Pool::Table(table))?;
+    for row in rows.iter_mut() {
+        let Some(serde_json::Value::String(k)) = row.get(key) else {
+            continue;
+        };
+        let Some(r) = ix.get(keys.as_string::<i32>(), k) else {
+            continue;
+        };
+        let one = arrow::array::UInt32Array::from(vec![r]);
+        let batch = store.batch(t, None, Some(&one))?;
+        for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+            if row.contains_key(field.name()) {
+                continue;
+            }
+            let text = arrow::compute::cast(col, &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            let v = if text.is_null(0) {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::String(text.value(0).to_string())
+            };
+            row.insert(field.name().clone(), v);
+        }
+    }
+    Ok(())
+}
+
 /// The grid (row of `grids`, [`NONE`] if none is known) a row to be ingested lies in, found
 /// through the references it carries, resolved in the city served.
 pub fn grid_of(store: &Store, table: TableId, rows: &Rows, row: usize) -> u32 {

@@ -98,8 +98,47 @@ pub struct Added {
 /// the folder's, and the rows of a file that `replaces` take the place of earlier rows with the
 /// same key.
 pub fn load_with(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> {
+    load_from(dir, added, None, opts)
+}
+
+/// The next version of a served city after a batch changed some tables: as [`load_with`]
+/// gives, but only the changed tables and the tables that refer to them (and so to their row
+/// numbers) are loaded again; every other table is the served one's, its columns shared, and
+/// the identity pool starts as the served one's, so that their keys stay valid.
+pub fn load_next(
+    dir: &Path,
+    added: &[Added],
+    served: &Store,
+    changed: &[TableId],
+    opts: &LoadOptions,
+) -> Result<Store> {
+    load_from(dir, added, Some((served, changed)), opts)
+}
+
+/// The tables to load again when some change: those, and every table that refers to one of
+/// them, transitively.
+pub fn tables_to_reload(changed: &[TableId]) -> std::collections::BTreeSet<TableId> {
+    let mut set: std::collections::BTreeSet<TableId> = changed.iter().copied().collect();
+    for t in TableId::ALL {
+        if t.def()
+            .columns
+            .iter()
+            .any(|c| c.references.is_some_and(|r| set.contains(&r)))
+        {
+            set.insert(t);
+        }
+    }
+    set
+}
+
+fn load_from(
+    dir: &Path,
+    added: &[Added],
+    base: Option<(&Store, &[TableId])>,
+    opts: &LoadOptions,
+) -> Result<Store> {
     let started = Instant::now();
-    let loaded = load_store(dir, added, opts);
+    let loaded = load_store(dir, added, base, opts);
     // What the load used and freed goes back to the system: a served city holds its own memory.
     crate::memory::release_freed_memory();
     let mut store = loaded?;
@@ -131,7 +170,12 @@ pub fn scope_codes(dir: &Path, opts: &LoadOptions) -> Result<std::collections::B
     Ok(out)
 }
 
-fn load_store(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> {
+fn load_store(
+    dir: &Path,
+    added: &[Added],
+    base: Option<(&Store, &[TableId])>,
+    opts: &LoadOptions,
+) -> Result<Store> {
     let started = Instant::now();
     let mut found = read::discover(dir)?;
     for a in added {
@@ -145,7 +189,21 @@ fn load_store(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> 
     let mut reports = Vec::new();
     let mut rejects_all = Vec::new();
     let mut encodings = BTreeMap::new();
+    let reload = base.map(|(_, changed)| tables_to_reload(changed));
+    if let Some((served, _)) = base {
+        let ids = &served.identities;
+        let values: Vec<&str> = (0..ids.len()).map(|i| ids.value(i)).collect();
+        ctx.identity.intern_all(&values);
+        encodings = served.report.encodings.clone();
+    }
     for table in TableId::ALL {
+        if let (Some((served, _)), Some(reload)) = (base, &reload)
+            && !reload.contains(&table)
+        {
+            ctx.tables.push(served.table(table).clone());
+            reports.push(served.report.tables[table as usize].clone());
+            continue;
+        }
         let Some(files) = found.tables.get(&table) else {
             ctx.tables.push(StoredTable::empty(table));
             reports.push(TableReport::new(table, Vec::new(), 0, &[]));
@@ -217,7 +275,18 @@ fn load_store(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Store> 
         encodings,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let rejects = report::rejects_batch(&rejects_all)?;
+    let mut rejects = report::rejects_batch(&rejects_all)?;
+    if let (Some((served, _)), Some(reload)) = (base, &reload) {
+        // The rejects of the tables kept are the served city's.
+        let names = served.rejects.column(0).as_string::<i32>();
+        let keep = BooleanArray::from(
+            (0..names.len())
+                .map(|i| TableId::from_name(names.value(i)).is_none_or(|t| !reload.contains(&t)))
+                .collect::<Vec<_>>(),
+        );
+        let kept = compute::filter_record_batch(&served.rejects, &keep)?;
+        rejects = compute::concat_batches(&rejects.schema(), [&kept, &rejects])?;
+    }
     let identities = Arc::new(std::mem::take(&mut ctx.identity).into_values());
     let t0 = Instant::now();
     let store = Store::new(

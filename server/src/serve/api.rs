@@ -749,7 +749,8 @@ pub struct CloseRequest {
     correction: Option<Correction>,
 }
 
-/// A worker's correction of the records, attached to a task closed as `fixed`.
+/// A worker's correction of the records, attached to a task closed as `fixed`: for an upserted
+/// table, each row names its record by key and gives the columns that changed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Correction {
@@ -816,7 +817,10 @@ pub async fn close_task(
                     "a correction holds from 1 to 1000 rows",
                 ));
             }
-            let rows = gridlens_engine::ingest::Rows::objects(&c.rows, "the correction")?;
+            // A correction gives what changed; the rest of each record is the record's own.
+            let mut given = c.rows;
+            gridlens_engine::ingest::fill_from_records(&app.served().store, table, &mut given)?;
+            let rows = gridlens_engine::ingest::Rows::objects(&given, "the correction")?;
             let mode = super::ingest::IngestMode {
                 all_or_nothing: true,
                 apply_tasks: false,

@@ -12,7 +12,7 @@ use super::App;
 use super::api::Caller;
 use super::auth::Role;
 use super::observe::ApiError;
-use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, Float64Array, StringArray};
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -272,11 +272,7 @@ fn make(
     }
 
     // Overdue cases: stages past their deadline and still open.
-    let stages = served
-        .city
-        .incident_stages(as_of)
-        .map_err(ApiError::from_engine)?;
-    let overdue = overdue(&stages, code)?;
+    let overdue = overdue(served, as_of, within.as_ref())?;
 
     Ok(json!({
         "code": code.unwrap_or("city"),
@@ -297,44 +293,29 @@ fn make(
     }))
 }
 
-/// The overdue stages inside a code: how many, and the oldest deadlines first.
-fn overdue(stages: &RecordBatch, code: Option<&str>) -> Result<Value, ApiError> {
-    let s = |n: &str| {
-        stages
-            .column_by_name(n)
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| ApiError::internal(format!("incident stages without {n}")))
-    };
-    let (id, grid, stage, state) = (s("incident_id")?, s("grid_code")?, s("stage")?, s("state")?);
-    let deadline = stages
-        .column_by_name("deadline")
-        .and_then(|a| a.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| ApiError::internal("incident stages without deadline"))?;
-    let mut rows: Vec<usize> = (0..stages.num_rows())
-        .filter(|&i| {
-            !state.is_null(i)
-                && state.value(i) == "overdue"
-                && code.is_none_or(|c| grid.value(i).starts_with(c))
-        })
-        .collect();
-    let total = rows.len();
-    rows.sort_by_key(|&i| {
-        (
-            deadline.is_null(i),
-            deadline.value(i),
-            id.value(i).to_string(),
-        )
-    });
-    let cases: Vec<Value> = rows
+/// The overdue stages inside some grids: how many, and the oldest deadlines first.
+fn overdue(
+    served: &super::Served,
+    as_of: i64,
+    within: Option<&roaring::RoaringBitmap>,
+) -> Result<Value, ApiError> {
+    let (total, first) = served
+        .city
+        .overdue(as_of, within, OVERDUE_LISTED)
+        .map_err(ApiError::from_engine)?;
+    let t = served.store.table(TableId::Incidents);
+    let ids = t.strings("incident_id").map_err(ApiError::from_engine)?;
+    let grids = t.keys("grid_code").map_err(ApiError::from_engine)?;
+    let cases: Vec<Value> = first
         .into_iter()
-        .take(OVERDUE_LISTED)
-        .map(|i| {
+        .map(|(i, stage, deadline)| {
+            let g = grids[i];
             json!({
-                "incident_id": id.value(i),
-                "grid_code": grid.value(i),
-                "stage": stage.value(i),
-                "deadline": (!deadline.is_null(i))
-                    .then(|| time::format_timestamp(deadline.value(i))),
+                "incident_id": ids.value(i),
+                "grid_code": (g != NONE).then(|| hierarchy::grid_code(&served.store, g)),
+                "stage": stage.name(),
+                "deadline": (deadline != gridlens_engine::sla::NO_TIME)
+                    .then(|| time::format_timestamp(deadline)),
             })
         })
         .collect();

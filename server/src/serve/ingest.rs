@@ -112,8 +112,8 @@ impl App {
                 None => kept_rows.push(i),
             }
         }
-        let drop: Vec<bool> = outside.iter().map(Option::is_some).collect();
-        let rows = rows.without(&drop);
+        let outside_rows: Vec<bool> = outside.iter().map(Option::is_some).collect();
+        let rows = rows.without(&outside_rows);
         let answer = |rejects: Vec<IngestReject>, version, anomalies, tasks| Ingested {
             table: table.name(),
             kind: kind.as_str(),
@@ -143,6 +143,7 @@ impl App {
             let anomalies = served.city.latest()?.anomalies.len();
             return Ok(answer(rejects, served.version, anomalies, None));
         }
+        self.room_for_a_version()?;
         let (csv, lines) = rows.to_csv()?;
         let log = &self.log;
         let staged = log.stage(table, &csv)?;
@@ -150,7 +151,8 @@ impl App {
         added.push(staged.added()?);
         let name = staged.segment.name();
         let version = staged.segment.seq;
-        let next = match self.clone().load_version(added, version).await {
+        let changed = Some((served.store.clone(), table));
+        let next = match self.clone().load_version(added, version, changed).await {
             Ok(n) => n,
             Err(e) => {
                 log.discard(staged);
@@ -174,6 +176,9 @@ impl App {
             return Ok(answer(all, served.version, anomalies, None));
         }
         log.commit(staged)?;
+        // Nothing here holds the version replaced: it is freed as soon as its last reader is
+        // done, and its memory goes back to the system for the next version.
+        drop((view, served));
         self.swap(next.clone());
         self.metrics.ingested(table.name(), received - all.len());
         let sweep = next.city.latest()?;

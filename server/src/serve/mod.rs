@@ -372,9 +372,10 @@ impl App {
     /// Loads the dataset again and swaps it in; the served data is untouched on failure.
     pub async fn reload(self: Arc<Self>) -> Result<Arc<Served>, ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
+        self.room_for_a_version()?;
         let added = self.log.added().map_err(ApiError::internal)?;
         let version = self.log.version().map_err(ApiError::internal)?;
-        match self.clone().load_version(added, version).await {
+        match self.clone().load_version(added, version, None).await {
             Ok(s) => {
                 self.swap(s.clone());
                 self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
@@ -395,18 +396,51 @@ impl App {
     }
 }
 
+/// Memory a new version of the city needs while the one served is still held: a load of it
+/// peaks at about 1.3 times what the loaded city holds, plus room for the answers being served.
+pub fn memory_for_a_version(served_bytes: u64) -> u64 {
+    served_bytes / 10 * 13 + (1 << 30)
+}
+
 impl App {
+    /// Refuses (503) to build a new version of the city (a reload, an ingested batch) when the
+    /// machine has not the memory to hold it beside the one served: a load past it would be
+    /// killed by the system and take the server down with it.
+    pub fn room_for_a_version(&self) -> Result<(), ApiError> {
+        let held = self.served().store.memory() as u64;
+        let need = memory_for_a_version(held);
+        match observe::available_memory() {
+            Some(free) if free < need => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "insufficient_memory",
+                format!(
+                    "a new version of the city needs about {:.1} GiB beside the {:.1} GiB served, \
+                     and the machine has {:.1} GiB free; nothing was changed",
+                    need as f64 / f64::from(1 << 30),
+                    held as f64 / f64::from(1 << 30),
+                    free as f64 / f64::from(1 << 30)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Loads a version of the city: the dataset with the given ingested batches on top, swept
     /// and warmed (not yet served). The caller holds [`App::reloading`].
+    /// With `changed`, the version after a batch of that table over the served one: only the
+    /// tables the batch reaches are loaded again, the rest shared.
     pub async fn load_version(
         self: Arc<Self>,
         added: Vec<gridlens_engine::load::Added>,
         version: u64,
+        changed: Option<(Arc<Store>, TableId)>,
     ) -> Result<Arc<Served>> {
         let data = self.data.clone();
         let state = self.state_dir.clone();
-        let s = tokio::task::spawn_blocking(move || load_served(&data, &state, &added, version))
-            .await??;
+        let s = tokio::task::spawn_blocking(move || {
+            load_served(&data, &state, &added, version, changed.as_ref())
+        })
+        .await??;
         Ok(Arc::new(s))
     }
 
@@ -441,8 +475,12 @@ fn load_served(
     state: &std::path::Path,
     added: &[gridlens_engine::load::Added],
     version: u64,
+    changed: Option<&(Arc<Store>, TableId)>,
 ) -> Result<Served> {
-    let store = Arc::new(dataset::load_store_with(data, added)?);
+    let store = Arc::new(match changed {
+        Some((served, table)) => dataset::load_store_next(data, added, served, *table)?,
+        None => dataset::load_store_with(data, added)?,
+    });
     write_known_scopes(state, &store)
         .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
     let city = Arc::new(City::new(store.clone()));
@@ -513,7 +551,7 @@ impl App {
         }
         let log = gridlens_engine::ingest::log::Log::open(&config.state)?;
         let t = Instant::now();
-        let served = load_served(&data, &config.state, &log.added()?, log.version()?)?;
+        let served = load_served(&data, &config.state, &log.added()?, log.version()?, None)?;
         if served.version > 0 {
             tracing::info!(
                 "{} ingested batches replayed; serving version {} after {:.1} s",

@@ -356,6 +356,14 @@ pub fn resident_memory() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Memory the system can still give (`MemAvailable` of `/proc/meminfo`), bytes.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// The audit line and metrics of a request that is not HTTP (a PostgreSQL sign-in or
 /// statement), written when the guard is dropped, as the HTTP middleware writes its own: a
 /// request whose end is not recorded with [`Audit::finish`] is audited as `abandoned`.
