@@ -801,6 +801,11 @@ fn sigkill_during_ingest_loses_no_acknowledged_row() {
             )
         })
         .collect();
+    eprintln!(
+        "batches acknowledged: {} of {} sent",
+        acked.len(),
+        sent.len()
+    );
     assert!(acked.len() >= 20, "batches acknowledged: {}", acked.len());
     for id in &acked {
         assert_eq!(
