@@ -427,6 +427,40 @@ fn a_feeder_ingests_within_its_scope_and_nothing_else() {
     );
     assert_eq!(s, 422, "{r}");
     assert_eq!(r["rejects"][0]["reason"], "outside_scope");
+    // A visit whose id is taken by a visit outside the scope: rejected as a repeat, without
+    // saying where the other one is.
+    let (taken, my_worker) = (
+        one(
+            &server,
+            &admin,
+            &format!("SELECT v.visit_id FROM visits v JOIN workers w USING (worker_id) JOIN grids g ON w.grid_code = g.grid_code WHERE g.street_code = '{other}' ORDER BY v.visit_id LIMIT 1"),
+        )["visit_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        one(
+            &server,
+            &admin,
+            &format!("SELECT w.worker_id FROM workers w JOIN grids g ON w.grid_code = g.grid_code WHERE g.street_code = '{mine}' ORDER BY w.worker_id LIMIT 1"),
+        )["worker_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let csv = format!(
+        "visit_id,worker_id,visited_at,kind\n{taken},{my_worker},2026-11-30 10:00:00,patrol\n"
+    );
+    let (s, r) = ingest(&server, &feeder, "visits", "text/csv", csv.as_bytes());
+    assert_eq!(
+        (s, r["rejects"][0]["reason"].as_str()),
+        (422, Some("duplicate_key")),
+        "{r}"
+    );
+    let detail = r["rejects"][0]["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("repeats") && !detail.contains(".parquet") && !detail.contains(".csv"),
+        "{detail}"
+    );
     // Deaths have no grid: a street feeder may not send them; a city feeder may.
     let (s, r) = ingest(
         &server,

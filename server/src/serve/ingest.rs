@@ -163,7 +163,17 @@ impl App {
                 )));
             }
         };
-        let loaded = rejects_of(&next.store, &name, &lines, &kept_rows)?;
+        let mut loaded = rejects_of(&next.store, &name, &lines, &kept_rows)?;
+        if view.grids().is_some() {
+            // A repeated key may repeat a row outside the sender's scope: say that it repeats,
+            // not where.
+            for r in loaded.iter_mut().filter(|r| r.reason == "duplicate_key") {
+                r.detail = format!(
+                    "the {} of this row is taken by a row already loaded",
+                    r.column.as_deref().unwrap_or("key")
+                );
+            }
+        }
         let mut all = rejects;
         all.extend(loaded);
         all.sort_by_key(|r| r.row);
