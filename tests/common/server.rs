@@ -237,11 +237,18 @@ impl Server {
 
     /// GET with an optional token.
     pub fn get(&self, path: &str, token: Option<&str>) -> Answer {
-        let mut req = self.agent.get(format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        Self::answer(req.call().expect("the request is answered"))
+        let call = || {
+            let mut req = self.agent.get(format!("{}{path}", self.url));
+            if let Some(t) = token {
+                req = req.header("Authorization", format!("Bearer {t}"));
+            }
+            req.call()
+        };
+        // A GET may be retried once, as HTTP clients do, when the pooled connection it went out
+        // on was closed by the server after an earlier answer (a refusal sent before its body
+        // was read); a server that is down fails the second time too.
+        let r = call().or_else(|_| call());
+        Self::answer(r.expect("the request is answered"))
     }
 
     /// POST a JSON value with an optional token.
