@@ -857,3 +857,129 @@ fn sigkill_during_ingest_loses_no_acknowledged_row() {
     let full = server.post("/v1/sweeps", Some(&admin), &json!({})).json();
     assert_eq!(full["total"].as_i64(), Some(served));
 }
+
+/// Every format of `POST /v1/ingest` holds the sender's scope, for street and grid feeders
+/// alike: a row in the scope is taken, a row in the next grid of the street or in another
+/// street is rejected `outside_scope`, and no answer names a place outside the scope.
+#[test]
+fn ingest_holds_the_scope_for_street_and_grid_feeders_in_every_format() {
+    let (server, state, admin, _data) = with_admin("live-ways", &[]);
+    let places = server.rows(
+        &admin,
+        "SELECT b.building_id, g.grid_code, g.street_code FROM buildings b JOIN grids g ON b.grid_code = g.grid_code ORDER BY g.street_code, g.grid_code, b.building_id",
+    );
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap().to_string();
+    let first = &places[0];
+    let (street, grid) = (text(first, "street_code"), text(first, "grid_code"));
+    let b_grid = text(first, "building_id");
+    let b_next = places
+        .iter()
+        .find(|r| text(r, "street_code") == street && text(r, "grid_code") != grid)
+        .map(|r| text(r, "building_id"))
+        .expect("a street with two grids");
+    let b_away = places
+        .iter()
+        .find(|r| text(r, "street_code") != street)
+        .map(|r| text(r, "building_id"))
+        .expect("a second street");
+    for scope in [street.clone(), grid.clone()] {
+        let feeder = add_token(
+            &state,
+            &[
+                "--name",
+                &format!("f{scope}"),
+                "--role",
+                "feeder",
+                "--scope",
+                &scope,
+            ],
+        );
+        let wanted: Vec<u64> = if scope == street { vec![3] } else { vec![2, 3] };
+        for format in ["csv", "ndjson", "arrow"] {
+            let device = format!("dev-{scope}-{format}");
+            let buildings = [b_grid.as_str(), b_next.as_str(), b_away.as_str()];
+            let (ct, body): (&str, Vec<u8>) = match format {
+                "csv" => (
+                    "text/csv",
+                    buildings
+                        .iter()
+                        .fold("ts,building_id,direction,device_id\n".to_string(), |s, b| {
+                            s + &format!("2026-11-30 12:00:00,{b},in,{device}\n")
+                        })
+                        .into_bytes(),
+                ),
+                "ndjson" => (
+                    "application/x-ndjson",
+                    buildings
+                        .iter()
+                        .map(|b| {
+                            json!({"ts": "2026-11-30 12:00:00", "building_id": b, "direction": "in", "device_id": device})
+                                .to_string()
+                                + "\n"
+                        })
+                        .collect::<String>()
+                        .into_bytes(),
+                ),
+                _ => {
+                    use arrow::array::StringArray;
+                    use arrow::datatypes::{DataType, Field, Schema};
+                    let schema = Arc::new(Schema::new(
+                        ["ts", "building_id", "direction", "device_id"]
+                            .map(|n| Field::new(n, DataType::Utf8, false))
+                            .to_vec(),
+                    ));
+                    let col = |v: Vec<&str>| Arc::new(StringArray::from(v)) as arrow::array::ArrayRef;
+                    let batch = arrow::array::RecordBatch::try_new(
+                        schema,
+                        vec![
+                            col(vec!["2026-11-30 12:00:00"; 3]),
+                            col(buildings.to_vec()),
+                            col(vec!["in"; 3]),
+                            col(vec![device.as_str(); 3]),
+                        ],
+                    )
+                    .unwrap();
+                    ("application/vnd.apache.arrow.stream", arrow_stream(&batch))
+                }
+            };
+            let (s, r) = ingest(&server, &feeder, "access_events", ct, &body);
+            assert_eq!(s, 200, "{scope} {format}: {r}");
+            let rejected: Vec<(u64, &str)> = r["rejects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x["row"].as_u64().unwrap(), x["reason"].as_str().unwrap()))
+                .collect();
+            let want: Vec<(u64, &str)> = wanted.iter().map(|&n| (n, "outside_scope")).collect();
+            assert_eq!(rejected, want, "{scope} {format}");
+            let answer = r.to_string();
+            for outside in std::iter::once(&b_away).chain((scope == grid).then_some(&b_next)) {
+                assert!(
+                    !answer.contains(outside.as_str()),
+                    "{scope} {format}: {answer}"
+                );
+            }
+            assert_eq!(
+                count(
+                    &server,
+                    &admin,
+                    &format!(
+                        "SELECT count(*) AS n FROM access_events WHERE device_id = '{device}'"
+                    )
+                ),
+                3 - wanted.len() as i64,
+                "{scope} {format}"
+            );
+        }
+        // Its token opens nothing else, in any way in: SQL, KPIs, tasks, the dashboard, the
+        // web app's session.
+        assert_eq!(server.sql(&feeder, "SELECT 1").status, 403);
+        for path in [
+            "/v1/kpis/incidents",
+            "/v1/tasks",
+            &format!("/v1/dashboard?code={scope}"),
+        ] {
+            assert_eq!(server.get(path, Some(&feeder)).status, 403, "{path}");
+        }
+    }
+}
