@@ -1,7 +1,7 @@
 //! The live city against a real server: ingest in every format (appends and upserts), rejects
 //! named row by row, versions served atomically and replayed after a restart, the feeder role
 //! and its scope, the closed loop (a task closed as fixed with its correction), the offline
-//! `gridlens ingest`, and SIGKILL at random moments during ingest.
+//! `gridlens ingest`, restarts from snapshots, and SIGKILL at random moments during ingest.
 
 mod common;
 
@@ -297,8 +297,10 @@ fn ingest_appends_and_upserts_in_every_format_and_survives_a_restart() {
     // What the versions built from the served one hold, to compare with a whole load.
     let seen = fingerprint(&server, &admin);
 
-    // A restart replays the log, loading everything: the same rows, anomalies, rejects, KPIs.
+    // A restart without snapshots replays the log, loading everything: the same rows,
+    // anomalies, rejects, KPIs.
     drop(server);
+    std::fs::remove_dir_all(state.join("snapshots")).unwrap_or_default();
     let server = Server::start(&[
         "--data",
         data.to_str().unwrap(),
@@ -982,4 +984,121 @@ fn ingest_holds_the_scope_for_street_and_grid_feeders_in_every_format() {
             assert_eq!(server.get(path, Some(&feeder)).status, 403, "{path}");
         }
     }
+}
+
+/// Waits up to a minute for a file to appear.
+fn wait_for(path: &std::path::Path) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A restart reads the newest snapshot made from the same dataset and log, loads only the
+/// batches after it, and serves exactly what was served; an unfinished snapshot is ignored, and
+/// a snapshot of a dataset that has changed since is not used.
+#[test]
+fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
+    let data = common::scratch("live-snapshot-city");
+    common::copy_dataset(
+        &common::city(gridlens_datasets::OutputFormat::Parquet, false),
+        &data,
+    );
+    let state = common::server::state_dir("live-snapshot");
+    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--snapshot-every",
+        "3600",
+    ];
+    let snap = |v: u64| state.join("snapshots").join(format!("{v:012}"));
+    let server = Server::start(&args);
+    let h = server.get("/v1/health", None).json();
+    assert_eq!(h["dataset"]["snapshot"], Value::Null, "{h}");
+    // The first start writes a snapshot of what it loaded, in the background.
+    wait_for(&snap(0).join("meta.json"));
+
+    // Two batches after it (not snapshotted: the next is due in an hour).
+    let b = one(
+        &server,
+        &admin,
+        "SELECT building_id FROM buildings ORDER BY building_id LIMIT 1 OFFSET 3",
+    )["building_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = format!(
+        "ts,building_id,id_number,direction,device_id\n2026-10-30 21:00:00,{b},,in,dev-snap\n"
+    );
+    let (status, r) = ingest(&server, &admin, "access_events", "text/csv", csv.as_bytes());
+    assert_eq!(status, 200, "{r}");
+    let dead = one(
+        &server,
+        &admin,
+        "SELECT min(id_number) AS id FROM people WHERE status = 'active'",
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = format!("id_number,died_on,source\n{dead},2026-10-20,hospital\n");
+    let (status, r) = ingest(&server, &admin, "deaths", "text/csv", csv.as_bytes());
+    assert_eq!(status, 200, "{r}");
+    let seen = fingerprint(&server, &admin);
+    assert!(!snap(2).exists());
+
+    // Restart: the snapshot of version 0 and the two batches after it.
+    drop(server);
+    std::fs::create_dir_all(snap(9)).unwrap(); // an unfinished snapshot (no meta.json)
+    std::fs::write(snap(9).join("people.arrow"), b"half written").unwrap();
+    let server = Server::start(&args);
+    let h = server.get("/v1/health", None).json();
+    assert_eq!(h["dataset"]["snapshot"], 0, "{h}");
+    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    for (q, (a, b)) in FINGERPRINT
+        .iter()
+        .zip(seen.iter().zip(&fingerprint(&server, &admin)))
+    {
+        assert_eq!(
+            a, b,
+            "{q}: the snapshot and the batches after it differ from the city served"
+        );
+    }
+    // That start writes a snapshot of version 2 and removes the older and unfinished ones.
+    wait_for(&snap(2).join("meta.json"));
+    let t = std::time::Instant::now();
+    while snap(0).exists() || snap(9).exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "old snapshots stay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Restart: the snapshot alone.
+    drop(server);
+    let server = Server::start(&args);
+    let h = server.get("/v1/health", None).json();
+    assert_eq!(h["dataset"]["snapshot"], 2, "{h}");
+    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    assert_eq!(fingerprint(&server, &admin), seen);
+
+    // The dataset changes (a file rewritten): the snapshot no longer stands for it.
+    drop(server);
+    let manifest = data.join("manifest.json");
+    let text = std::fs::read(&manifest).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&manifest, text).unwrap();
+    let server = Server::start(&args);
+    let h = server.get("/v1/health", None).json();
+    assert_eq!(h["dataset"]["snapshot"], Value::Null, "{h}");
+    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    assert_eq!(fingerprint(&server, &admin), seen);
 }

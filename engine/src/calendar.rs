@@ -186,6 +186,24 @@ impl Calendar {
         }
     }
 
+    /// The working calendar of a city: the default with its `calendar` table's days applied,
+    /// and these working hours.
+    pub fn of_table(
+        table: &crate::store::StoredTable,
+        hours: &WorkingHours,
+    ) -> crate::error::Result<Calendar> {
+        let mut calendar = Calendar::china();
+        calendar.hours = hours.clone();
+        if table.rows > 0 {
+            let dates = table.dates("date")?;
+            let work = table.bools("is_workday")?;
+            for i in 0..table.rows {
+                calendar.set(dates.value(i), work.value(i));
+            }
+        }
+        Ok(calendar)
+    }
+
     /// The default: Monday–Friday, minus the statutory holidays, plus the make-up working days.
     pub fn china() -> Calendar {
         let mut c = Calendar::weekdays_only();

@@ -105,13 +105,65 @@ impl City {
         &self.store
     }
 
-    /// A sweep (all rules if `rules` is empty).
+    /// A sweep (all rules if `rules` is empty). A sweep of every rule at an instant of a day
+    /// already swept follows the nearest sweep of that day as the clock moves
+    /// ([`crate::rules::incremental::advance`]): the same findings as a full sweep.
     pub fn sweep(&self, as_of: i64, rules: &[RuleId]) -> Result<Arc<Sweep>> {
         let mut key_rules = rules.to_vec();
         key_rules.sort();
         cached(&self.sweeps, &self.computing[0], (as_of, key_rules), || {
+            if rules.is_empty()
+                && let Some(prev) = self.same_day(as_of)
+            {
+                return crate::rules::incremental::advance(&prev, &self.store, as_of);
+            }
             rules::sweep(&self.store, as_of, rules, &self.params)
         })
+    }
+
+    /// The cached sweep of every rule nearest to `as_of` on its day.
+    fn same_day(&self, as_of: i64) -> Option<Arc<Sweep>> {
+        let day = crate::time::date_of(as_of);
+        let cache = self.sweeps.lock().ok()?;
+        cache
+            .iter()
+            .filter(|((t, rules), _)| rules.is_empty() && crate::time::date_of(*t) == day)
+            .min_by_key(|((t, _), _)| (t - as_of).abs())
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The sweep of this city, the version after `before` with a batch of `table` (`rows`, as
+    /// sent), at the dataset's `as_of`: worked out from `before`'s latest sweep in the grids the
+    /// batch touched ([`crate::rules::incremental`]), or a full sweep when that one cannot be
+    /// followed (another instant, other parameters, not every rule). Recorded as the latest.
+    pub fn sweep_after(
+        &self,
+        before: &City,
+        table: crate::contract::TableId,
+        rows: &crate::ingest::Rows,
+    ) -> Result<Arc<Sweep>> {
+        use crate::rules::incremental;
+        let as_of = self.store.as_of;
+        let prev = before.latest()?;
+        let sweep =
+            if prev.as_of == as_of && prev.params == self.params && incremental::is_full(&prev) {
+                let grids = crate::ingest::touched::grids(
+                    &before.store,
+                    &self.store,
+                    table,
+                    rows,
+                    &prev.anomalies,
+                );
+                incremental::resweep(&prev, &before.store, &self.store, &grids)?
+            } else {
+                rules::sweep(&self.store, as_of, &[], &self.params)?
+            };
+        let sweep = Arc::new(sweep);
+        if let Ok(mut c) = self.sweeps.lock() {
+            c.insert((as_of, Vec::new()), sweep.clone());
+        }
+        self.set_latest(sweep.clone());
+        Ok(sweep)
     }
 
     /// The latest sweep: the one last recorded with [`City::set_latest`], else a full sweep

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use gridlens_datasets::GenerateOptions;
 use gridlens_engine::contract::TableId;
 use gridlens_engine::load::{Added, LoadOptions, load_next, load_with, read::Encoding};
-use gridlens_engine::store::Store;
+use gridlens_engine::store::{Store, snapshot};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,6 +88,72 @@ pub fn load_store_next(
     let store = load_next(d, added, served, &[changed], &opts)?;
     bar.finish_and_clear();
     Ok(store)
+}
+
+/// Where a state folder keeps its snapshots of the served city.
+pub fn snapshots_dir(state: &Path) -> PathBuf {
+    state.join("snapshots")
+}
+
+/// What a snapshot must have been made from to stand for the dataset: its files and the load
+/// options (see [`snapshot::fingerprint`]).
+pub fn source_of(args: &DataArgs) -> Result<String> {
+    let d = args
+        .data
+        .as_deref()
+        .context("a snapshot needs a dataset folder")?;
+    let (opts, _) = load_options(&args.encoding)?;
+    Ok(snapshot::fingerprint(d, &format!("{opts:?}"))?)
+}
+
+/// The city a server starts with: the newest snapshot in the state folder made from this
+/// dataset and a beginning of this log, with the log's later batches loaded over it (only the
+/// tables they reach); else the dataset and the whole log loaded. Returns the city and the
+/// version of the snapshot it came from.
+pub fn load_store_at_start(
+    args: &DataArgs,
+    state: &Path,
+    log: &gridlens_engine::ingest::log::Log,
+) -> Result<(Store, Option<u64>)> {
+    let added = log.added()?;
+    let Some(d) = &args.data else {
+        return Ok((load_store_with(args, &added)?, None));
+    };
+    let segments = log.segments()?;
+    let names: Vec<String> = segments.iter().map(|s| s.name()).collect();
+    let (opts, bar) = load_options(&args.encoding)?;
+    let restored = match snapshot::read(
+        &snapshots_dir(state),
+        &source_of(args)?,
+        &names,
+        &opts.working_hours,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("the snapshot could not be read, loading the dataset: {e}");
+            None
+        }
+    };
+    let Some(r) = restored else {
+        let store = load_with(d, &added, &opts)?;
+        bar.finish_and_clear();
+        return Ok((store, None));
+    };
+    let mut later: Vec<TableId> = segments[r.segments..].iter().map(|s| s.table).collect();
+    later.sort();
+    later.dedup();
+    tracing::info!(
+        "snapshot of version {} read; {} later batches to load",
+        r.version,
+        segments.len() - r.segments
+    );
+    let store = if later.is_empty() {
+        r.store
+    } else {
+        load_next(d, &added, &r.store, &later, &opts)?
+    };
+    bar.finish_and_clear();
+    Ok((store, Some(r.version)))
 }
 
 /// The instant to evaluate at: `--as-of`, else the dataset's.

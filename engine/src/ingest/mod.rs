@@ -14,6 +14,7 @@
 //! is written.
 
 pub mod log;
+pub mod touched;
 
 use crate::contract::TableId;
 use crate::error::{Error, Result};

@@ -258,16 +258,8 @@ fn load_store(
             .map_err(|why| Error::Load(format!("manifest.json: as_of {s:?} is {why}")))?,
         None => now(),
     };
-    let mut calendar = Calendar::china();
-    calendar.hours = opts.working_hours.clone();
-    let cal = &ctx.tables[TableId::Calendar as usize];
-    if cal.rows > 0 {
-        let dates = cal.dates("date")?;
-        let work = cal.bools("is_workday")?;
-        for i in 0..cal.rows {
-            calendar.set(dates.value(i), work.value(i));
-        }
-    }
+    let calendar =
+        Calendar::of_table(&ctx.tables[TableId::Calendar as usize], &opts.working_hours)?;
     let report = LoadReport {
         dataset: dir.display().to_string(),
         tables: reports,

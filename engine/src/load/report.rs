@@ -3,12 +3,23 @@
 use crate::contract::TableId;
 use arrow::array::{RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A table's name, as the contract spells it.
+pub type TableName = &'static str;
+
+/// A table's name read back (a snapshot's report): the contract's own `&'static str`.
+fn table_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    TableId::from_name(&name)
+        .map(TableId::name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown table {name:?}")))
+}
+
 /// Why a row was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// A CSV record does not have as many fields as the header.
@@ -71,10 +82,11 @@ impl RejectReason {
 }
 
 /// One rejected input row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reject {
     /// The table.
-    pub table: &'static str,
+    #[serde(deserialize_with = "table_name")]
+    pub table: TableName,
     /// The source file, relative to the dataset folder.
     pub file: String,
     /// In a CSV file, the line the record starts on (the header is line 1); in Parquet, the
@@ -91,7 +103,7 @@ pub struct Reject {
 }
 
 /// Counts and first examples of one reason, within one table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasonCount {
     /// The reason.
     pub reason: RejectReason,
@@ -102,10 +114,11 @@ pub struct ReasonCount {
 }
 
 /// One table's part of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableReport {
     /// Table name.
-    pub table: &'static str,
+    #[serde(deserialize_with = "table_name")]
+    pub table: TableName,
     /// Whether the dataset provided the table.
     pub provided: bool,
     /// Source files.
@@ -158,7 +171,7 @@ impl TableReport {
 }
 
 /// What a load did.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct LoadReport {
     /// The dataset folder.
     pub dataset: String,

@@ -17,6 +17,8 @@ pub mod r10_verification_overdue;
 pub mod r11_care_visit_overdue;
 pub mod r12_empty_household;
 
+pub mod incremental;
+
 use crate::contract::{Mask, TZ, TableId};
 use crate::error::{Error, Result};
 use crate::store::index::Indexes;
@@ -25,6 +27,7 @@ use crate::time;
 use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringBuilder, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rayon::prelude::*;
+use roaring::RoaringBitmap;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -307,12 +310,56 @@ pub struct Context<'a> {
     pub today: i32,
     /// Parameters.
     pub params: &'a Params,
+    /// The grids evaluated (`None`: every grid). A rule restricted to some grids may look at
+    /// more, but must find every anomaly of those grids exactly as a full sweep does
+    /// ([`incremental`] keeps those of the grids and drops the rest).
+    pub grids: Option<&'a RoaringBitmap>,
 }
 
 impl<'a> Context<'a> {
     /// A table.
     pub fn table(&self, t: TableId) -> &'a StoredTable {
         self.store.table(t)
+    }
+
+    /// Whether the anomalies of a grid are evaluated.
+    pub fn covers(&self, grid: u32) -> bool {
+        self.grids.is_none_or(|g| g.contains(grid))
+    }
+
+    /// Whether the anomalies of a room's grid are evaluated.
+    pub fn covers_room(&self, room: u32) -> bool {
+        self.grids.is_none()
+            || self
+                .ix
+                .room_grid
+                .get(room as usize)
+                .is_some_and(|&g| self.covers(g))
+    }
+
+    /// The rows of a table in the grids evaluated; `None` when every grid is.
+    pub fn rows_in(&self, t: TableId) -> Option<RoaringBitmap> {
+        self.grids
+            .map(|g| crate::hierarchy::rows_of_grids(self.store, t, g))
+    }
+
+    /// The rows of a table to read, in parallel: those in the grids evaluated, else all `n`
+    /// (at least `min_len` rows a task).
+    pub fn par_rows(
+        &self,
+        t: TableId,
+        n: usize,
+        min_len: usize,
+    ) -> impl ParallelIterator<Item = usize> + use<> {
+        match self.rows_in(t) {
+            Some(rows) => rayon::iter::Either::Left(
+                rows.iter()
+                    .map(|r| r as usize)
+                    .collect::<Vec<_>>()
+                    .into_par_iter(),
+            ),
+            None => rayon::iter::Either::Right((0..n).into_par_iter().with_min_len(min_len)),
+        }
     }
 
     /// The key string of a row of a table with a single-column key.
@@ -443,17 +490,36 @@ pub fn evaluate(rule: RuleId, ctx: &Context) -> Result<Vec<Anomaly>> {
 /// Runs the rules (all if `rules` is empty) at `as_of`.
 pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Result<Sweep> {
     let started = Instant::now();
+    let rules: Vec<RuleId> = if rules.is_empty() {
+        RuleId::ALL.to_vec()
+    } else {
+        rules.to_vec()
+    };
+    let (runs, found) = run(store, as_of, &rules, params, None)?;
+    Ok(Sweep {
+        as_of,
+        params: params.clone(),
+        anomalies: in_task_order(found),
+        runs,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs some rules, in some grids or all: per rule its run, and the findings in rule order.
+pub(crate) fn run(
+    store: &Store,
+    as_of: i64,
+    rules: &[RuleId],
+    params: &Params,
+    grids: Option<&RoaringBitmap>,
+) -> Result<(Vec<RuleRun>, Vec<Anomaly>)> {
     let ctx = Context {
         store,
         ix: &store.indexes,
         as_of,
         today: time::date_of(as_of),
         params,
-    };
-    let rules: Vec<RuleId> = if rules.is_empty() {
-        RuleId::ALL.to_vec()
-    } else {
-        rules.to_vec()
+        grids,
     };
     // The rules run side by side (each also uses rayon inside): a rule's time is its wall time
     // while sharing the cores with the others.
@@ -461,7 +527,10 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
         .par_iter()
         .map(|&rule| {
             let t = Instant::now();
-            let found = evaluate(rule, &ctx)?;
+            let mut found = evaluate(rule, &ctx)?;
+            if let Some(g) = grids {
+                found.retain(|a| g.contains(a.grid));
+            }
             let run = RuleRun {
                 rule,
                 count: found.len(),
@@ -476,8 +545,12 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
         runs.push(run);
         anomalies.extend(found);
     }
-    // Ordered by priority, weight and subject; ties keep the rules' order (the position makes
-    // the key unique, so the faster unstable sort gives the stable order).
+    Ok((runs, anomalies))
+}
+
+/// Findings in task order: by priority, weight and subject; ties keep the order given (the
+/// position makes the key unique, so the faster unstable sort gives the stable order).
+pub(crate) fn in_task_order(anomalies: Vec<Anomaly>) -> Vec<Anomaly> {
     let mut keyed: Vec<(usize, Anomaly)> = anomalies.into_iter().enumerate().collect();
     keyed.par_sort_unstable_by(|(i, a), (j, b)| {
         (a.rule.priority(), -a.weight, &a.subject_id, a.rule, i).cmp(&(
@@ -488,14 +561,7 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
             j,
         ))
     });
-    let anomalies: Vec<Anomaly> = keyed.into_iter().map(|(_, a)| a).collect();
-    Ok(Sweep {
-        as_of,
-        params: params.clone(),
-        anomalies,
-        runs,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    keyed.into_iter().map(|(_, a)| a).collect()
 }
 
 /// The schema of the `anomalies` table.

@@ -35,7 +35,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     type Found = (u32, u32, usize, i32, i32);
     let found: Vec<Vec<Found>> = (0..buildings.rows as u32)
         .into_par_iter()
-        .filter(|&b| !ctx.ix.events_of(b).is_empty())
+        .filter(|&b| ctx.covers(building_grid[b as usize]) && !ctx.ix.events_of(b).is_empty())
         .map(|b| {
             // The nights at the building of identities registered elsewhere, from the door
             // summary, by identity: those of the window, up to `as_of`.

@@ -19,6 +19,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let p = ctx.params;
     let buildings = ctx.table(TableId::Buildings);
     let since = buildings.dates("access_control_since")?;
+    let building_grid = buildings.keys("grid_code")?;
     let events = ctx.table(TableId::AccessEvents);
     let empty: &[u32] = &[];
     let (ts, ids): (&[i64], &[u32]) = if events.rows > 0 {
@@ -42,7 +43,11 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         .ix
         .access_buildings
         .iter()
-        .filter(|&b| !since.is_null(b as usize) && since.value(b as usize) <= latest_since)
+        .filter(|&b| {
+            !since.is_null(b as usize)
+                && since.value(b as usize) <= latest_since
+                && ctx.covers(building_grid[b as usize])
+        })
         .collect();
     let found: Vec<Vec<(u32, Option<i64>)>> = candidates
         .par_iter()

@@ -15,8 +15,23 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let person_id = people.strings("person_id")?;
     let rooms = people.keys("room_id")?;
     let csr = &ctx.ix.active_of_identity;
+    // Restricted to some grids: the identities of their active records.
+    let identities: Box<dyn Iterator<Item = u32>> = match ctx.rows_in(TableId::People) {
+        Some(rows) => {
+            let ids = people.keys("id_number")?;
+            let mut v: Vec<u32> = (rows & &ctx.ix.active)
+                .iter()
+                .map(|p| ids[p as usize])
+                .filter(|&id| id != crate::store::NONE)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            Box::new(v.into_iter())
+        }
+        None => Box::new(0..csr.keys() as u32),
+    };
     let mut out = Vec::new();
-    for id in 0..csr.keys() as u32 {
+    for id in identities {
         let records = csr.get(id);
         if records.len() < 2 {
             continue;

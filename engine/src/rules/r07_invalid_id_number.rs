@@ -19,7 +19,10 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let sex = people.codes("sex")?;
     let birth = people.dates("birth_date")?;
     let ids = people.keys("id_number")?;
-    let active: Vec<u32> = ctx.ix.active.iter().collect();
+    let active: Vec<u32> = match ctx.rows_in(TableId::People) {
+        Some(rows) => (rows & &ctx.ix.active).iter().collect(),
+        None => ctx.ix.active.iter().collect(),
+    };
     let failed: Vec<(u32, idcard::IdCheck)> = active
         .par_chunks(64 * 1024)
         .flat_map_iter(|chunk| {

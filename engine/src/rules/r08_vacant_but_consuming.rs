@@ -65,10 +65,13 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             *c = ctx.ix.residential_rooms.contains(r);
         }
     }
+    if ctx.grids.is_some() {
+        for (r, c) in candidate.iter_mut().enumerate() {
+            *c = *c && ctx.covers_room(r as u32);
+        }
+    }
     let masks: Vec<AtomicU64> = (0..n_rooms).map(|_| AtomicU64::new(0)).collect();
-    (0..readings.rows)
-        .into_par_iter()
-        .with_min_len(CHUNK)
+    ctx.par_rows(TableId::UtilityReadings, readings.rows, CHUNK)
         .for_each(|i| {
             let r = room[i] as usize;
             if r < n_rooms
@@ -90,9 +93,8 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     for (s, &r) in rooms.iter().enumerate() {
         slot[r as usize] = s as u32;
     }
-    let hits: Vec<(u32, usize, f64)> = (0..readings.rows)
-        .into_par_iter()
-        .with_min_len(CHUNK)
+    let hits: Vec<(u32, usize, f64)> = ctx
+        .par_rows(TableId::UtilityReadings, readings.rows, CHUNK)
         .filter_map(|i| {
             let r = room[i] as usize;
             if r >= n_rooms || slot[r] == u32::MAX {

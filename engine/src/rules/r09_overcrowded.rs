@@ -35,7 +35,10 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     } else {
         (Csr::default(), &[][..])
     };
-    let candidates: Vec<u32> = ctx.ix.residential_rooms.iter().collect();
+    let candidates: Vec<u32> = match ctx.rows_in(TableId::Rooms) {
+        Some(rows) => (rows & &ctx.ix.residential_rooms).iter().collect(),
+        None => ctx.ix.residential_rooms.iter().collect(),
+    };
     let (active_leases, area) = (&active_leases, &area);
     let found: Vec<(u32, i64, i64, usize)> = candidates
         .par_chunks(64 * 1024)

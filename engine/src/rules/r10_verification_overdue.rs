@@ -24,9 +24,9 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     };
     let last_of = |i: usize| (!verified.is_null(i)).then(|| verified.value(i));
     // The dates are read in order, in parallel; only overdue records are looked up as active.
-    let overdue: Vec<u32> = (0..people.rows as u32)
-        .into_par_iter()
-        .with_min_len(64 * 1024)
+    let overdue: Vec<u32> = ctx
+        .par_rows(TableId::People, people.rows, 64 * 1024)
+        .map(|i| i as u32)
         .filter(|&p| {
             let i = p as usize;
             let due = ctx.today - limit_of(i) as i32;

@@ -21,7 +21,11 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let ids = people.keys("id_number")?;
     let rooms = people.keys("room_id")?;
     let from = ctx.as_of - ctx.params.r11_care_interval_days * DAY;
-    let targets: Vec<u32> = (tagged & &ctx.ix.active).iter().collect();
+    let mut targets = tagged & &ctx.ix.active;
+    if let Some(rows) = ctx.rows_in(TableId::People) {
+        targets &= rows;
+    }
+    let targets: Vec<u32> = targets.iter().collect();
     // Each target's identity and room get a slot; a visit updates the latest instant of its slots.
     let mut slot_of_id: AHashMap<u32, u32> = AHashMap::with_capacity(targets.len());
     let mut slot_of_room: AHashMap<u32, u32> = AHashMap::with_capacity(targets.len());

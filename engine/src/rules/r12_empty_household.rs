@@ -29,7 +29,11 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         }
     }
     let mut out = Vec::new();
-    for h in 0..households.rows as u32 {
+    let picked: Box<dyn Iterator<Item = u32>> = match ctx.rows_in(TableId::Households) {
+        Some(rows) => Box::new(rows.into_iter()),
+        None => Box::new(0..households.rows as u32),
+    };
+    for h in picked {
         if !ctx.ix.active_of_household.get(h).is_empty() {
             continue;
         }

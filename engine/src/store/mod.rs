@@ -8,6 +8,7 @@
 pub mod doors;
 pub mod index;
 pub mod pool;
+pub mod snapshot;
 
 use crate::calendar::Calendar;
 use crate::contract::{ColumnDef, ColumnType, TableId};

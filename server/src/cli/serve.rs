@@ -70,6 +70,10 @@ pub struct Args {
     /// Largest batch POST /v1/ingest accepts, in MiB.
     #[arg(long, default_value_t = 64)]
     max_ingest_mb: usize,
+    /// Seconds between snapshots of the served city after ingested batches (0: only at start
+    /// and reload). A restart reads the newest snapshot and loads only the batches after it.
+    #[arg(long, default_value_t = 60.0)]
+    snapshot_every: f64,
     /// Open tasks a worker sees at most a day.
     #[arg(long, default_value_t = 20)]
     daily_limit: usize,
@@ -102,6 +106,8 @@ impl Args {
             queries_memory: self.queries_memory_mb.max(self.query_memory_mb).max(1) << 20,
             max_body: self.max_body_kb << 10,
             max_ingest_body: self.max_ingest_mb.max(1) << 20,
+            snapshot_every: (self.snapshot_every > 0.0)
+                .then(|| Duration::from_secs_f64(self.snapshot_every)),
             max_queries: self.max_queries.unwrap_or(4 * cores).max(1),
             queue_wait: Duration::from_millis(self.queue_wait_ms),
             per_token: self.per_token_queries.max(1),

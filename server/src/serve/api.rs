@@ -213,6 +213,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
             "as_of": time::format_timestamp(served.store.as_of),
             "loaded_at": served.loaded_at,
             "version": served.version,
+            "snapshot": served.snapshot,
             "rows": rows,
         },
         "uptime_seconds": app.started.elapsed().as_secs(),

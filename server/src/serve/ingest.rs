@@ -151,7 +151,11 @@ impl App {
         added.push(staged.added()?);
         let name = staged.segment.name();
         let version = staged.segment.seq;
-        let changed = Some((served.store.clone(), table));
+        let changed = Some(super::Change {
+            served: served.clone(),
+            table,
+            rows,
+        });
         let next = match self.clone().load_version(added, version, changed).await {
             Ok(n) => n,
             Err(e) => {
@@ -189,7 +193,9 @@ impl App {
         // Nothing here holds the version replaced: it is freed as soon as its last reader is
         // done, and its memory goes back to the system for the next version.
         drop((view, served));
-        self.swap(next.clone());
+        self.swap(next.clone()).await;
+        self.snapshots
+            .write_if_due(&next, self.segments_of(next.version));
         self.metrics.ingested(table.name(), received - all.len());
         let sweep = next.city.latest()?;
         let tasks = if mode.apply_tasks {

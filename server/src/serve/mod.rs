@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod observe;
 pub mod pg;
 pub mod session;
+pub mod snapshots;
 pub mod sqlout;
 pub mod tls;
 pub mod web;
@@ -94,6 +95,8 @@ pub struct Config {
     pub max_body: usize,
     /// Largest body of an ingested batch, bytes.
     pub max_ingest_body: usize,
+    /// Time between snapshots after ingested batches (`None`: at start and reload only).
+    pub snapshot_every: Option<Duration>,
     /// Queries and sweeps run at once.
     pub max_queries: usize,
     /// Time a query waits for its turn.
@@ -129,6 +132,7 @@ impl Config {
             queries_memory: 4096 << 20,
             max_body: 1 << 20,
             max_ingest_body: 64 << 20,
+            snapshot_every: Some(Duration::from_secs(60)),
             max_queries: 4 * cores,
             queue_wait: Duration::from_secs(10),
             per_token: 2,
@@ -153,6 +157,9 @@ pub struct Served {
     pub loaded_at: String,
     /// Its version: the number of the last ingested batch it holds (0: the dataset alone).
     pub version: u64,
+    /// The version of the snapshot it was read from at start, with later batches loaded over
+    /// it (`None`: loaded from the dataset).
+    pub snapshot: Option<u64>,
 }
 
 impl Served {
@@ -208,6 +215,8 @@ pub struct App {
     per_token: Arc<Mutex<HashMap<String, usize>>>,
     /// Where queries run.
     pub query_rt: tokio::runtime::Handle,
+    /// Snapshots of the served city, written in the background.
+    pub snapshots: snapshots::Snapshots,
     /// Held while a new version of the city is made (a reload, an ingested batch): one at a
     /// time.
     pub reloading: tokio::sync::Mutex<()>,
@@ -377,7 +386,8 @@ impl App {
         let version = self.log.version().map_err(ApiError::internal)?;
         match self.clone().load_version(added, version, None).await {
             Ok(s) => {
-                self.swap(s.clone());
+                self.swap(s.clone()).await;
+                self.snapshots.write(&s, self.segments_of(s.version));
                 self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reloaded {}", s.name);
                 Ok(s)
@@ -427,13 +437,13 @@ impl App {
 
     /// Loads a version of the city: the dataset with the given ingested batches on top, swept
     /// and warmed (not yet served). The caller holds [`App::reloading`].
-    /// With `changed`, the version after a batch of that table over the served one: only the
-    /// tables the batch reaches are loaded again, the rest shared.
+    /// With `changed`, the version after a batch over the served one: only the tables the batch
+    /// reaches are loaded again, the rest shared, and the rules run again only where it touched.
     pub async fn load_version(
         self: Arc<Self>,
         added: Vec<gridlens_engine::load::Added>,
         version: u64,
-        changed: Option<(Arc<Store>, TableId)>,
+        changed: Option<Change>,
     ) -> Result<Arc<Served>> {
         let data = self.data.clone();
         let state = self.state_dir.clone();
@@ -445,13 +455,28 @@ impl App {
     }
 
     /// Serves a new version of the city from now on: requests that began on the old one finish
-    /// on it, and it is freed after the last.
-    pub fn swap(&self, s: Arc<Served>) {
+    /// on it, and it is freed after the last (a snapshot being written of it is stopped first).
+    pub async fn swap(self: &Arc<Self>, s: Arc<Served>) {
+        let app = self.clone();
+        let _ = tokio::task::spawn_blocking(move || app.snapshots.stop()).await;
         if let Ok(mut w) = self.served.write() {
             *w = s;
         }
         // What is free now goes back to the system.
         tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
+    }
+
+    /// The names of the log's segments up to a version (what a snapshot of it folds).
+    pub fn segments_of(&self, version: u64) -> Vec<String> {
+        self.log
+            .segments()
+            .map(|s| {
+                s.iter()
+                    .filter(|s| s.seq <= version)
+                    .map(|s| s.name())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A message with the server's own paths taken out: files named relative to the dataset
@@ -468,6 +493,16 @@ impl App {
     }
 }
 
+/// A batch over the served version, for [`App::load_version`].
+pub struct Change {
+    /// The version served.
+    pub served: Arc<Served>,
+    /// The batch's table.
+    pub table: TableId,
+    /// The batch's rows that may be written (before the loader's checks).
+    pub rows: gridlens_engine::ingest::Rows,
+}
+
 /// Loads the dataset (or generates the default city) with the ingested batches on top, and
 /// warms the caches the KPIs use.
 fn load_served(
@@ -475,20 +510,38 @@ fn load_served(
     state: &std::path::Path,
     added: &[gridlens_engine::load::Added],
     version: u64,
-    changed: Option<&(Arc<Store>, TableId)>,
+    changed: Option<&Change>,
 ) -> Result<Served> {
     let store = Arc::new(match changed {
-        Some((served, table)) => dataset::load_store_next(data, added, served, *table)?,
+        Some(c) => dataset::load_store_next(data, added, &c.served.store, c.table)?,
         None => dataset::load_store_with(data, added)?,
     });
+    served_from(data, state, store, version, changed)
+}
+
+/// A loaded version made ready to serve: its known scopes written, its sweep (incremental
+/// after a batch), SLA clocks and grid counts worked out.
+fn served_from(
+    data: &DataArgs,
+    state: &std::path::Path,
+    store: Arc<Store>,
+    version: u64,
+    changed: Option<&Change>,
+) -> Result<Served> {
     write_known_scopes(state, &store)
         .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
     let city = Arc::new(City::new(store.clone()));
     // The latest sweep, the SLA clocks and the grid counts at the dataset's as_of: the first
     // KPI request is then as fast as the rest.
     let t = Instant::now();
-    let sweep = city.sweep(store.as_of, &[])?;
-    city.set_latest(sweep);
+    match changed {
+        Some(c) => city.sweep_after(&c.served.city, c.table, &c.rows)?,
+        None => {
+            let sweep = city.sweep(store.as_of, &[])?;
+            city.set_latest(sweep.clone());
+            sweep
+        }
+    };
     city.grid_counts(store.as_of)?;
     tracing::info!(
         "sweep, clocks and grid KPIs ready in {:.1} s",
@@ -511,6 +564,7 @@ fn load_served(
         name,
         loaded_at: now_text(),
         version,
+        snapshot: None,
     })
 }
 
@@ -551,7 +605,19 @@ impl App {
         }
         let log = gridlens_engine::ingest::log::Log::open(&config.state)?;
         let t = Instant::now();
-        let served = load_served(&data, &config.state, &log.added()?, log.version()?, None)?;
+        let (store, snapshot) = dataset::load_store_at_start(&data, &config.state, &log)?;
+        let mut served = served_from(&data, &config.state, Arc::new(store), log.version()?, None)?;
+        served.snapshot = snapshot;
+        let served = Arc::new(served);
+        tracing::info!(
+            "serving version {} {} after {:.1} s",
+            served.version,
+            match snapshot {
+                Some(v) => format!("from the snapshot of version {v}"),
+                None => "from the dataset".to_string(),
+            },
+            t.elapsed().as_secs_f64()
+        );
         if served.version > 0 {
             tracing::info!(
                 "{} ingested batches replayed; serving version {} after {:.1} s",
@@ -572,8 +638,8 @@ impl App {
             book.save()?;
         }
         let app = App {
-            served: RwLock::new(Arc::new(served)),
-            data,
+            served: RwLock::new(served.clone()),
+            data: data.clone(),
             log,
             tokens: Tokens::new(config.tokens.clone())?,
             tasks: Mutex::new(book),
@@ -607,8 +673,17 @@ impl App {
             max_body: config.max_body,
             max_ingest_body: config.max_ingest_body,
             ingest_queue: Arc::new(tokio::sync::Semaphore::new(ingest::INGEST_WAITING)),
+            snapshots: snapshots::Snapshots::new(
+                data.clone(),
+                config.state.clone(),
+                config.snapshot_every,
+            ),
             _lock: lock,
         };
+        if snapshot != Some(served.version) {
+            app.snapshots
+                .write(&served, app.segments_of(served.version));
+        }
         Ok((app, made))
     }
 }

@@ -1,0 +1,402 @@
+//! Snapshots: a loaded city written to disk as Arrow IPC files, and read back at start instead of
+//! loading its sources again.
+//!
+//! A snapshot is a folder `<dir>/<version>/` (the last ingested batch folded in): one IPC file
+//! per table holding its stored columns as they are in memory (keys as `u32`, enums as codes,
+//! text as text), one per pooled column's own dictionary, the SQL schema of each table, the
+//! identity pool, the rejects, and `meta.json` (the manifest, the load report, how each column is
+//! held, and what the snapshot was made from), written last: a folder without it is unfinished
+//! (a crash while writing) and is ignored and removed. Indexes are not written: they are built
+//! again from the columns when the snapshot is read, as after a load.
+//!
+//! A snapshot is taken only when it was made from the same sources: the caller's `source`
+//! fingerprint (see [`fingerprint`]) and the log segments it folded must match.
+
+use super::{Manifest, Pool, Store, StoredColumn, StoredTable};
+use crate::calendar::{Calendar, WorkingHours};
+use crate::contract::TableId;
+use crate::error::{Error, Result};
+use crate::load::report::LoadReport;
+use crate::store::pool::KeyIndex;
+use arrow::array::{Array, ArrayRef, AsArray, Int8Array, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The layout of the files; a snapshot of another layout is not read.
+const FORMAT: u32 = 1;
+const META: &str = "meta.json";
+
+/// How a stored column is held.
+#[derive(Debug, Serialize, Deserialize)]
+enum Held {
+    Array,
+    KeysOfTable(String),
+    KeysOfIdentities,
+    KeysOfOwnValues,
+    Codes,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TableMeta {
+    name: String,
+    rows: usize,
+    files: Vec<String>,
+    keyed: bool,
+    columns: Vec<Held>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    engine: String,
+    source: String,
+    version: u64,
+    segments: Vec<String>,
+    manifest: Manifest,
+    as_of: i64,
+    report: LoadReport,
+    tables: Vec<TableMeta>,
+}
+
+/// A snapshot read back.
+#[derive(Debug)]
+pub struct Restored {
+    /// The city.
+    pub store: Store,
+    /// The last ingested batch folded into it.
+    pub version: u64,
+    /// How many of the log's segments it folded.
+    pub segments: usize,
+}
+
+fn io(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Load(format!("{}: {e}", p.display()))
+}
+
+/// What a dataset folder is made of, for telling whether a snapshot was made from it: every
+/// file's path, size and modification time, and the load options that change what is loaded.
+pub fn fingerprint(dir: &Path, options: &str) -> Result<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let e = e.map_err(io(&d))?;
+            let p = e.path();
+            let m = e.metadata().map_err(io(&p))?;
+            if m.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+            files.push(format!("{rel}:{}:{mtime}", m.len()));
+        }
+    }
+    files.sort();
+    Ok(format!("{options}\n{}", files.join("\n")))
+}
+
+fn write_batch(path: &Path, schema: SchemaRef, batch: Option<&RecordBatch>) -> Result<()> {
+    let f = File::create(path).map_err(io(path))?;
+    let mut w = FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &schema)?;
+    if let Some(b) = batch {
+        w.write(b)?;
+    }
+    let f = w
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| io(path)(e.into_error()))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn write_array(path: &Path, a: ArrayRef) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "v",
+        a.data_type().clone(),
+        true,
+    )]));
+    let b = RecordBatch::try_new(schema.clone(), vec![a])?;
+    write_batch(path, schema, Some(&b))
+}
+
+fn read_file(path: &Path) -> Result<(SchemaRef, Option<RecordBatch>)> {
+    let f = File::open(path).map_err(io(path))?;
+    let mut r = FileReader::try_new(BufReader::with_capacity(1 << 20, f), None)?;
+    let schema = r.schema();
+    let b = r.next().transpose()?;
+    Ok((schema, b))
+}
+
+fn read_array(path: &Path) -> Result<ArrayRef> {
+    match read_file(path)? {
+        (_, Some(b)) => Ok(b.column(0).clone()),
+        _ => Err(Error::Load(format!("{}: no values", path.display()))),
+    }
+}
+
+/// The complete snapshots of a folder, newest first.
+fn complete(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u64>().ok()?;
+            e.path().join(META).exists().then(|| (v, e.path()))
+        })
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
+    out
+}
+
+/// Writes a snapshot of `store`, the city made from `source` (see [`fingerprint`]) with the log
+/// `segments` (their names, in order) up to batch `version`, into `dir/<version>/`; then removes
+/// older and unfinished snapshots. Stops, leaving nothing, when `stop` becomes true (checked
+/// between files); returns whether it was written.
+pub fn write(
+    store: &Store,
+    dir: &Path,
+    source: &str,
+    version: u64,
+    segments: Vec<String>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<bool> {
+    let at = dir.join(format!("{version:012}"));
+    let _ = std::fs::remove_dir_all(&at);
+    std::fs::create_dir_all(&at).map_err(io(&at))?;
+    let stopped = || {
+        let s = stop.load(std::sync::atomic::Ordering::Relaxed);
+        if s {
+            let _ = std::fs::remove_dir_all(&at);
+        }
+        s
+    };
+    let mut tables = Vec::new();
+    for t in store.tables() {
+        if stopped() {
+            return Ok(false);
+        }
+        let name = t.id.name();
+        let mut held = Vec::new();
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (i, c) in t.columns.iter().enumerate() {
+            let col = t.schema.field(i).name();
+            let (h, a): (Held, ArrayRef) = match c {
+                StoredColumn::Array(a) => (Held::Array, a.clone()),
+                StoredColumn::Keys { keys, pool } => {
+                    let h = match pool {
+                        Pool::Table(to) => Held::KeysOfTable(to.name().to_string()),
+                        Pool::Identity => Held::KeysOfIdentities,
+                        Pool::Local(values) => {
+                            write_array(
+                                &at.join(format!("{name}.{i}.values.arrow")),
+                                values.clone(),
+                            )?;
+                            Held::KeysOfOwnValues
+                        }
+                    };
+                    (h, Arc::new(keys.clone()))
+                }
+                StoredColumn::Codes { codes, values } => {
+                    write_array(&at.join(format!("{name}.{i}.values.arrow")), values.clone())?;
+                    (Held::Codes, Arc::new(codes.clone()))
+                }
+            };
+            fields.push(Field::new(col, a.data_type().clone(), true));
+            arrays.push(a);
+            held.push(h);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new_with_options(
+            schema.clone(),
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.rows)),
+        )?;
+        write_batch(&at.join(format!("{name}.arrow")), schema, Some(&batch))?;
+        write_batch(
+            &at.join(format!("{name}.schema.arrow")),
+            t.schema.clone(),
+            None,
+        )?;
+        tables.push(TableMeta {
+            name: name.to_string(),
+            rows: t.rows,
+            files: t.files.clone(),
+            keyed: t.key_index.is_some(),
+            columns: held,
+        });
+    }
+    if stopped() {
+        return Ok(false);
+    }
+    write_array(&at.join("identities.arrow"), store.identities.clone())?;
+    write_batch(
+        &at.join("rejects.arrow"),
+        store.rejects.schema(),
+        Some(&store.rejects),
+    )?;
+    let meta = Meta {
+        format: FORMAT,
+        engine: env!("CARGO_PKG_VERSION").to_string(),
+        source: source.to_string(),
+        version,
+        segments,
+        manifest: store.manifest.clone(),
+        as_of: store.as_of,
+        report: store.report.clone(),
+        tables,
+    };
+    let text = serde_json::to_vec(&meta)
+        .map_err(|e| Error::Internal(format!("writing a snapshot's meta: {e}")))?;
+    let m = at.join(META);
+    let tmp = at.join("meta.json.tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &m).map_err(io(&m))?;
+    crate::ingest::log::sync_dir(&at)?;
+    // Older snapshots and unfinished ones go.
+    for e in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let p = e.path();
+        if p != at && p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    crate::ingest::log::sync_dir(dir)?;
+    Ok(true)
+}
+
+/// Reads the newest snapshot in `dir` made from `source` whose folded segments begin the log
+/// (`segments`, the log's names in order), with its indexes built again; `None` when there is
+/// none such. The calendar's working hours are the load's.
+pub fn read(
+    dir: &Path,
+    source: &str,
+    segments: &[String],
+    hours: &WorkingHours,
+) -> Result<Option<Restored>> {
+    for (_, at) in complete(dir) {
+        let m = at.join(META);
+        let text = std::fs::read(&m).map_err(io(&m))?;
+        let Ok(meta) = serde_json::from_slice::<Meta>(&text) else {
+            continue;
+        };
+        if meta.format != FORMAT
+            || meta.engine != env!("CARGO_PKG_VERSION")
+            || meta.source != source
+            || !segments.starts_with(&meta.segments)
+        {
+            continue;
+        }
+        return Ok(Some(restore(&at, meta, hours)?));
+    }
+    Ok(None)
+}
+
+fn restore(at: &Path, meta: Meta, hours: &WorkingHours) -> Result<Restored> {
+    let mut tables = Vec::with_capacity(meta.tables.len());
+    for (id, tm) in TableId::ALL.into_iter().zip(&meta.tables) {
+        if tm.name != id.name() {
+            return Err(Error::Load(format!(
+                "{}: table {} where {} was expected",
+                at.display(),
+                tm.name,
+                id.name()
+            )));
+        }
+        let (_, batch) = read_file(&at.join(format!("{}.arrow", tm.name)))?;
+        let (schema, _) = read_file(&at.join(format!("{}.schema.arrow", tm.name)))?;
+        let batch = batch
+            .ok_or_else(|| Error::Load(format!("{}: no rows of {}", at.display(), tm.name)))?;
+        let mut columns = Vec::with_capacity(tm.columns.len());
+        for (i, h) in tm.columns.iter().enumerate() {
+            let a = batch.column(i).clone();
+            let values = || -> Result<Arc<StringArray>> {
+                let v = read_array(&at.join(format!("{}.{i}.values.arrow", tm.name)))?;
+                Ok(Arc::new(v.as_string::<i32>().clone()))
+            };
+            let keys = || a.as_primitive::<arrow::datatypes::UInt32Type>().clone();
+            columns.push(match h {
+                Held::Array => StoredColumn::Array(a.clone()),
+                Held::KeysOfTable(to) => StoredColumn::Keys {
+                    keys: keys(),
+                    pool: Pool::Table(TableId::from_name(to).ok_or_else(|| {
+                        Error::Load(format!("{}: unknown table {to}", at.display()))
+                    })?),
+                },
+                Held::KeysOfIdentities => StoredColumn::Keys {
+                    keys: keys(),
+                    pool: Pool::Identity,
+                },
+                Held::KeysOfOwnValues => StoredColumn::Keys {
+                    keys: keys(),
+                    pool: Pool::Local(values()?),
+                },
+                Held::Codes => {
+                    StoredColumn::Codes {
+                        codes: a.as_any().downcast_ref::<Int8Array>().cloned().ok_or_else(
+                            || {
+                                Error::Load(format!(
+                                    "{}: codes of {} are not i8",
+                                    at.display(),
+                                    tm.name
+                                ))
+                            },
+                        )?,
+                        values: values()?,
+                    }
+                }
+            });
+        }
+        let mut table = StoredTable {
+            id,
+            rows: tm.rows,
+            columns,
+            schema,
+            files: tm.files.clone(),
+            key_index: None,
+        };
+        if tm.keyed
+            && let Some(k) = id.def().single_key()
+        {
+            let values = table.strings(k)?;
+            table.key_index = Some(Arc::new(KeyIndex::build(values, |_| false).0));
+        }
+        tables.push(table);
+    }
+    let identities = read_array(&at.join("identities.arrow"))?;
+    let identities = Arc::new(identities.as_string::<i32>().clone());
+    let (_, rejects) = read_file(&at.join("rejects.arrow"))?;
+    let rejects = match rejects {
+        Some(r) => r,
+        None => crate::load::report::rejects_batch(&[])?,
+    };
+    let calendar = Calendar::of_table(&tables[TableId::Calendar as usize], hours)?;
+    let segments = meta.segments.len();
+    let store = Store::new(
+        tables,
+        identities,
+        meta.manifest,
+        meta.as_of,
+        calendar,
+        meta.report,
+        rejects,
+    )?;
+    Ok(Restored {
+        store,
+        version: meta.version,
+        segments,
+    })
+}

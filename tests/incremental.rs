@@ -1,0 +1,622 @@
+//! The incremental sweep equals a full sweep: on the generated city with its planted cases, a
+//! chain of batches of every kind (door events, visits, readings and deaths appended; records,
+//! rooms, leases, households and incidents upserted, status changes among them) is loaded as
+//! the server loads it, one version over the last; after each, the sweep worked out from the
+//! version before in the grids the batch touched must equal a full sweep of the new version,
+//! rule by rule and finding by finding (rows, weight, evidence, order), the batch must have
+//! changed what it was made to change, and it must have touched a few grids, not the city.
+
+mod common;
+
+use arrow::array::{Array, AsArray};
+use gridlens_datasets::OutputFormat;
+use gridlens_engine::city::City;
+use gridlens_engine::contract::TableId;
+use gridlens_engine::hierarchy;
+use gridlens_engine::ingest::{Format, Rows, log::Log, touched};
+use gridlens_engine::load::{self, LoadOptions};
+use gridlens_engine::rules::{self, Anomaly, RuleId, Sweep};
+use gridlens_engine::sql::SqlEngine;
+use gridlens_engine::store::Store;
+use gridlens_engine::time;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A version of the city and how it was reached.
+struct Chain {
+    data: PathBuf,
+    log: Log,
+    city: City,
+    grids: u64,
+}
+
+/// The text of every row a query answers, cells cast to text (`None` for null).
+fn rows(store: &Arc<Store>, sql: &str) -> Vec<Vec<Option<String>>> {
+    let r = SqlEngine::new(store.clone())
+        .query_blocking(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        (!s.is_null(i)).then(|| s.value(i).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// The first cell of the first row a query answers.
+fn first(store: &Arc<Store>, sql: &str) -> String {
+    rows(store, sql)
+        .first()
+        .and_then(|r| r[0].clone())
+        .unwrap_or_else(|| panic!("no answer to {sql}"))
+}
+
+/// A stored record as a CSV batch of one row, with some columns changed.
+fn record(store: &Arc<Store>, table: TableId, key: &str, changes: &[(&str, &str)]) -> String {
+    let def = table.def();
+    let k = def.single_key().expect("a keyed table");
+    let names: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {k} = '{key}'",
+        names.join(", "),
+        def.name
+    );
+    let row = rows(store, &sql).into_iter().next().expect("the record");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&names).unwrap();
+    let values: Vec<String> = names
+        .iter()
+        .zip(row)
+        .map(|(n, v)| match changes.iter().find(|(c, _)| c == n) {
+            Some((_, new)) => new.to_string(),
+            None => v.unwrap_or_default(),
+        })
+        .collect();
+    w.write_record(&values).unwrap();
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+/// The findings of one rule.
+fn of(sweep: &Sweep, rule: RuleId) -> Vec<&Anomaly> {
+    sweep.anomalies.iter().filter(|a| a.rule == rule).collect()
+}
+
+fn count(sweep: &Sweep, rule: RuleId) -> usize {
+    of(sweep, rule).len()
+}
+
+impl Chain {
+    fn start(name: &str) -> Chain {
+        let data = common::city(OutputFormat::Parquet, false);
+        let state = common::scratch(name);
+        let log = Log::open(&state).expect("the log");
+        let store = Arc::new(load::load(&data, &LoadOptions::default()).expect("load"));
+        let grids = store.table(TableId::Grids).rows as u64;
+        let city = City::new(store);
+        city.latest().expect("the first sweep");
+        Chain {
+            data,
+            log,
+            city,
+            grids,
+        }
+    }
+
+    fn store(&self) -> &Arc<Store> {
+        self.city.store()
+    }
+
+    fn sweep(&self) -> Arc<Sweep> {
+        self.city.latest().unwrap()
+    }
+
+    fn today(&self) -> i32 {
+        time::date_of(self.store().as_of)
+    }
+
+    fn day(&self, back: i32) -> String {
+        time::format_date(self.today() - back)
+    }
+
+    /// Loads a batch as the server does (committed to the log, the next version over this one)
+    /// and checks the incremental sweep against a full one. Returns the grids it touched.
+    fn batch(&mut self, what: &str, table: TableId, csv: &str) -> u64 {
+        let sent = Rows::parse(csv.as_bytes(), Format::Csv, what).expect("a batch");
+        let (bytes, _) = sent.to_csv().unwrap();
+        let staged = self.log.stage(table, &bytes).unwrap();
+        self.log.commit(staged).unwrap();
+        let added = self.log.added().unwrap();
+        let next = load::load_next(
+            &self.data,
+            &added,
+            self.store(),
+            &[table],
+            &LoadOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let rejected = next.report.tables.iter().map(|t| t.rejected).sum::<u64>();
+        let before = self
+            .store()
+            .report
+            .tables
+            .iter()
+            .map(|t| t.rejected)
+            .sum::<u64>();
+        assert_eq!(rejected, before, "{what}: the batch's rows are all loaded");
+        let next = City::new(Arc::new(next));
+        let prev = self.sweep();
+        let touched = touched::grids(self.store(), next.store(), table, &sent, &prev.anomalies);
+        let incremental = next.sweep_after(&self.city, table, &sent).unwrap();
+        let full = rules::sweep(
+            next.store(),
+            next.store().as_of,
+            &[],
+            &rules::Params::default(),
+        )
+        .unwrap();
+        for rule in RuleId::ALL {
+            let (a, b) = (of(&incremental, rule), of(&full, rule));
+            assert_eq!(a.len(), b.len(), "{what}: {} findings", rule.code());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x, y, "{what}: {}", rule.code());
+            }
+        }
+        assert_eq!(incremental.anomalies, full.anomalies, "{what}: the order");
+        assert_eq!(incremental.counts(), full.counts(), "{what}: the counts");
+        assert!(
+            touched.len() * 4 < self.grids,
+            "{what}: {} of {} grids touched",
+            touched.len(),
+            self.grids
+        );
+        self.city = next;
+        touched.len()
+    }
+}
+
+/// The code of a finding's grid.
+fn grid_code(store: &Store, a: &Anomaly) -> String {
+    hierarchy::grid_code(store, a.grid).to_string()
+}
+
+#[test]
+fn every_kind_of_batch_sweeps_incrementally_as_a_full_sweep_does() {
+    let mut c = Chain::start("incremental");
+    let s0 = c.sweep();
+    for rule in [
+        RuleId::R01,
+        RuleId::R04,
+        RuleId::R06,
+        RuleId::R11,
+        RuleId::R12,
+    ] {
+        assert!(count(&s0, rule) > 0, "the city plants {}", rule.code());
+    }
+
+    // Door events: five nights of someone registered in one grid at a building of another
+    // (a new R01 there) ...
+    let st = c.store().clone();
+    let stranger = first(
+        &st,
+        "SELECT p.id_number FROM people p WHERE p.status = 'active' AND p.doc_type = 'resident_id' \
+         ORDER BY p.person_id LIMIT 1",
+    );
+    let home = first(
+        &st,
+        &format!(
+            "SELECT grid_code FROM people WHERE id_number = '{stranger}' AND status = 'active'"
+        ),
+    );
+    let building = first(
+        &st,
+        &format!(
+            "SELECT b.building_id FROM buildings b WHERE b.grid_code <> '{home}' AND EXISTS \
+             (SELECT 1 FROM access_events e WHERE e.building_id = b.building_id) \
+             ORDER BY b.building_id LIMIT 1"
+        ),
+    );
+    let mut csv = String::from("ts,building_id,id_number,direction,device_id\n");
+    for back in 2..7 {
+        csv += &format!(
+            "{} 22:30:00,{building},{stranger},in,dev-inc\n",
+            c.day(back)
+        );
+    }
+    let r01 = count(&c.sweep(), RuleId::R01);
+    let n = c.batch("five nights at a building", TableId::AccessEvents, &csv);
+    assert_eq!(n, 1, "door events touch their building's grid only");
+    assert_eq!(count(&c.sweep(), RuleId::R01), r01 + 1);
+
+    // ... and a resident found absent seen at the door an hour ago (R04 gone).
+    let s = c.sweep();
+    let absent = of(&s, RuleId::R04)[0].clone();
+    let st = c.store().clone();
+    let csv = format!(
+        "ts,building_id,id_number,direction,device_id\n{},{},{},in,dev-inc\n",
+        time::format_timestamp(st.as_of - time::HOUR),
+        st.table(TableId::Buildings)
+            .strings("building_id")
+            .unwrap()
+            .value(absent.building.unwrap() as usize),
+        st.identity(absent.identity.unwrap()),
+    );
+    let r04 = count(&s, RuleId::R04);
+    c.batch("an absent resident seen", TableId::AccessEvents, &csv);
+    assert_eq!(count(&c.sweep(), RuleId::R04), r04 - 1);
+
+    // Visits: a care visit recorded under an elderly person's number, in a room of another
+    // grid by a worker of another grid (R11 gone: the number reaches the record's grid).
+    let s = c.sweep();
+    let due = of(&s, RuleId::R11)[0].clone();
+    let st = c.store().clone();
+    let elsewhere = grid_code(&st, &due);
+    let room = first(
+        &st,
+        &format!(
+            "SELECT room_id FROM rooms WHERE grid_code <> '{elsewhere}' ORDER BY room_id LIMIT 1"
+        ),
+    );
+    let worker = first(
+        &st,
+        &format!(
+            "SELECT worker_id FROM workers WHERE grid_code <> '{elsewhere}' ORDER BY worker_id LIMIT 1"
+        ),
+    );
+    let csv = format!(
+        "visit_id,worker_id,visited_at,kind,room_id,id_number\nV-INC-1,{worker},{},care_visit,{room},{}\n",
+        time::format_timestamp(st.as_of - time::DAY),
+        st.identity(due.identity.unwrap()),
+    );
+    let r11 = count(&s, RuleId::R11);
+    c.batch("a care visit elsewhere", TableId::Visits, &csv);
+    assert_eq!(count(&c.sweep(), RuleId::R11), r11 - 1);
+
+    // Rooms and readings: a new vacant room (a row inserted), then two months of power in it
+    // (a new R08).
+    let st = c.store().clone();
+    let like = first(
+        &st,
+        "SELECT room_id FROM rooms WHERE usage = 'residential' ORDER BY room_id LIMIT 1 OFFSET 5",
+    );
+    c.batch(
+        "a new room",
+        TableId::Rooms,
+        &record(
+            &st,
+            TableId::Rooms,
+            &like,
+            &[
+                ("room_id", "R-INC-1"),
+                ("tenure", "vacant"),
+                ("rental_registered_on", ""),
+            ],
+        ),
+    );
+    let month = time::month_of(c.today());
+    let csv = format!(
+        "room_id,month,electricity_kwh,water_m3\nR-INC-1,{},180.5,3\nR-INC-1,{},95,2\n",
+        time::format_month(month - 2),
+        time::format_month(month - 1),
+    );
+    let r08 = count(&c.sweep(), RuleId::R08);
+    c.batch("power in an empty room", TableId::UtilityReadings, &csv);
+    assert_eq!(count(&c.sweep(), RuleId::R08), r08 + 1);
+
+    // Deaths: a death recorded under the number of someone registered (a new R05).
+    let st = c.store().clone();
+    let dead = first(
+        &st,
+        "SELECT id_number FROM people WHERE status = 'active' GROUP BY id_number \
+         HAVING count(*) = 1 ORDER BY id_number LIMIT 1 OFFSET 7",
+    );
+    let r05 = count(&c.sweep(), RuleId::R05);
+    c.batch(
+        "a death recorded",
+        TableId::Deaths,
+        &format!("id_number,died_on,source\n{dead},{},hospital\n", c.day(3)),
+    );
+    assert_eq!(count(&c.sweep(), RuleId::R05), r05 + 1);
+
+    // People: the current record of a duplicate registration moves out (R06 changes in the
+    // other records' grids) ...
+    let s = c.sweep();
+    let dup = of(&s, RuleId::R06)[0].clone();
+    let current = dup.evidence["current_person_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = c.store().clone();
+    let r06 = count(&s, RuleId::R06);
+    c.batch(
+        "the current record moves out",
+        TableId::People,
+        &record(&st, TableId::People, &current, &[("status", "moved_out")]),
+    );
+    // One record fewer: one duplicate fewer, whether one or more remain.
+    assert_eq!(count(&c.sweep(), RuleId::R06), r06 - 1);
+
+    // ... someone found sleeping elsewhere (R01) moves to a room of a third grid: the finding,
+    // in another grid, now says where they are registered ...
+    let s = c.sweep();
+    let st = c.store().clone();
+    let sleeper = of(&s, RuleId::R01)
+        .into_iter()
+        .find(|a| {
+            let places = a.evidence["registered_elsewhere"].as_array().unwrap();
+            !places.is_empty()
+                && places
+                    .iter()
+                    .all(|p| p["grid_code"].as_str() != Some(&grid_code(&st, a)))
+        })
+        .expect("an R01 of someone registered in another grid (the first batch made one)")
+        .clone();
+    let id = st.identity(sleeper.identity.unwrap()).to_string();
+    let person = first(
+        &st,
+        &format!(
+            "SELECT person_id FROM people WHERE id_number = '{id}' AND status = 'active' ORDER BY person_id LIMIT 1"
+        ),
+    );
+    let was = first(
+        &st,
+        &format!("SELECT grid_code FROM people WHERE person_id = '{person}'"),
+    );
+    let there = grid_code(&st, &sleeper);
+    let (to_room, to_household) = {
+        let r = rows(
+            &st,
+            &format!(
+                "SELECT h.room_id, h.household_id FROM households h JOIN rooms r ON r.room_id = h.room_id \
+                 WHERE r.grid_code NOT IN ('{was}', '{there}') ORDER BY h.household_id LIMIT 1"
+            ),
+        );
+        (r[0][0].clone().unwrap(), r[0][1].clone().unwrap())
+    };
+    c.batch(
+        "a record moves to another grid",
+        TableId::People,
+        &record(
+            &st,
+            TableId::People,
+            &person,
+            &[("room_id", &to_room), ("household_id", &to_household)],
+        ),
+    );
+    let s = c.sweep();
+    let after = of(&s, RuleId::R01)
+        .into_iter()
+        .find(|a| a.subject_id == sleeper.subject_id)
+        .expect("still sleeping there")
+        .clone();
+    assert_ne!(
+        after.evidence, sleeper.evidence,
+        "the evidence follows the move"
+    );
+
+    // ... and the last active member of a household dies (a new R12).
+    let st = c.store().clone();
+    let last = first(
+        &st,
+        "SELECT min(p.person_id) FROM people p WHERE p.status = 'active' AND p.household_id IN \
+         (SELECT household_id FROM people WHERE status = 'active' GROUP BY household_id HAVING count(*) = 1)",
+    );
+    let r12 = count(&c.sweep(), RuleId::R12);
+    c.batch(
+        "the last member of a household dies",
+        TableId::People,
+        &record(&st, TableId::People, &last, &[("status", "deceased")]),
+    );
+    assert_eq!(count(&c.sweep(), RuleId::R12), r12 + 1);
+
+    // Rooms: a room with several records shrinks to 4 m² (a new R09; the tables that refer to
+    // rooms are loaded again and their rows found again by key) ...
+    let st = c.store().clone();
+    let crowded = first(
+        &st,
+        "SELECT p.room_id FROM people p JOIN rooms r ON r.room_id = p.room_id WHERE p.status = 'active' \
+         AND r.usage = 'residential' GROUP BY p.room_id HAVING count(*) >= 2 ORDER BY p.room_id LIMIT 1",
+    );
+    let r09 = count(&c.sweep(), RuleId::R09);
+    c.batch(
+        "a room shrinks",
+        TableId::Rooms,
+        &record(&st, TableId::Rooms, &crowded, &[("area_m2", "4")]),
+    );
+    assert_eq!(count(&c.sweep(), RuleId::R09), r09 + 1);
+
+    // ... and a let room found unfiled is filed as a rental (R03 gone).
+    let s = c.sweep();
+    let unfiled = of(&s, RuleId::R03)[0].subject_id.clone();
+    let st = c.store().clone();
+    let r03 = count(&s, RuleId::R03);
+    c.batch(
+        "a rental filed",
+        TableId::Rooms,
+        &record(
+            &st,
+            TableId::Rooms,
+            &unfiled,
+            &[("tenure", "rental"), ("rental_registered_on", &c.day(10))],
+        ),
+    );
+    assert_eq!(count(&c.sweep(), RuleId::R03), r03 - 1);
+
+    // Leases: someone registered in one grid rents a room in another (a new R02) ...
+    let st = c.store().clone();
+    let tenant = first(
+        &st,
+        "SELECT id_number FROM people WHERE status = 'active' GROUP BY id_number \
+         HAVING count(*) = 1 ORDER BY id_number LIMIT 1 OFFSET 11",
+    );
+    let home = first(
+        &st,
+        &format!("SELECT grid_code FROM people WHERE id_number = '{tenant}' AND status = 'active'"),
+    );
+    let let_room = first(
+        &st,
+        &format!(
+            "SELECT room_id FROM rooms WHERE grid_code <> '{home}' AND usage = 'residential' \
+             ORDER BY room_id LIMIT 1 OFFSET 3"
+        ),
+    );
+    let lease = format!(
+        "lease_id,room_id,tenant_id_number,start_date,end_date,filed_on\nL-INC-1,{let_room},{tenant},{},,\n",
+        c.day(40)
+    );
+    let r02 = count(&c.sweep(), RuleId::R02);
+    c.batch("a new lease", TableId::Leases, &lease);
+    assert_eq!(count(&c.sweep(), RuleId::R02), r02 + 1);
+
+    // ... which then ends (R02 gone again).
+    let ended = format!(
+        "lease_id,room_id,tenant_id_number,start_date,end_date,filed_on\nL-INC-1,{let_room},{tenant},{},{},\n",
+        c.day(40),
+        c.day(5)
+    );
+    c.batch("the lease ends", TableId::Leases, &ended);
+    assert_eq!(count(&c.sweep(), RuleId::R02), r02);
+
+    // Households: an empty household's registration date changes (R12's weight and evidence).
+    let s = c.sweep();
+    let empty_hh = of(&s, RuleId::R12)[0].clone();
+    let st = c.store().clone();
+    c.batch(
+        "a household's registration date",
+        TableId::Households,
+        &record(
+            &st,
+            TableId::Households,
+            &empty_hh.subject_id,
+            &[("registered_on", &c.day(400))],
+        ),
+    );
+    let s = c.sweep();
+    let changed = of(&s, RuleId::R12)
+        .into_iter()
+        .find(|a| a.subject_id == empty_hh.subject_id)
+        .expect("still empty")
+        .clone();
+    assert_eq!(changed.weight, 400);
+
+    // Incidents: a case moves on; no finding changes.
+    let st = c.store().clone();
+    let case = first(
+        &st,
+        "SELECT incident_id FROM incidents ORDER BY incident_id LIMIT 1",
+    );
+    let before = c.sweep();
+    c.batch(
+        "an incident's status",
+        TableId::Incidents,
+        &record(&st, TableId::Incidents, &case, &[("status", "closed")]),
+    );
+    assert_eq!(c.sweep().anomalies, before.anomalies);
+}
+
+#[test]
+fn the_clock_moving_through_a_day_sweeps_incrementally_as_a_full_sweep_does() {
+    let mut c = Chain::start("clock");
+    let as_of = c.store().as_of;
+    // Someone found absent is seen two hours after `as_of`, and someone due a care visit gets
+    // one an hour after: at `as_of` nothing changes; three hours on, both findings are gone.
+    let s = c.sweep();
+    let absent = of(&s, RuleId::R04)[0].clone();
+    let due = of(&s, RuleId::R11)[0].clone();
+    let st = c.store().clone();
+    let building = st
+        .table(TableId::Buildings)
+        .strings("building_id")
+        .unwrap()
+        .value(absent.building.unwrap() as usize)
+        .to_string();
+    c.batch(
+        "seen after as_of",
+        TableId::AccessEvents,
+        &format!(
+            "ts,building_id,id_number,direction,device_id\n{},{building},{},in,dev-clock\n",
+            time::format_timestamp(as_of + 2 * time::HOUR),
+            st.identity(absent.identity.unwrap()),
+        ),
+    );
+    let room = first(
+        &st,
+        &format!(
+            "SELECT room_id FROM people WHERE person_id = '{}'",
+            due.subject_id
+        ),
+    );
+    let worker = first(
+        &st,
+        "SELECT worker_id FROM workers ORDER BY worker_id LIMIT 1",
+    );
+    c.batch(
+        "visited after as_of",
+        TableId::Visits,
+        &format!(
+            "visit_id,worker_id,visited_at,kind,room_id,id_number\nV-CLOCK-1,{worker},{},care_visit,{room},\n",
+            time::format_timestamp(as_of + time::HOUR),
+        ),
+    );
+    let has = |s: &Sweep, a: &Anomaly| of(s, a.rule).iter().any(|x| x.subject_id == a.subject_id);
+    let at_start = c.sweep();
+    assert!(has(&at_start, &absent) && has(&at_start, &due));
+
+    // Minute by minute across the visit and the sighting (a minute touches a few grids), hour
+    // by hour through the day, back, and into the next day (a full sweep again).
+    let minute = time::HOUR / 60;
+    let mut steps: Vec<i64> = (55..66).chain(115..126).map(|m| m * minute).collect();
+    steps.extend((3..24).map(|h| h * time::HOUR));
+    steps.extend([5 * time::HOUR, 0, 25 * time::HOUR]);
+    let mut last = as_of;
+    for step in steps {
+        let t = as_of + step;
+        let h = step / time::HOUR;
+        if t - last == minute {
+            let grids =
+                rules::incremental::clock_grids(c.store(), &rules::Params::default(), last, t)
+                    .unwrap();
+            assert!(
+                grids.len() * 4 < c.grids,
+                "a minute touched {} of {} grids",
+                grids.len(),
+                c.grids
+            );
+        }
+        last = t;
+        let moved = c.city.sweep(t, &[]).unwrap();
+        let full = rules::sweep(c.store(), t, &[], &rules::Params::default()).unwrap();
+        for rule in RuleId::ALL {
+            assert_eq!(
+                of(&moved, rule),
+                of(&full, rule),
+                "{step} µs on: {}",
+                rule.code()
+            );
+        }
+        assert_eq!(moved.anomalies, full.anomalies, "{step} µs on");
+        assert_eq!(moved.counts(), full.counts(), "{step} µs on");
+        assert_eq!(moved.as_of, t);
+        if step < 2 * time::HOUR {
+            assert!(has(&moved, &absent), "not yet seen {step} µs on");
+        }
+        if step < time::HOUR {
+            assert!(has(&moved, &due), "not yet visited {step} µs on");
+        }
+        if (3..24).contains(&h) && step % time::HOUR == 0 {
+            assert!(!has(&moved, &absent) && !has(&moved, &due), "{h} h on");
+        }
+    }
+}
