@@ -163,6 +163,14 @@ impl City {
             c.insert((as_of, Vec::new()), sweep.clone());
         }
         self.set_latest(sweep.clone());
+        // The SLA clocks read incidents alone: a batch that reloaded no incidents keeps them.
+        if !crate::load::tables_to_reload(&[table]).contains(&TableId::Incidents)
+            && let (Ok(was), Ok(mut now)) = (before.clocks.lock(), self.clocks.lock())
+        {
+            for (k, v) in was.iter() {
+                now.entry(*k).or_insert_with(|| v.clone());
+            }
+        }
         Ok(sweep)
     }
 

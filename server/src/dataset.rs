@@ -4,7 +4,7 @@ use crate::progress;
 use anyhow::{Context, Result};
 use gridlens_datasets::GenerateOptions;
 use gridlens_engine::contract::TableId;
-use gridlens_engine::load::{Added, LoadOptions, load_next, load_with, read::Encoding};
+use gridlens_engine::load::{Added, LoadOptions, append, load_next, load_with, read::Encoding};
 use gridlens_engine::store::{Store, snapshot};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,19 +72,26 @@ pub fn load_store_with(args: &DataArgs, added: &[Added]) -> Result<Store> {
     Ok(store)
 }
 
-/// The next version of a served city after a batch changed a table: only that table and the
-/// tables referring to it are loaded again (see [`load_next`]); the default city, which has no
-/// folder, is loaded whole.
+/// The next version of a served city after a batch (the last of `added`) changed a table:
+/// door events are merged into the served ones (see [`append`]); otherwise only that table and
+/// the tables referring to it are loaded again (see [`load_next`]); the default city, which has
+/// no folder, is then loaded whole.
 pub fn load_store_next(
     args: &DataArgs,
     added: &[Added],
     served: &Store,
     changed: TableId,
 ) -> Result<Store> {
+    let (opts, bar) = load_options(&args.encoding)?;
     let Some(d) = &args.data else {
+        if let Some(batch) = added.last().filter(|a| a.table == changed)
+            && let Some(store) = append(served, batch, &opts)?
+        {
+            bar.finish_and_clear();
+            return Ok(store);
+        }
         return load_store_with(args, added);
     };
-    let (opts, bar) = load_options(&args.encoding)?;
     let store = load_next(d, added, served, &[changed], &opts)?;
     bar.finish_and_clear();
     Ok(store)
@@ -139,19 +146,28 @@ pub fn load_store_at_start(
         bar.finish_and_clear();
         return Ok((store, None));
     };
-    let mut later: Vec<TableId> = segments[r.segments..].iter().map(|s| s.table).collect();
-    later.sort();
-    later.dedup();
     tracing::info!(
         "snapshot of version {} read; {} later batches to load",
         r.version,
         segments.len() - r.segments
     );
-    let store = if later.is_empty() {
-        r.store
-    } else {
-        load_next(d, &added, &r.store, &later, &opts)?
-    };
+    // Door events are merged in batch by batch; from the first batch of another kind on, the
+    // tables the rest reach are loaded again.
+    let mut store = r.store;
+    let mut first = r.segments;
+    while let Some(batch) = added.get(first) {
+        match append(&store, batch, &opts)? {
+            Some(s) => store = s,
+            None => break,
+        }
+        first += 1;
+    }
+    let mut later: Vec<TableId> = segments[first..].iter().map(|s| s.table).collect();
+    later.sort();
+    later.dedup();
+    if !later.is_empty() {
+        store = load_next(d, &added, &store, &later, &opts)?;
+    }
     bar.finish_and_clear();
     Ok((store, Some(r.version)))
 }

@@ -12,6 +12,7 @@
 //! either loaded or rejected with a reason, and the report reconciles per table. A file that cannot
 //! be read at all fails the load with a message naming it.
 
+mod append;
 pub mod convert;
 pub mod read;
 pub mod report;
@@ -39,6 +40,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use whole::{Placed, Whole};
+
+pub use append::append;
 
 /// A row's first problem: the column (if one), the reason and the detail.
 type Fault = (Option<usize>, RejectReason, String);
@@ -102,9 +105,11 @@ pub fn load_with(dir: &Path, added: &[Added], opts: &LoadOptions) -> Result<Stor
 }
 
 /// The next version of a served city after a batch changed some tables: as [`load_with`]
-/// gives, but only the changed tables and the tables that refer to them (and so to their row
-/// numbers) are loaded again; every other table is the served one's, its columns shared, and
-/// the identity pool starts as the served one's, so that their keys stay valid.
+/// gives, but when the last added file is a batch of door events it is merged into the served
+/// events ([`append`]); otherwise only the changed tables and the tables that refer to them
+/// (and so to their row numbers) are loaded again; every other table is the served one's, its
+/// columns shared, and the identity pool starts as the served one's, so that their keys stay
+/// valid.
 pub fn load_next(
     dir: &Path,
     added: &[Added],
@@ -112,6 +117,12 @@ pub fn load_next(
     changed: &[TableId],
     opts: &LoadOptions,
 ) -> Result<Store> {
+    if let ([table], Some(batch)) = (changed, added.last())
+        && batch.table == *table
+        && let Some(next) = append(served, batch, opts)?
+    {
+        return Ok(next);
+    }
     load_from(dir, added, Some((served, changed)), opts)
 }
 

@@ -170,6 +170,40 @@ impl TableReport {
     }
 }
 
+impl TableReport {
+    /// Counts one more file of the table: its rows read and rejected (with their reasons; the
+    /// first examples of each reason kept are the earliest).
+    pub fn add_file(&mut self, file: String, read: u64, rejects: &[Reject]) {
+        self.provided = true;
+        self.files.push(file);
+        self.read += read;
+        self.rejected += rejects.len() as u64;
+        self.loaded = self.read - self.rejected - self.superseded;
+        for r in rejects {
+            let at = match self.reasons.iter().position(|c| c.reason == r.reason) {
+                Some(i) => i,
+                None => {
+                    self.reasons.push(ReasonCount {
+                        reason: r.reason,
+                        count: 0,
+                        examples: Vec::new(),
+                    });
+                    self.reasons.sort_by_key(|c| c.reason);
+                    self.reasons
+                        .iter()
+                        .position(|c| c.reason == r.reason)
+                        .unwrap_or(0)
+                }
+            };
+            let c = &mut self.reasons[at];
+            c.count += 1;
+            if c.examples.len() < EXAMPLES {
+                c.examples.push(r.clone());
+            }
+        }
+    }
+}
+
 /// What a load did.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct LoadReport {

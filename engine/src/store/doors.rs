@@ -48,7 +48,7 @@ pub struct Night {
 }
 
 /// Per-building summaries of the door events (see the module's text).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Doors {
     /// `seen[seen_offsets[b]..seen_offsets[b + 1]]`: (identity, last event) at building `b`,
     /// sorted by identity.
@@ -90,6 +90,45 @@ fn flatten<T>(parts: Vec<Vec<T>>) -> (Vec<usize>, Vec<T>) {
     (offsets, all)
 }
 
+/// One building's summaries: who was seen there and when last, and the nights of identities
+/// without an active record there.
+fn summary_of(
+    ix: &Indexes,
+    b: u32,
+    ids: &[u32],
+    ts: &[i64],
+    person_ids: &[u32],
+) -> (Vec<LastSeen>, Vec<Night>) {
+    let range = ix.events_of(b);
+    if range.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let seen = last_of(range.clone(), ids, ts);
+    let mut residents: Vec<u32> = ix
+        .rooms_of_building
+        .get(b)
+        .iter()
+        .flat_map(|&r| ix.active_of_room.get(r))
+        .map(|&p| person_ids[p as usize])
+        .collect();
+    residents.sort_unstable();
+    let mut nights: Vec<Night> = range
+        .filter(|&r| ids[r] != NONE)
+        .filter_map(|r| {
+            let date = night_of(ts[r])?;
+            Some(Night {
+                identity: ids[r],
+                date,
+                first: ts[r],
+            })
+        })
+        .filter(|n| residents.binary_search(&n.identity).is_err())
+        .collect();
+    nights.sort_unstable();
+    nights.dedup_by_key(|n| (n.identity, n.date));
+    (seen, nights)
+}
+
 impl Doors {
     /// Builds the summaries. `ids` and `ts` are the door events' identities and times, sorted by
     /// building and time as `ix.events_of` says; `person_ids` are the `people` records'
@@ -98,36 +137,7 @@ impl Doors {
         let buildings = ix.event_offsets.len().saturating_sub(1);
         let parts: Vec<(Vec<LastSeen>, Vec<Night>)> = (0..buildings as u32)
             .into_par_iter()
-            .map(|b| {
-                let range = ix.events_of(b);
-                if range.is_empty() {
-                    return (Vec::new(), Vec::new());
-                }
-                let seen = last_of(range.clone(), ids, ts);
-                let mut residents: Vec<u32> = ix
-                    .rooms_of_building
-                    .get(b)
-                    .iter()
-                    .flat_map(|&r| ix.active_of_room.get(r))
-                    .map(|&p| person_ids[p as usize])
-                    .collect();
-                residents.sort_unstable();
-                let mut nights: Vec<Night> = range
-                    .filter(|&r| ids[r] != NONE)
-                    .filter_map(|r| {
-                        let date = night_of(ts[r])?;
-                        Some(Night {
-                            identity: ids[r],
-                            date,
-                            first: ts[r],
-                        })
-                    })
-                    .filter(|n| residents.binary_search(&n.identity).is_err())
-                    .collect();
-                nights.sort_unstable();
-                nights.dedup_by_key(|n| (n.identity, n.date));
-                (seen, nights)
-            })
+            .map(|b| summary_of(ix, b, ids, ts, person_ids))
             .collect();
         let (seen, nights): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         let (seen_offsets, seen) = flatten(seen);
@@ -137,6 +147,71 @@ impl Doors {
             seen,
             night_offsets,
             nights,
+        }
+    }
+
+    /// The summaries after events were added at some buildings (`touched`, sorted): those
+    /// buildings' summaries are worked out again from their events (`ids`, `ts` and `ix` as in
+    /// [`Doors::build`], of the events with the new ones), every other building's is this one's.
+    pub fn rebuilt(
+        &self,
+        ix: &Indexes,
+        touched: &[u32],
+        ids: &[u32],
+        ts: &[i64],
+        person_ids: &[u32],
+    ) -> Doors {
+        let buildings = ix.event_offsets.len().saturating_sub(1);
+        let fresh: Vec<(Vec<LastSeen>, Vec<Night>)> = touched
+            .par_iter()
+            .map(|&b| summary_of(ix, b, ids, ts, person_ids))
+            .collect();
+        let mut out = Doors {
+            seen_offsets: Vec::with_capacity(buildings + 1),
+            seen: Vec::with_capacity(
+                self.seen.len() + fresh.iter().map(|f| f.0.len()).sum::<usize>(),
+            ),
+            night_offsets: Vec::with_capacity(buildings + 1),
+            nights: Vec::with_capacity(
+                self.nights.len() + fresh.iter().map(|f| f.1.len()).sum::<usize>(),
+            ),
+        };
+        out.seen_offsets.push(0);
+        out.night_offsets.push(0);
+        // Untouched buildings are copied a run at a time.
+        let mut from = 0usize;
+        for (&b, (seen, nights)) in touched.iter().zip(fresh) {
+            self.copy_buildings(&mut out, from..b as usize);
+            out.seen.extend(seen);
+            out.nights.extend(nights);
+            out.seen_offsets.push(out.seen.len());
+            out.night_offsets.push(out.nights.len());
+            from = b as usize + 1;
+        }
+        self.copy_buildings(&mut out, from..buildings);
+        out
+    }
+
+    /// Appends these buildings' summaries to `out`.
+    fn copy_buildings(&self, out: &mut Doors, buildings: Range<usize>) {
+        if buildings.is_empty() {
+            return;
+        }
+        let at = |o: &[usize], b: usize| o.get(b).or(o.last()).copied().unwrap_or(0);
+        let (s0, s1) = (
+            at(&self.seen_offsets, buildings.start),
+            at(&self.seen_offsets, buildings.end),
+        );
+        let (n0, n1) = (
+            at(&self.night_offsets, buildings.start),
+            at(&self.night_offsets, buildings.end),
+        );
+        let (sb, nb) = (out.seen.len(), out.nights.len());
+        out.seen.extend_from_slice(&self.seen[s0..s1]);
+        out.nights.extend_from_slice(&self.nights[n0..n1]);
+        for b in buildings.start + 1..=buildings.end {
+            out.seen_offsets.push(sb + at(&self.seen_offsets, b) - s0);
+            out.night_offsets.push(nb + at(&self.night_offsets, b) - n0);
         }
     }
 

@@ -425,6 +425,85 @@ impl Indexes {
         Ok(ix)
     }
 
+    /// The indexes after door events were merged into the events table, in place (`tables` is
+    /// every table, with the events table holding the new rows; `added` is each building that
+    /// gained events with how many, sorted by building): the events' offsets, their rows per grid
+    /// and the door summaries of those buildings are worked out again, every other index is this
+    /// one's.
+    pub fn with_events_added(
+        &self,
+        tables: &[StoredTable],
+        added: &[(u32, usize)],
+    ) -> Result<Indexes> {
+        let n_buildings = self.event_offsets.len().saturating_sub(1);
+        if let Some(&(b, _)) = added.iter().find(|(b, _)| *b as usize >= n_buildings) {
+            return Err(Error::Internal(format!(
+                "door events added at building row {b}, beyond the {n_buildings} indexed"
+            )));
+        }
+        let mut event_offsets = Vec::with_capacity(self.event_offsets.len());
+        let mut next = added.iter().peekable();
+        let mut shift = 0usize;
+        for (b, &o) in self.event_offsets.iter().enumerate() {
+            event_offsets.push(o + shift);
+            while let Some(&&(ab, n)) = next.peek() {
+                if ab as usize != b {
+                    break;
+                }
+                shift += n;
+                next.next();
+            }
+        }
+        let events = table(tables, TableId::AccessEvents);
+        if event_offsets.last().copied().unwrap_or(0) != events.rows {
+            return Err(Error::Internal(format!(
+                "door events: {} rows, and the offsets count {}",
+                events.rows,
+                event_offsets.last().copied().unwrap_or(0)
+            )));
+        }
+        let building_grid = table(tables, TableId::Buildings).keys("grid_code")?;
+        let n_grids = table(tables, TableId::Grids).rows;
+        let mut grid_rows = self.grid_rows.clone();
+        grid_rows.insert(
+            TableId::AccessEvents,
+            GridRows::from_ranges(
+                (0..n_buildings).map(|b| {
+                    let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
+                    (building_grid.get(b).copied().unwrap_or(NONE), rows)
+                }),
+                n_grids,
+            ),
+        );
+        let mut ix = Indexes {
+            active: self.active.clone(),
+            tags: self.tags.clone(),
+            residence: self.residence.clone(),
+            person_building: self.person_building.clone(),
+            room_grid: self.room_grid.clone(),
+            rooms_of_building: self.rooms_of_building.clone(),
+            active_of_room: self.active_of_room.clone(),
+            active_of_identity: self.active_of_identity.clone(),
+            active_of_household: self.active_of_household.clone(),
+            event_offsets,
+            access_buildings: self.access_buildings.clone(),
+            residential_rooms: self.residential_rooms.clone(),
+            vacant_rooms: self.vacant_rooms.clone(),
+            grid_rows,
+            grid_parents: self.grid_parents.clone(),
+            doors: Doors::default(),
+        };
+        let touched: Vec<u32> = added.iter().map(|&(b, _)| b).collect();
+        ix.doors = self.doors.rebuilt(
+            &ix,
+            &touched,
+            events.keys("id_number")?,
+            events.timestamps("ts")?.values(),
+            table(tables, TableId::People).keys("id_number")?,
+        );
+        Ok(ix)
+    }
+
     /// The door-event rows of a building, in time order.
     pub fn events_of(&self, building: u32) -> std::ops::Range<usize> {
         let b = building as usize;
@@ -453,6 +532,7 @@ impl Indexes {
             + self.active_of_household.memory()
             + self.event_offsets.capacity() * 8
             + self.grid_rows.values().map(GridRows::memory).sum::<usize>()
+            + self.doors.bytes()
     }
 }
 
@@ -577,6 +657,28 @@ impl Dictionary {
 }
 
 impl ColumnIndexes {
+    /// The indexes built so far over every table but one (for a version in which only that
+    /// table changed).
+    pub fn kept_except(&self, changed: TableId) -> ColumnIndexes {
+        fn keep<V: Clone>(
+            m: &std::sync::Mutex<BTreeMap<ColumnKey, V>>,
+            changed: TableId,
+        ) -> std::sync::Mutex<BTreeMap<ColumnKey, V>> {
+            let m = m.lock().unwrap_or_else(|e| e.into_inner());
+            std::sync::Mutex::new(
+                m.iter()
+                    .filter(|((t, _), _)| *t != changed)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect(),
+            )
+        }
+        ColumnIndexes {
+            enums: keep(&self.enums, changed),
+            dates: keep(&self.dates, changed),
+            dictionaries: keep(&self.dictionaries, changed),
+        }
+    }
+
     /// Rows per code of an enum column (codes as stored, `None` for null).
     pub fn enum_rows(
         &self,

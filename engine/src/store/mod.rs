@@ -435,6 +435,9 @@ pub struct Store {
     pub indexes: Indexes,
     /// Indexes over single columns for SQL filters, built on first use.
     pub column_indexes: index::ColumnIndexes,
+    /// Identity number → position in [`Store::identities`], built on first use (by the first
+    /// batch appended) and handed on to the versions after it.
+    identity_index: std::sync::OnceLock<Arc<KeyIndex>>,
 }
 
 impl Store {
@@ -458,7 +461,40 @@ impl Store {
                 .map(|i| crate::idcard::Facts::of(identities.value(i)))
                 .collect()
         };
-        Ok(Store {
+        Ok(Store::assembled(
+            tables,
+            (identities, facts, None),
+            indexes,
+            manifest,
+            as_of,
+            calendar,
+            report,
+            rejects,
+        ))
+    }
+
+    /// A store whose indexes and identity facts were worked out by the caller (a batch
+    /// appended to a served store: see [`crate::load::append`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn assembled(
+        tables: Vec<StoredTable>,
+        (identities, facts, identity_index): (
+            Arc<StringArray>,
+            Vec<crate::idcard::Facts>,
+            Option<Arc<KeyIndex>>,
+        ),
+        indexes: Indexes,
+        manifest: Manifest,
+        as_of: i64,
+        calendar: Calendar,
+        report: LoadReport,
+        rejects: RecordBatch,
+    ) -> Store {
+        let once = std::sync::OnceLock::new();
+        if let Some(ix) = identity_index {
+            let _ = once.set(ix);
+        }
+        Store {
             tables,
             identities,
             facts,
@@ -469,7 +505,19 @@ impl Store {
             rejects,
             indexes,
             column_indexes: Default::default(),
-        })
+            identity_index: once,
+        }
+    }
+
+    /// What each identity number says by itself, by position.
+    pub(crate) fn facts(&self) -> &[crate::idcard::Facts] {
+        &self.facts
+    }
+
+    /// Identity number → position in [`Store::identities`] (built on the first call).
+    pub fn identity_index(&self) -> &Arc<KeyIndex> {
+        self.identity_index
+            .get_or_init(|| Arc::new(KeyIndex::build(&self.identities, |_| false).0))
     }
 
     /// A table.

@@ -139,6 +139,20 @@ impl KeyIndex {
         });
     }
 
+    /// Adds rows `from..` of `values` (the array the index was built over, grown at its end by
+    /// values it does not hold yet).
+    pub fn extend(&mut self, values: &StringArray, from: usize) {
+        let state = self.state.clone();
+        for r in from..values.len() {
+            if values.is_null(r) {
+                continue;
+            }
+            let h = state.hash_one(values.value(r));
+            self.shards[shard_of(h)]
+                .insert_unique(h, r as u32, |&x| state.hash_one(values.value(x as usize)));
+        }
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.shards.iter().map(HashTable::len).sum()

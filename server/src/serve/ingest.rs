@@ -143,7 +143,7 @@ impl App {
             let anomalies = served.city.latest()?.anomalies.len();
             return Ok(answer(rejects, served.version, anomalies, None));
         }
-        self.room_for_a_version()?;
+        self.room_for_a_version(Some(table))?;
         let (csv, lines) = rows.to_csv()?;
         let log = &self.log;
         let staged = log.stage(table, &csv)?;

@@ -381,7 +381,7 @@ impl App {
     /// Loads the dataset again and swaps it in; the served data is untouched on failure.
     pub async fn reload(self: Arc<Self>) -> Result<Arc<Served>, ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
-        self.room_for_a_version()?;
+        self.room_for_a_version(None)?;
         let added = self.log.added().map_err(ApiError::internal)?;
         let version = self.log.version().map_err(ApiError::internal)?;
         match self.clone().load_version(added, version, None).await {
@@ -416,9 +416,18 @@ impl App {
     /// Refuses (503) to build a new version of the city (a reload, an ingested batch) when the
     /// machine has not the memory to hold it beside the one served: a load past it would be
     /// killed by the system and take the server down with it.
-    pub fn room_for_a_version(&self) -> Result<(), ApiError> {
-        let held = self.served().store.memory() as u64;
-        let need = memory_for_a_version(held);
+    /// `table`: the table of the batch the version is for (`None`: a reload). Door events are
+    /// merged into a copy of the events table beside the served one and the indexes, the rest
+    /// of the city shared; any other change may load the city again.
+    pub fn room_for_a_version(&self, table: Option<TableId>) -> Result<(), ApiError> {
+        let store = self.served().store.clone();
+        let held = store.memory() as u64;
+        let need = match table {
+            Some(TableId::AccessEvents) => memory_for_a_version(
+                (store.table(TableId::AccessEvents).memory() + store.indexes.memory()) as u64,
+            ),
+            _ => memory_for_a_version(held),
+        };
         match observe::available_memory() {
             Some(free) if free < need => Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -531,6 +540,12 @@ fn served_from(
     write_known_scopes(state, &store)
         .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
     let city = Arc::new(City::new(store.clone()));
+    // The index of identity numbers that door events merged into this version look up, built
+    // beside the sweep (a version made by a merge has it already).
+    let warm = store.clone();
+    std::thread::spawn(move || {
+        warm.identity_index();
+    });
     // The latest sweep, the SLA clocks and the grid counts at the dataset's as_of: the first
     // KPI request is then as fast as the rest.
     let t = Instant::now();
