@@ -61,19 +61,27 @@ pub enum StoredColumn {
     },
 }
 
+/// Bytes of an array's own values: an array read from a snapshot is a slice of the buffer its
+/// whole table was read into, which [`Array::get_array_memory_size`] would count for each.
+pub fn bytes_of(a: &dyn Array) -> usize {
+    a.to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| a.get_array_memory_size())
+}
+
 impl StoredColumn {
     /// Bytes of memory held by the column itself (not by shared pools).
     pub fn memory(&self) -> usize {
         match self {
-            StoredColumn::Array(a) => a.get_array_memory_size(),
+            StoredColumn::Array(a) => bytes_of(a.as_ref()),
             StoredColumn::Keys { keys, pool } => {
-                keys.get_array_memory_size()
+                bytes_of(keys)
                     + match pool {
-                        Pool::Local(v) => v.get_array_memory_size(),
+                        Pool::Local(v) => bytes_of(v.as_ref()),
                         _ => 0,
                     }
             }
-            StoredColumn::Codes { codes, .. } => codes.get_array_memory_size(),
+            StoredColumn::Codes { codes, .. } => bytes_of(codes),
         }
     }
 }
@@ -648,7 +656,7 @@ impl Store {
     /// Bytes of memory held by the store's columns, pools and indexes.
     pub fn memory(&self) -> usize {
         self.tables.iter().map(StoredTable::memory).sum::<usize>()
-            + self.identities.get_array_memory_size()
+            + bytes_of(self.identities.as_ref())
             + self.indexes.memory()
     }
 }

@@ -193,7 +193,8 @@ impl App {
         // Nothing here holds the version replaced: it is freed as soon as its last reader is
         // done, and its memory goes back to the system for the next version.
         drop((view, served));
-        self.swap(next.clone()).await;
+        self.swap(next.clone(), table == TableId::AccessEvents)
+            .await;
         self.snapshots
             .write_if_due(&next, self.segments_of(next.version));
         self.metrics.ingested(table.name(), received - all.len());

@@ -386,7 +386,7 @@ impl App {
         let version = self.log.version().map_err(ApiError::internal)?;
         match self.clone().load_version(added, version, None).await {
             Ok(s) => {
-                self.swap(s.clone()).await;
+                self.swap(s.clone(), false).await;
                 self.snapshots.write(&s, self.segments_of(s.version));
                 self.metrics.reloads[0].fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reloaded {}", s.name);
@@ -464,10 +464,15 @@ impl App {
     }
 
     /// Serves a new version of the city from now on: requests that began on the old one finish
-    /// on it, and it is freed after the last (a snapshot being written of it is stopped first).
-    pub async fn swap(self: &Arc<Self>, s: Arc<Served>) {
-        let app = self.clone();
-        let _ = tokio::task::spawn_blocking(move || app.snapshots.stop()).await;
+    /// on it, and it is freed after the last. A snapshot being written of it is stopped first,
+    /// unless `shares` says the new version shares all but a table or two with it (door events
+    /// merged in): the snapshot then goes on, holding only what the two do not share, so that
+    /// a steady stream of batches does not stop every snapshot.
+    pub async fn swap(self: &Arc<Self>, s: Arc<Served>, shares: bool) {
+        if !shares {
+            let app = self.clone();
+            let _ = tokio::task::spawn_blocking(move || app.snapshots.stop()).await;
+        }
         if let Ok(mut w) = self.served.write() {
             *w = s;
         }

@@ -1,8 +1,10 @@
 //! Snapshots of the served city, written in the background (see
 //! [`gridlens_engine::store::snapshot`]): after a start that did not come from a snapshot of the
 //! version served, after a reload, and after an ingested batch when the last one is older than
-//! `--snapshot-every`. One is written at a time; a version being replaced stops its snapshot
-//! first, so that no version outlives its turn in memory.
+//! `--snapshot-every`. One is written at a time; a version replaced by a reload or by a batch
+//! that loads tables again stops its snapshot first, so that no whole version outlives its turn
+//! in memory; one replaced by merged door events (which shares all else with the next) lets it
+//! finish.
 
 use super::Served;
 use crate::dataset::{self, DataArgs};
