@@ -8,7 +8,7 @@
 
 mod common;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::Array;
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::city::City;
 use gridlens_engine::contract::TableId;
@@ -32,28 +32,7 @@ struct Chain {
 
 /// The text of every row a query answers, cells cast to text (`None` for null).
 fn rows(store: &Arc<Store>, sql: &str) -> Vec<Vec<Option<String>>> {
-    let r = SqlEngine::new(store.clone())
-        .query_blocking(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out = Vec::new();
-    for b in &r.batches {
-        let cols: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let s = c.as_string::<i32>();
-                        (!s.is_null(i)).then(|| s.value(i).to_string())
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+    common::cells(&SqlEngine::new(store.clone()), sql)
 }
 
 /// The first cell of the first row a query answers.

@@ -202,12 +202,14 @@ pub struct WorkerSummary {
     pub priority_1: usize,
 }
 
+/// The task book on disk: read with owned runs and tasks, written borrowing them (a city's
+/// book holds 150,000 tasks).
 #[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
+struct StateFile<R = Vec<RunSummaryRecord>, T = Task> {
     version: u32,
     updated_at: String,
-    runs: Vec<RunSummaryRecord>,
-    tasks: Vec<Task>,
+    runs: R,
+    tasks: Vec<T>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,16 +338,8 @@ impl TaskBook {
     /// Saves atomically, calling `hook` at each stage (a test returns an error to simulate a
     /// crash there).
     pub fn save_with(&self, hook: impl Fn(SaveStage) -> Result<()>) -> Result<()> {
-        // Written as read by `StateFile`, borrowing the tasks (a city's book holds 150,000),
-        // without indentation, through a buffer.
-        #[derive(Serialize)]
-        struct Saved<'a> {
-            version: u32,
-            updated_at: String,
-            runs: &'a [RunSummaryRecord],
-            tasks: Vec<&'a Task>,
-        }
-        let state = Saved {
+        // Without indentation, through a buffer.
+        let state = StateFile {
             version: STATE_VERSION,
             updated_at: time::format_timestamp(crate::load::now()),
             runs: &self.runs,

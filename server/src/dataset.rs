@@ -72,26 +72,19 @@ pub fn load_store_with(args: &DataArgs, added: &[Added]) -> Result<Store> {
     Ok(store)
 }
 
-/// The next version of a served city after a batch (the last of `added`) changed a table:
-/// door events are merged into the served ones (see [`append`]); otherwise only that table and
-/// the tables referring to it are loaded again (see [`load_next`]); the default city, which has
-/// no folder, is then loaded whole.
+/// The next version of a served city after a batch (the last of `added`) changed a table (see
+/// [`load_next`]: door events merged into the served ones, else that table and the tables
+/// referring to it loaded again); a city without a folder is loaded whole.
 pub fn load_store_next(
     args: &DataArgs,
     added: &[Added],
     served: &Store,
     changed: TableId,
 ) -> Result<Store> {
-    let (opts, bar) = load_options(&args.encoding)?;
     let Some(d) = &args.data else {
-        if let Some(batch) = added.last().filter(|a| a.table == changed)
-            && let Some(store) = append(served, batch, &opts)?
-        {
-            bar.finish_and_clear();
-            return Ok(store);
-        }
         return load_store_with(args, added);
     };
+    let (opts, bar) = load_options(&args.encoding)?;
     let store = load_next(d, added, served, &[changed], &opts)?;
     bar.finish_and_clear();
     Ok(store)

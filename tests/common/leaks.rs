@@ -11,7 +11,7 @@
 //! Tokens the request itself carried (a code the attacker typed) are not counted: echoing the
 //! caller's own words back is not a leak.
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::RecordBatch;
 use gridlens_engine::sql::SqlEngine;
 use std::collections::{HashMap, HashSet};
 
@@ -29,32 +29,10 @@ pub struct Secrets {
 }
 
 fn strings(engine: &SqlEngine, sql: &str) -> Vec<Vec<String>> {
-    let r = engine
-        .query_blocking(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out = Vec::new();
-    for b in &r.batches {
-        let cols: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let s = arrow::array::cast::as_string_array(c);
-                        if s.is_valid(i) {
-                            s.value(i).to_string()
-                        } else {
-                            String::new()
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+    super::cells(engine, sql)
+        .into_iter()
+        .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
+        .collect()
 }
 
 /// The tokens of a text: maximal runs of letters and digits (CJK characters are letters).

@@ -99,6 +99,33 @@ pub fn count(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> i64 {
     arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(b.column(0)).value(0)
 }
 
+/// Every row a query answers, cells cast to text (`None` for null).
+pub fn cells(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> Vec<Vec<Option<String>>> {
+    use arrow::array::{Array, AsArray};
+    let r = engine
+        .query_blocking(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        (!s.is_null(i)).then(|| s.value(i).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 /// The first value a query answers, as text, computed by a full-access engine.
 pub fn text(engine: &gridlens_engine::sql::SqlEngine, sql: &str) -> String {
     let r = engine

@@ -16,12 +16,11 @@
 //! events, is the served version's.
 
 use super::report;
-use super::{Added, Ctx, LoadOptions, load_table, now};
+use super::{Added, Ctx, LoadOptions, as_of_of, load_table};
 use crate::contract::TableId;
 use crate::error::{Error, Result};
 use crate::store::pool::{KeyIndex, StringPool};
 use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable};
-use crate::time;
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
 use arrow::compute;
 use arrow::datatypes::UInt32Type;
@@ -92,11 +91,7 @@ pub fn append(served: &Store, batch: &Added, opts: &LoadOptions) -> Result<Optio
     report.encodings.extend(loaded.encodings);
     let rejects = report::rejects_batch(&loaded.rejects)?;
     let rejects = compute::concat_batches(&served.rejects.schema(), [&served.rejects, &rejects])?;
-    let as_of = match &served.manifest.as_of {
-        Some(s) => time::parse_as_of(s)
-            .map_err(|why| Error::Load(format!("manifest.json: as_of {s:?} is {why}")))?,
-        None => now(),
-    };
+    let as_of = as_of_of(&served.manifest)?;
     report.seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         rows = new.rows,
@@ -120,7 +115,11 @@ pub fn append(served: &Store, batch: &Added, opts: &LoadOptions) -> Result<Optio
 }
 
 /// An identity pool with each number's facts and the pool's index.
-type Pooled = (Arc<StringArray>, Vec<crate::idcard::Facts>, Arc<KeyIndex>);
+type Pooled = (
+    Arc<StringArray>,
+    Arc<Vec<crate::idcard::Facts>>,
+    Arc<KeyIndex>,
+);
 
 /// The served identity pool with the batch's new numbers at its end, and the position there of
 /// each of the batch's own.
@@ -142,7 +141,7 @@ fn identities_with(served: &Store, batch: StringArray) -> Result<(Pooled, Vec<u3
         return Ok((
             (
                 served.identities.clone(),
-                served.facts().to_vec(),
+                served.facts().clone(),
                 index.clone(),
             ),
             of,
@@ -154,9 +153,9 @@ fn identities_with(served: &Store, batch: StringArray) -> Result<(Pooled, Vec<u3
         .clone();
     let mut index = index.as_ref().clone();
     index.extend(&all, served.identities.len());
-    let mut facts = served.facts().to_vec();
+    let mut facts = served.facts().as_ref().clone();
     facts.extend(fresh.iter().map(|v| crate::idcard::Facts::of(v)));
-    Ok(((Arc::new(all), facts, Arc::new(index)), of))
+    Ok(((Arc::new(all), Arc::new(facts), Arc::new(index)), of))
 }
 
 /// A served column with the batch's column merged in at `places` (each new row's position

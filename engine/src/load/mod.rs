@@ -264,11 +264,7 @@ fn load_store(
         ctx.tables.push(t);
     }
     let manifest = found.manifest.unwrap_or_default();
-    let as_of = match &manifest.as_of {
-        Some(s) => time::parse_as_of(s)
-            .map_err(|why| Error::Load(format!("manifest.json: as_of {s:?} is {why}")))?,
-        None => now(),
-    };
+    let as_of = as_of_of(&manifest)?;
     let calendar =
         Calendar::of_table(&ctx.tables[TableId::Calendar as usize], &opts.working_hours)?;
     let report = LoadReport {
@@ -297,6 +293,15 @@ fn load_store(
     )?;
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), "indexes built");
     Ok(store)
+}
+
+/// The instant a dataset is evaluated at: its manifest's `as_of`, else now.
+fn as_of_of(manifest: &crate::store::Manifest) -> Result<i64> {
+    match &manifest.as_of {
+        Some(s) => time::parse_as_of(s)
+            .map_err(|why| Error::Load(format!("manifest.json: as_of {s:?} is {why}"))),
+        None => Ok(now()),
+    }
 }
 
 /// The current instant.

@@ -143,56 +143,47 @@ pub const EXAMPLES: usize = 3;
 impl TableReport {
     /// Builds a table's report from its rejects.
     pub fn new(table: TableId, files: Vec<String>, read: u64, rejects: &[Reject]) -> TableReport {
-        let mut by: BTreeMap<RejectReason, ReasonCount> = BTreeMap::new();
-        for r in rejects {
-            let e = by.entry(r.reason).or_insert_with(|| ReasonCount {
-                reason: r.reason,
-                count: 0,
-                examples: Vec::new(),
-            });
-            e.count += 1;
-            if e.examples.len() < EXAMPLES {
-                e.examples.push(r.clone());
-            }
-        }
-        let rejected = rejects.len() as u64;
-        TableReport {
+        let mut report = TableReport {
             table: table.name(),
             provided: !files.is_empty(),
             files,
-            read,
-            loaded: read - rejected,
-            rejected,
+            read: 0,
+            loaded: 0,
+            rejected: 0,
             superseded: 0,
-            reasons: by.into_values().collect(),
+            reasons: Vec::new(),
             extra_columns: Vec::new(),
-        }
+        };
+        report.count(read, rejects);
+        report
     }
-}
 
-impl TableReport {
-    /// Counts one more file of the table: its rows read and rejected (with their reasons; the
-    /// first examples of each reason kept are the earliest).
+    /// Counts one more file of the table: its rows read and rejected.
     pub fn add_file(&mut self, file: String, read: u64, rejects: &[Reject]) {
         self.provided = true;
         self.files.push(file);
+        self.count(read, rejects);
+    }
+
+    /// Counts rows read and rejected, with their reasons in reason order (the first examples
+    /// of each reason kept are the earliest).
+    fn count(&mut self, read: u64, rejects: &[Reject]) {
         self.read += read;
         self.rejected += rejects.len() as u64;
         self.loaded = self.read - self.rejected - self.superseded;
         for r in rejects {
-            let at = match self.reasons.iter().position(|c| c.reason == r.reason) {
-                Some(i) => i,
-                None => {
-                    self.reasons.push(ReasonCount {
-                        reason: r.reason,
-                        count: 0,
-                        examples: Vec::new(),
-                    });
-                    self.reasons.sort_by_key(|c| c.reason);
-                    self.reasons
-                        .iter()
-                        .position(|c| c.reason == r.reason)
-                        .unwrap_or(0)
+            let at = match self.reasons.binary_search_by_key(&r.reason, |c| c.reason) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.reasons.insert(
+                        i,
+                        ReasonCount {
+                            reason: r.reason,
+                            count: 0,
+                            examples: Vec::new(),
+                        },
+                    );
+                    i
                 }
             };
             let c = &mut self.reasons[at];

@@ -343,6 +343,14 @@ impl<'a> Context<'a> {
             .map(|g| crate::hierarchy::rows_of_grids(self.store, t, g))
     }
 
+    /// The rows of a table to read, in order: those in the grids evaluated, else all `n`.
+    pub fn rows(&self, t: TableId, n: usize) -> impl Iterator<Item = usize> + use<> {
+        match self.rows_in(t) {
+            Some(rows) => rayon::iter::Either::Left(rows.into_iter().map(|r| r as usize)),
+            None => rayon::iter::Either::Right(0..n),
+        }
+    }
+
     /// The rows of a table to read, in parallel: those in the grids evaluated, else all `n`
     /// (at least `min_len` rows a task).
     pub fn par_rows(

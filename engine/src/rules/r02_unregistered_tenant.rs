@@ -37,11 +37,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     // (tenant, room) → lease rows.
     let mut hits: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
     let mut cache: std::collections::HashMap<i32, bool> = std::collections::HashMap::new();
-    let rows: Box<dyn Iterator<Item = usize>> = match ctx.rows_in(TableId::Leases) {
-        Some(rows) => Box::new(rows.into_iter().map(|r| r as usize)),
-        None => Box::new(0..leases.rows),
-    };
-    for i in rows {
+    for i in ctx.rows(TableId::Leases, leases.rows) {
         let s = start.value(i);
         if s > today || (!end.is_null(i) && end.value(i) < today) {
             continue;

@@ -23,11 +23,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let filed = rooms.dates("rental_registered_on")?;
     // Per room: active leases and the earliest start (dense, in room order).
     let mut let_rooms: Vec<(u32, i32)> = vec![(0, i32::MAX); rooms.rows];
-    let rows: Box<dyn Iterator<Item = usize>> = match ctx.rows_in(TableId::Leases) {
-        Some(rows) => Box::new(rows.into_iter().map(|r| r as usize)),
-        None => Box::new(0..leases.rows),
-    };
-    for i in rows {
+    for i in ctx.rows(TableId::Leases, leases.rows) {
         let s = start.value(i);
         if s <= today
             && (end.is_null(i) || today <= end.value(i))

@@ -29,11 +29,10 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
         }
     }
     let mut out = Vec::new();
-    let picked: Box<dyn Iterator<Item = u32>> = match ctx.rows_in(TableId::Households) {
-        Some(rows) => Box::new(rows.into_iter()),
-        None => Box::new(0..households.rows as u32),
-    };
-    for h in picked {
+    for h in ctx
+        .rows(TableId::Households, households.rows)
+        .map(|h| h as u32)
+    {
         if !ctx.ix.active_of_household.get(h).is_empty() {
             continue;
         }

@@ -163,6 +163,18 @@ impl GridRows {
         GridRows { by_grid }
     }
 
+    /// The door events' rows per grid: events are sorted by building, so a building's events
+    /// are one range (`event_offsets`), in its grid (`building_grid`).
+    fn of_events(event_offsets: &[usize], building_grid: &[u32], n_grids: usize) -> GridRows {
+        GridRows::from_ranges(
+            (0..event_offsets.len().saturating_sub(1)).map(|b| {
+                let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
+                (building_grid.get(b).copied().unwrap_or(NONE), rows)
+            }),
+            n_grids,
+        )
+    }
+
     /// The rows of a set of grids.
     pub fn rows_of(&self, grids: &RoaringBitmap) -> RoaringBitmap {
         let mut out = RoaringBitmap::new();
@@ -360,16 +372,9 @@ impl Indexes {
             });
             grid_rows.insert(t, GridRows::build(it, n_grids));
         }
-        // Door events are sorted by building: a building's events are one range.
         grid_rows.insert(
             TableId::AccessEvents,
-            GridRows::from_ranges(
-                (0..buildings.rows).map(|b| {
-                    let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
-                    (grid_of_building(b as u32), rows)
-                }),
-                n_grids,
-            ),
+            GridRows::of_events(&event_offsets, building_grid, n_grids),
         );
         // Visits belong to the grid of their worker.
         let visits = table(tables, TableId::Visits);
@@ -467,13 +472,7 @@ impl Indexes {
         let mut grid_rows = self.grid_rows.clone();
         grid_rows.insert(
             TableId::AccessEvents,
-            GridRows::from_ranges(
-                (0..n_buildings).map(|b| {
-                    let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
-                    (building_grid.get(b).copied().unwrap_or(NONE), rows)
-                }),
-                n_grids,
-            ),
+            GridRows::of_events(&event_offsets, building_grid, n_grids),
         );
         let mut ix = Indexes {
             active: self.active.clone(),

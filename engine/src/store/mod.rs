@@ -428,7 +428,7 @@ pub struct Store {
     /// Every identity number seen in any source, by position.
     pub identities: Arc<StringArray>,
     /// What each identity number says by itself, by position (see [`Store::identity_facts`]).
-    facts: Vec<crate::idcard::Facts>,
+    facts: Arc<Vec<crate::idcard::Facts>>,
     /// The manifest, if the dataset had one.
     pub manifest: Manifest,
     /// The default `as_of` (the manifest's, else the load time).
@@ -471,7 +471,7 @@ impl Store {
         };
         Ok(Store::assembled(
             tables,
-            (identities, facts, None),
+            (identities, Arc::new(facts), None),
             indexes,
             manifest,
             as_of,
@@ -488,7 +488,7 @@ impl Store {
         tables: Vec<StoredTable>,
         (identities, facts, identity_index): (
             Arc<StringArray>,
-            Vec<crate::idcard::Facts>,
+            Arc<Vec<crate::idcard::Facts>>,
             Option<Arc<KeyIndex>>,
         ),
         indexes: Indexes,
@@ -518,7 +518,7 @@ impl Store {
     }
 
     /// What each identity number says by itself, by position.
-    pub(crate) fn facts(&self) -> &[crate::idcard::Facts] {
+    pub(crate) fn facts(&self) -> &Arc<Vec<crate::idcard::Facts>> {
         &self.facts
     }
 
