@@ -10,6 +10,7 @@ use common::server::{Server, add_token, state_dir};
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::sql::SqlEngine;
+use gridlens_engine::tasks::Status;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -283,9 +284,13 @@ fn every_endpoint_and_format() {
         &serde_json::json!({"outcome": "bored"}),
     );
     assert_eq!(bad_outcome.status, 400);
-    // The state survived on disk: the task book file says closed.
-    let saved = std::fs::read_to_string(state.join("tasks.json")).unwrap();
-    assert!(saved.contains("moved out, record updated"));
+    // The state survived on disk: the task book read from the state folder says closed.
+    let saved = gridlens_engine::tasks::TaskBook::read(&state).unwrap();
+    assert_eq!(
+        saved.tasks[&id].note.as_deref(),
+        Some("moved out, record updated")
+    );
+    assert_eq!(saved.tasks[&id].status, Status::Closed);
 
     // Metrics and the OpenAPI document.
     let m = server.get("/v1/metrics", Some(&admin));

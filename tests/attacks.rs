@@ -29,6 +29,7 @@ use common::text;
 use gridlens_datasets::OutputFormat;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::sql::SqlEngine;
+use gridlens_engine::tasks::TaskBook;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -559,7 +560,7 @@ fn shared_sweeps_are_for_city_admins() {
     let c = city();
     let s = start("attack-sweeps", &[]);
     let root = s.token("root2", "admin", "city", true);
-    let before_tasks = std::fs::read(s.state.join("tasks.json")).unwrap();
+    let before_tasks = TaskBook::read(&s.state).unwrap().tasks;
     let before = s.count(&root, "SELECT count(*) FROM anomalies");
     let worker_id = text(
         &c.full,
@@ -593,10 +594,7 @@ fn shared_sweeps_are_for_city_admins() {
     }
     // Nothing shared changed.
     assert_eq!(s.count(&root, "SELECT count(*) FROM anomalies"), before);
-    assert_eq!(
-        std::fs::read(s.state.join("tasks.json")).unwrap(),
-        before_tasks
-    );
+    assert_eq!(TaskBook::read(&s.state).unwrap().tasks, before_tasks);
     // The city's admin may; the answer counts the city.
     let a = s
         .server

@@ -5,6 +5,9 @@
 //! version before in the grids the batch touched must equal a full sweep of the new version,
 //! rule by rule and finding by finding (rows, weight, evidence, order), the batch must have
 //! changed what it was made to change, and it must have touched a few grids, not the city.
+//! The grid counts behind the grid KPIs follow too, and equal those counted whole.
+//! The task lists follow each incremental sweep in the grids it touched: they must come out
+//! as a whole apply of the same sweep leaves them, and as saved, after workers' closes too.
 
 mod common;
 
@@ -18,6 +21,7 @@ use gridlens_engine::load::{self, LoadOptions};
 use gridlens_engine::rules::{self, Anomaly, RuleId, Sweep};
 use gridlens_engine::sql::SqlEngine;
 use gridlens_engine::store::Store;
+use gridlens_engine::tasks::{JOURNAL_FILE, Outcome, RunSummary, Status, TaskBook, TaskOptions};
 use gridlens_engine::time;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +32,25 @@ struct Chain {
     log: Log,
     city: City,
     grids: u64,
+    /// The task lists, following every version.
+    book: TaskBook,
+    tasks_dir: PathBuf,
+    batches: usize,
+}
+
+/// Short lists, so that batches move tasks between a worker's list and backlog.
+fn chain_task_options() -> TaskOptions {
+    TaskOptions {
+        daily_limit: 3,
+        ..TaskOptions::default()
+    }
+}
+
+/// A run's summary as compared: everything but how many grids it looked at.
+fn summary(s: &RunSummary) -> serde_json::Value {
+    let mut s = s.clone();
+    s.grids_looked_at = None;
+    serde_json::to_value(&s).unwrap()
 }
 
 /// The text of every row a query answers, cells cast to text (`None` for null).
@@ -85,12 +108,20 @@ impl Chain {
         let store = Arc::new(load::load(&data, &LoadOptions::default()).expect("load"));
         let grids = store.table(TableId::Grids).rows as u64;
         let city = City::new(store);
-        city.latest().expect("the first sweep");
+        let first = city.latest().expect("the first sweep");
+        let tasks_dir = state.join("tasks");
+        let mut book = TaskBook::open(&tasks_dir).unwrap();
+        book.apply(city.store(), &first, &chain_task_options())
+            .unwrap();
+        book.save().unwrap();
         Chain {
             data,
             log,
             city,
             grids,
+            book,
+            tasks_dir,
+            batches: 0,
         }
     }
 
@@ -138,7 +169,16 @@ impl Chain {
         let next = City::new(Arc::new(next));
         let prev = self.sweep();
         let touched = touched::grids(self.store(), next.store(), table, &sent, &prev.anomalies);
+        self.city.grid_counts(self.store().as_of).unwrap();
         let incremental = next.sweep_after(&self.city, table, &sent).unwrap();
+        // The grid counts follow (from the version before's, for door events) as counted whole.
+        assert_eq!(
+            *next.grid_counts_after(&self.city, table).unwrap(),
+            *City::new(next.store().clone())
+                .grid_counts(next.store().as_of)
+                .unwrap(),
+            "{what}: the grid counts"
+        );
         let full = rules::sweep(
             next.store(),
             next.store().as_of,
@@ -161,8 +201,55 @@ impl Chain {
             touched.len(),
             self.grids
         );
+        self.follow_tasks(what, next.store(), &incremental);
         self.city = next;
         touched.len()
+    }
+
+    /// Applies the incremental sweep to the task lists (every other batch after a worker closed
+    /// a task as fixed an hour before `as_of`): they must come out as a whole apply of the same
+    /// sweep leaves them, with the same summary, and be saved so.
+    fn follow_tasks(&mut self, what: &str, store: &Store, sweep: &Sweep) {
+        self.batches += 1;
+        if self.batches % 2 == 1 {
+            let open = self
+                .book
+                .tasks
+                .values()
+                .find(|t| t.status == Status::Open && t.worker_id.is_some())
+                .map(|t| t.task_id.clone())
+                .expect("an open task");
+            self.book
+                .close(&open, Outcome::Fixed, None, store.as_of - 3600)
+                .unwrap();
+        }
+        let opts = chain_task_options();
+        let mut whole = self.book.clone();
+        let mut plain = sweep.clone();
+        plain.base = None;
+        let expected = whole.apply(store, &plain, &opts).unwrap();
+        let got = self.book.apply(store, sweep, &opts).unwrap();
+        assert!(
+            got.grids_looked_at.is_some_and(|g| g * 4 < self.grids),
+            "{what}: the task lists were looked at in {:?} grids",
+            got.grids_looked_at
+        );
+        assert_eq!(expected.grids_looked_at, None);
+        assert_eq!(
+            summary(&got),
+            summary(&expected),
+            "{what}: the run's summary"
+        );
+        for (id, t) in &whole.tasks {
+            assert_eq!(self.book.tasks.get(id), Some(t), "{what}: task {id}");
+        }
+        assert_eq!(self.book.tasks.len(), whole.tasks.len(), "{what}: tasks");
+        self.book.save().unwrap();
+        assert_eq!(
+            TaskBook::read(&self.tasks_dir).unwrap().tasks,
+            self.book.tasks,
+            "{what}: the task lists as saved"
+        );
     }
 }
 
@@ -503,6 +590,14 @@ fn every_kind_of_batch_sweeps_incrementally_as_a_full_sweep_does() {
         &record(&st, TableId::Incidents, &case, &[("status", "closed")]),
     );
     assert_eq!(c.sweep().anomalies, before.anomalies);
+    // The task lists' changes went to the journal, not each time the whole book.
+    let journal = std::fs::read_to_string(c.tasks_dir.join(JOURNAL_FILE)).unwrap();
+    assert!(
+        journal.lines().count() > c.batches / 2,
+        "{} saves in the journal after {} batches",
+        journal.lines().count() - 1,
+        c.batches
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@ use common::*;
 use gridlens_engine::load::{LoadOptions, load};
 use gridlens_engine::rules::{Params, RuleId, sweep};
 use gridlens_engine::store::Store;
-use gridlens_engine::tasks::{Assignment, Outcome, SaveStage, Status, TaskBook, TaskOptions};
+use gridlens_engine::tasks::{
+    Assignment, JOURNAL_FILE, Outcome, SaveStage, Status, TaskBook, TaskOptions,
+};
 use gridlens_engine::time::parse_as_of;
 use std::path::PathBuf;
 
@@ -235,6 +237,54 @@ fn state_survives_a_restart_and_a_crash_mid_write() {
     // A truncated temporary file from a crash during the write is discarded too.
     std::fs::write(dir.join("tasks.json.tmp"), b"{\"version\": 1, \"tas").unwrap();
     assert_eq!(TaskBook::open(&dir).unwrap().tasks, before);
+
+    // A close is saved as one line of the journal, and read back after a restart.
+    let mut book = TaskBook::open(&dir).unwrap();
+    book.close(&h4, Outcome::Unreachable, Some("gone".into()), store.as_of)
+        .unwrap();
+    book.save().unwrap();
+    let journal_path = dir.join(JOURNAL_FILE);
+    let journal = std::fs::read(&journal_path).unwrap();
+    assert_eq!(
+        journal.split(|&b| b == b'\n').count(),
+        3,
+        "a header, a line"
+    );
+    let closed = TaskBook::open(&dir).unwrap().tasks;
+    assert_eq!(closed, book.tasks);
+    assert_eq!(closed[&h4].status, Status::Closed);
+    // A line cut short by a crash was never acknowledged: it is not read, a reader leaves it,
+    // and a writer drops it and goes on after it.
+    let mut torn = journal.clone();
+    torn.extend_from_slice(b"{\"runs\":[],\"tasks\":[{\"task_id\":\"T");
+    std::fs::write(&journal_path, &torn).unwrap();
+    assert_eq!(TaskBook::read(&dir).unwrap().tasks, closed);
+    assert_eq!(std::fs::read(&journal_path).unwrap(), torn);
+    let mut book = TaskBook::open(&dir).unwrap();
+    assert_eq!(book.tasks, closed);
+    assert_eq!(std::fs::read(&journal_path).unwrap(), journal);
+    // A line of the journal's generation is read; a journal of an earlier generation (a crash
+    // between writing the book whole and starting its journal) is not.
+    let mut noted = closed[&h4].clone();
+    noted.note = Some("from the journal".into());
+    let line = |generation: u64| {
+        format!(
+            "{{\"generation\":{generation}}}\n{}\n",
+            serde_json::json!({"runs": [], "tasks": [&noted]})
+        )
+    };
+    book.save_with(|_| Ok(())).unwrap();
+    let generation = std::fs::read_to_string(&journal_path).unwrap();
+    let generation: u64 =
+        serde_json::from_str::<serde_json::Value>(generation.trim()).unwrap()["generation"]
+            .as_u64()
+            .unwrap();
+    std::fs::write(&journal_path, line(generation)).unwrap();
+    assert_eq!(TaskBook::read(&dir).unwrap().tasks[&h4], noted);
+    std::fs::write(&journal_path, line(generation - 1)).unwrap();
+    assert_eq!(TaskBook::read(&dir).unwrap().tasks, closed);
+    assert_eq!(TaskBook::open(&dir).unwrap().tasks, closed);
+    assert!(!journal_path.exists(), "the stale journal is dropped");
 }
 
 #[test]

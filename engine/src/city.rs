@@ -206,6 +206,39 @@ impl City {
         })
     }
 
+    /// The per-grid counts at the dataset's `as_of` of a version made from `before` by a batch
+    /// for `table`: for door events (which no count reads) with the latest sweep worked out
+    /// from `before`'s ([`City::sweep_after`]), `before`'s counts with those that read the
+    /// sweep worked out again in the grids it ran in again; otherwise counted whole.
+    pub fn grid_counts_after(&self, before: &City, table: TableId) -> Result<Arc<Vec<GridCounts>>> {
+        let as_of = self.store.as_of;
+        let counted = before
+            .grids
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&as_of).cloned());
+        let sweep = self.latest()?;
+        match (counted, &sweep.base) {
+            (Some(counted), Some(base))
+                if table == TableId::AccessEvents
+                    && sweep.as_of == as_of
+                    && sweep.params == self.params
+                    && before.kpi_params == self.kpi_params
+                    && before.latest()?.id == base.sweep =>
+            {
+                cached(&self.grids, &self.computing[2], as_of, || {
+                    Ok(kpis::grid_counts_after(
+                        &counted,
+                        &self.store,
+                        &sweep,
+                        &base.grids,
+                    ))
+                })
+            }
+            _ => self.grid_counts(as_of),
+        }
+    }
+
     /// Grid KPIs at a level, optionally inside one code. The city-wide roll-up of a level is kept,
     /// so asking for one street is a slice of it.
     pub fn grid_kpis(&self, as_of: i64, level: Level, within: Option<&str>) -> Result<RecordBatch> {

@@ -130,7 +130,7 @@ impl Default for KpiParams {
 }
 
 /// The counts behind the incident KPIs of one group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IncidentCounts {
     /// 上报数
     pub reported: u64,
@@ -619,7 +619,7 @@ impl IncidentColumns {
 }
 
 /// The counts behind the grid KPIs of one grid or roll-up group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GridCounts {
     /// Buildings.
     pub buildings: u64,
@@ -772,7 +772,41 @@ pub fn grid_counts(
         c.visited_households += visited.contains(room) as u64;
     }
 
-    // Residents.
+    sweep_counts(store, sweep, None, &mut out);
+
+    // Workers.
+    let workers = store.table(TableId::Workers);
+    let (w_grid, w_active) = (workers.keys("grid_code")?, workers.bools("active")?);
+    for i in 0..workers.rows {
+        if w_active.value(i) && w_grid[i] != NONE {
+            out[w_grid[i] as usize].workers += 1;
+        }
+    }
+
+    // Incidents reported within the window.
+    let view = IncidentView::new(store, clocks)?;
+    let i_grid = store.table(TableId::Incidents).keys("grid_code")?;
+    let from = as_of - p.incident_window_days * DAY;
+    for (i, &g) in i_grid.iter().enumerate() {
+        let r = clocks.reported[i];
+        if g != NONE && r != NO_TIME && r >= from && r < as_of {
+            view.count(i, &mut out[g as usize].incidents, false);
+        }
+    }
+    Ok(out)
+}
+
+/// The counts of records and findings per grid, which read the sweep (residents, floating
+/// residents, verified, elderly living alone and cared for, findings): in every grid, or in
+/// `only`.
+fn sweep_counts(
+    store: &Store,
+    sweep: &Sweep,
+    only: Option<&RoaringBitmap>,
+    out: &mut [GridCounts],
+) {
+    let ix = &store.indexes;
+    let rows_in = |t: TableId, g: usize| -> &RoaringBitmap { &ix.grid_rows[&t].by_grid[g] };
     let flagged = |rule: RuleId| -> RoaringBitmap {
         sweep
             .anomalies
@@ -791,42 +825,40 @@ pub fn grid_counts(
     let active_unverified = &ix.active & &unverified;
     let active_elderly = &ix.active & elderly;
     let elderly_uncared = &active_elderly & &uncared;
+    let wanted = |g: usize| only.is_none_or(|o| o.contains(g as u32));
     out.par_iter_mut().enumerate().for_each(|(g, c)| {
+        if !wanted(g) {
+            return;
+        }
         let records = rows_in(TableId::People, g);
         c.residents = records.intersection_len(&ix.active);
         c.floating_residents = records.intersection_len(&active_floating);
         c.verified = c.residents - records.intersection_len(&active_unverified);
         c.elderly_alone = records.intersection_len(&active_elderly);
         c.elderly_cared = c.elderly_alone - records.intersection_len(&elderly_uncared);
+        c.anomalies = 0;
     });
-
-    // Workers.
-    let workers = store.table(TableId::Workers);
-    let (w_grid, w_active) = (workers.keys("grid_code")?, workers.bools("active")?);
-    for i in 0..workers.rows {
-        if w_active.value(i) && w_grid[i] != NONE {
-            out[w_grid[i] as usize].workers += 1;
-        }
-    }
-
-    // Anomalies.
     for a in &sweep.anomalies {
-        if let Some(c) = out.get_mut(a.grid as usize) {
+        if wanted(a.grid as usize)
+            && let Some(c) = out.get_mut(a.grid as usize)
+        {
             c.anomalies += 1;
         }
     }
+}
 
-    // Incidents reported within the window.
-    let view = IncidentView::new(store, clocks)?;
-    let i_grid = store.table(TableId::Incidents).keys("grid_code")?;
-    let from = as_of - p.incident_window_days * DAY;
-    for (i, &g) in i_grid.iter().enumerate() {
-        let r = clocks.reported[i];
-        if g != NONE && r != NO_TIME && r >= from && r < as_of {
-            view.count(i, &mut out[g as usize].incidents, false);
-        }
-    }
-    Ok(out)
+/// [`grid_counts`] of a version whose only change over the one `before` counted is door
+/// events (which no count reads), with the sweep worked out again in `grids`: the counts that
+/// read the sweep are worked out again there, every other is `before`'s.
+pub fn grid_counts_after(
+    before: &[GridCounts],
+    store: &Store,
+    sweep: &Sweep,
+    grids: &RoaringBitmap,
+) -> Vec<GridCounts> {
+    let mut out = before.to_vec();
+    sweep_counts(store, sweep, Some(grids), &mut out);
+    out
 }
 
 /// What [`grid_kpis`] computes.

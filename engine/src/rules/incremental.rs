@@ -7,7 +7,7 @@
 //! have moved (a replaced record leaves its old place), so they are found again by their keys.
 //! A kept finding whose record cannot be found is evaluated again with its grid.
 
-use super::{Anomaly, RuleId, RuleRun, Sweep, in_task_order, run};
+use super::{Anomaly, RuleId, RuleRun, Sweep, merged_in_task_order, run};
 use crate::contract::TableId;
 use crate::error::Result;
 use crate::store::{Pool, Store, StoredColumn};
@@ -126,11 +126,15 @@ pub fn resweep(prev: &Sweep, old: &Store, new: &Store, grids: &RoaringBitmap) ->
             ..r
         })
         .collect();
-    kept.extend(found);
     Ok(Sweep {
+        id: super::next_sweep_id(),
+        base: Some(super::SweepBase {
+            sweep: prev.id,
+            grids,
+        }),
         as_of: prev.as_of,
         params: prev.params.clone(),
-        anomalies: in_task_order(kept),
+        anomalies: merged_in_task_order(kept, found),
         runs,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -185,12 +189,13 @@ pub fn advance(prev: &Sweep, store: &Store, as_of: i64) -> Result<Sweep> {
             r
         })
         .collect();
-    let mut all = kept;
-    all.extend(found);
     Ok(Sweep {
+        id: super::next_sweep_id(),
+        // Another instant: every kept finding is found again at it.
+        base: None,
         as_of,
         params: prev.params.clone(),
-        anomalies: in_task_order(all),
+        anomalies: merged_in_task_order(kept, found),
         runs,
         seconds: started.elapsed().as_secs_f64(),
     })

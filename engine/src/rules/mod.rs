@@ -465,6 +465,10 @@ pub struct RuleRun {
 /// The result of a sweep.
 #[derive(Debug, Clone)]
 pub struct Sweep {
+    /// Which sweep it is, unique within the process ([`next_sweep_id`]).
+    pub id: u64,
+    /// The sweep it was worked out from, if it was ([`crate::rules::incremental`]).
+    pub base: Option<SweepBase>,
     /// The instant it was evaluated at.
     pub as_of: i64,
     /// The parameters.
@@ -475,6 +479,23 @@ pub struct Sweep {
     pub runs: Vec<RuleRun>,
     /// Seconds for the whole sweep.
     pub seconds: f64,
+}
+
+/// Where a sweep was worked out from the sweep before it: outside `grids` its findings are
+/// that sweep's own, at the same instant with the same parameters. The task lists follow such a
+/// sweep in those grids alone ([`crate::tasks::TaskBook::apply`]).
+#[derive(Debug, Clone)]
+pub struct SweepBase {
+    /// The [`Sweep::id`] of the sweep before.
+    pub sweep: u64,
+    /// The grids (rows of `grids`) where the rules ran again.
+    pub grids: RoaringBitmap,
+}
+
+/// A new sweep's [`Sweep::id`].
+pub fn next_sweep_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Evaluates one rule.
@@ -505,6 +526,8 @@ pub fn sweep(store: &Store, as_of: i64, rules: &[RuleId], params: &Params) -> Re
     };
     let (runs, found) = run(store, as_of, &rules, params, None)?;
     Ok(Sweep {
+        id: next_sweep_id(),
+        base: None,
         as_of,
         params: params.clone(),
         anomalies: in_task_order(found),
@@ -570,6 +593,26 @@ pub(crate) fn in_task_order(anomalies: Vec<Anomaly>) -> Vec<Anomaly> {
         ))
     });
     keyed.into_iter().map(|(_, a)| a).collect()
+}
+
+/// Findings kept from a sweep (in its task order) and findings found again, in the task order
+/// that [`in_task_order`] gives the two one after the other: the new ones sorted and merged in,
+/// a kept finding first among equals, instead of sorting the whole city's again.
+pub(crate) fn merged_in_task_order(kept: Vec<Anomaly>, found: Vec<Anomaly>) -> Vec<Anomaly> {
+    fn key(a: &Anomaly) -> (i32, i64, &str, RuleId) {
+        (a.rule.priority(), -a.weight, a.subject_id.as_str(), a.rule)
+    }
+    debug_assert!(kept.windows(2).all(|w| key(&w[0]) <= key(&w[1])));
+    let mut out = Vec::with_capacity(kept.len() + found.len());
+    let mut found = in_task_order(found).into_iter().peekable();
+    for a in kept {
+        while let Some(f) = found.next_if(|f| key(f) < key(&a)) {
+            out.push(f);
+        }
+        out.push(a);
+    }
+    out.extend(found);
+    out
 }
 
 /// The schema of the `anomalies` table.

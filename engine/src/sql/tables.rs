@@ -377,7 +377,7 @@ pub fn register(
                 tasks_schema(),
                 Arc::new(move || match &state_dir {
                     Some(dir) if dir.join(crate::tasks::STATE_FILE).exists() => {
-                        let book = TaskBook::open(dir)?;
+                        let book = TaskBook::read(dir)?;
                         v2.tasks(book.tasks.values())
                     }
                     _ => v2.tasks(std::iter::empty()),

@@ -15,6 +15,7 @@ use crate::store::{NONE, StoredTable};
 use arrow::array::Array;
 use roaring::RoaringBitmap;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Compressed rows: the items of key `k` are `values[offsets[k]..offsets[k + 1]]`.
 #[derive(Debug, Clone, Default)]
@@ -192,7 +193,8 @@ impl GridRows {
     }
 }
 
-/// Every index of a store.
+/// Every index of a store. The large ones that only people, rooms and households change are
+/// shared between versions (door events merged into a version keep them).
 #[derive(Debug, Clone, Default)]
 pub struct Indexes {
     /// Active `people` records.
@@ -202,17 +204,17 @@ pub struct Indexes {
     /// `people` records by residence kind code.
     pub residence: Vec<RoaringBitmap>,
     /// The building of each record's room.
-    pub person_building: Vec<u32>,
+    pub person_building: Arc<Vec<u32>>,
     /// The grid of each room.
-    pub room_grid: Vec<u32>,
+    pub room_grid: Arc<Vec<u32>>,
     /// Rooms of each building.
-    pub rooms_of_building: Csr,
+    pub rooms_of_building: Arc<Csr>,
     /// Active records of each room.
-    pub active_of_room: Csr,
+    pub active_of_room: Arc<Csr>,
     /// Active records of each identity number.
-    pub active_of_identity: Csr,
+    pub active_of_identity: Arc<Csr>,
     /// Active records pointing to each household.
-    pub active_of_household: Csr,
+    pub active_of_household: Arc<Csr>,
     /// Door events of building `b` are rows `event_offsets[b]..event_offsets[b + 1]`.
     pub event_offsets: Vec<usize>,
     /// Buildings with door access.
@@ -224,7 +226,7 @@ pub struct Indexes {
     /// Rows per grid, for every table that belongs to grids.
     pub grid_rows: BTreeMap<TableId, GridRows>,
     /// The parent codes of each grid row: community, street, district.
-    pub grid_parents: Vec<[String; 3]>,
+    pub grid_parents: Arc<Vec<[String; 3]>>,
     /// Per-building summaries of the door events, for the door rules.
     pub doors: Doors,
 }
@@ -408,18 +410,18 @@ impl Indexes {
             active,
             tags,
             residence,
-            person_building,
-            room_grid,
-            rooms_of_building,
-            active_of_room,
-            active_of_identity,
-            active_of_household,
+            person_building: Arc::new(person_building),
+            room_grid: Arc::new(room_grid),
+            rooms_of_building: Arc::new(rooms_of_building),
+            active_of_room: Arc::new(active_of_room),
+            active_of_identity: Arc::new(active_of_identity),
+            active_of_household: Arc::new(active_of_household),
             event_offsets,
             access_buildings,
             residential_rooms,
             vacant_rooms,
             grid_rows,
-            grid_parents,
+            grid_parents: Arc::new(grid_parents),
             doors: Doors::default(),
         };
         if events.rows > 0 {

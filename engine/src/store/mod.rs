@@ -460,15 +460,18 @@ impl Store {
         report: LoadReport,
         rejects: RecordBatch,
     ) -> Result<Store> {
-        let indexes = Indexes::build(&tables, identities.len())?;
-        let facts = {
-            use rayon::prelude::*;
-            (0..identities.len())
-                .into_par_iter()
-                .with_min_len(64 * 1024)
-                .map(|i| crate::idcard::Facts::of(identities.value(i)))
-                .collect()
-        };
+        let (indexes, facts) = rayon::join(
+            || Indexes::build(&tables, identities.len()),
+            || {
+                use rayon::prelude::*;
+                (0..identities.len())
+                    .into_par_iter()
+                    .with_min_len(64 * 1024)
+                    .map(|i| crate::idcard::Facts::of(identities.value(i)))
+                    .collect()
+            },
+        );
+        let indexes = indexes?;
         Ok(Store::assembled(
             tables,
             (identities, Arc::new(facts), None),

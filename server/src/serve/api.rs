@@ -834,12 +834,10 @@ pub async fn close_task(
         let view = app2.view(&caller)?;
         open_task(&app2, &view, &caller, &task_id)?;
         let mut book = app2.tasks.lock().map_err(ApiError::internal)?;
-        let mut next = book.clone();
-        let t = next
-            .close(&task_id, outcome, req.note, gridlens_engine::load::now())?
-            .clone();
-        next.save().map_err(ApiError::internal)?;
-        *book = next;
+        let t = app2.changing_tasks(&mut book, |b| {
+            b.close(&task_id, outcome, req.note, gridlens_engine::load::now())
+                .cloned()
+        })?;
         drop(book);
         let mut answer = task_for(&app2, &view, &caller, &t)
             .ok_or_else(|| ApiError::not_found(format!("there is no task {task_id}")))?;

@@ -199,6 +199,7 @@ impl App {
             .write_if_due(&next, self.segments_of(next.version));
         self.metrics.ingested(table.name(), received - all.len());
         let sweep = next.city.latest()?;
+        let served_after = started.elapsed();
         let tasks = if mode.apply_tasks {
             let s = self.clone();
             let n = next.clone();
@@ -216,6 +217,7 @@ impl App {
             rows = received,
             version,
             ms = started.elapsed().as_millis() as u64,
+            served_ms = served_after.as_millis() as u64,
             "batch ingested"
         );
         Ok(answer(all, version, sweep.anomalies.len(), tasks))

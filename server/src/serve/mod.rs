@@ -352,11 +352,18 @@ impl App {
         served: &Served,
         sweep: &Sweep,
     ) -> Result<serde_json::Value, ApiError> {
+        let t = Instant::now();
         let mut book = self.tasks.lock().map_err(ApiError::internal)?;
-        let mut next = book.clone();
-        let summary = next.apply(&served.store, sweep, &api::task_options(self.daily_limit))?;
-        next.save().map_err(ApiError::internal)?;
-        *book = next;
+        let summary = self.changing_tasks(&mut book, |b| {
+            b.apply(&served.store, sweep, &api::task_options(self.daily_limit))
+        })?;
+        tracing::info!(
+            ms = t.elapsed().as_millis() as u64,
+            grids = summary.grids_looked_at,
+            new = summary.new,
+            resolved = summary.resolved_in_data,
+            "task lists updated"
+        );
         Ok(serde_json::json!({
             "new": summary.new,
             "still_open": summary.still_open,
@@ -365,6 +372,31 @@ impl App {
             "false_alarms_left_closed": summary.suppressed,
             "unassigned": summary.unassigned,
         }))
+    }
+
+    /// Changes the task lists and saves the change; when either fails (but for a request at
+    /// fault, which changes nothing), the lists are read again from the state folder (the last
+    /// save) and the error returned.
+    pub fn changing_tasks<T>(
+        &self,
+        book: &mut TaskBook,
+        change: impl FnOnce(&mut TaskBook) -> gridlens_engine::Result<T>,
+    ) -> Result<T, ApiError> {
+        let result = match change(book) {
+            // A request at fault changed nothing.
+            Err(e @ gridlens_engine::Error::Param { .. }) => return Err(ApiError::from_engine(e)),
+            r => r.and_then(|t| book.save().map(|()| t)),
+        };
+        match result {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                tracing::error!("the task lists were not changed: {e}");
+                if let Ok(b) = TaskBook::open(&self.state_dir) {
+                    *book = b;
+                }
+                Err(ApiError::from_engine(e))
+            }
+        }
     }
 
     /// Refuses (404, as for an unknown worker) a worker outside the caller's scope.
@@ -476,8 +508,12 @@ impl App {
         if let Ok(mut w) = self.served.write() {
             *w = s;
         }
-        // What is free now goes back to the system.
-        tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
+        // What is free now goes back to the system; but the events columns a merge replaced
+        // stay in the process for the next merge to reuse: memory handed back would have to be
+        // zeroed page by page by the system again (half the time of a merge at scale 1.0).
+        if !shares {
+            tokio::task::spawn_blocking(gridlens_engine::memory::release_freed_memory);
+        }
     }
 
     /// The names of the log's segments up to a version (what a snapshot of it folds).
@@ -526,10 +562,21 @@ fn load_served(
     version: u64,
     changed: Option<&Change>,
 ) -> Result<Served> {
+    let t = Instant::now();
     let store = Arc::new(match changed {
         Some(c) => dataset::load_store_next(data, added, &c.served.store, c.table)?,
         None => dataset::load_store_with(data, added)?,
     });
+    tracing::info!(
+        version,
+        ms = t.elapsed().as_millis() as u64,
+        "version {}",
+        if changed.is_some() {
+            "made over the served one"
+        } else {
+            "loaded"
+        }
+    );
     served_from(data, state, store, version, changed)
 }
 
@@ -542,8 +589,13 @@ fn served_from(
     version: u64,
     changed: Option<&Change>,
 ) -> Result<Served> {
-    write_known_scopes(state, &store)
-        .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
+    // The grids' codes change only with the grids.
+    if changed.is_none_or(|c| {
+        gridlens_engine::load::tables_to_reload(&[c.table]).contains(&TableId::Grids)
+    }) {
+        write_known_scopes(state, &store)
+            .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
+    }
     let city = Arc::new(City::new(store.clone()));
     // The index of identity numbers that door events merged into this version look up, built
     // beside the sweep (a version made by a merge has it already).
@@ -562,8 +614,13 @@ fn served_from(
             sweep
         }
     };
-    city.grid_counts(store.as_of)?;
+    let swept = t.elapsed();
+    match changed {
+        Some(c) => city.grid_counts_after(&c.served.city, c.table)?,
+        None => city.grid_counts(store.as_of)?,
+    };
     tracing::info!(
+        sweep_ms = swept.as_millis() as u64,
         "sweep, clocks and grid KPIs ready in {:.1} s",
         t.elapsed().as_secs_f64()
     );
@@ -649,6 +706,7 @@ impl App {
         // A city with ingested batches: the task lists follow its sweep (a crash may have come
         // between a batch's commit and its sweep reaching the lists).
         if !book.has_runs() || served.version > 0 {
+            let t = Instant::now();
             let sweep = served.city.latest()?;
             book.apply(
                 &served.store,
@@ -656,6 +714,7 @@ impl App {
                 &api::task_options(config.daily_limit),
             )?;
             book.save()?;
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated");
         }
         let app = App {
             served: RwLock::new(served.clone()),

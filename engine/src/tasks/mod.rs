@@ -12,25 +12,28 @@
 //!   anomaly is still found by a sweep evaluated after the close is reopened.
 //! - Each worker has at most 20 open tasks, highest priority first (then older evidence, then
 //!   subject); the rest wait in the backlog until a later run has room.
-//! - State is one JSON file, replaced atomically (written to a temporary file, flushed to disk,
-//!   renamed), so a crash mid-write leaves the previous state intact. A lock file keeps two
-//!   writers (the command line and the server) from interleaving.
+//! - A sweep worked out from the one applied before ([`crate::rules::SweepBase`]) is applied
+//!   in the grids where the rules ran again (and those of tasks workers closed since), and only
+//!   the lists of the workers of those grids are filled again: the book comes out as a whole
+//!   apply leaves it (tested in `tests/incremental.rs`). See [`apply`].
+//! - State is a JSON file of the whole book and a journal of the saves since ([`journal`]):
+//!   a save is durable when it returns, and a crash mid-save leaves the save before. A lock
+//!   file keeps two writers (the command line and the server) from interleaving.
 
-use crate::contract::TableId;
+mod apply;
+pub mod journal;
+
 use crate::error::{Error, Result};
-use crate::rules::{Anomaly, RuleId, Sweep};
+use crate::rules::RuleId;
 use crate::scope::mask::mask_identities_in_text;
 use crate::scope::secret::Secret;
-use crate::store::{NONE, Store};
 use crate::time;
+pub use journal::{JOURNAL_FILE, STATE_FILE, SaveStage};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// The state file's name within the state folder.
-pub const STATE_FILE: &str = "tasks.json";
-const TEMP_FILE: &str = "tasks.json.tmp";
 const LOCK_FILE: &str = "tasks.lock";
 /// The state file's version: 2 since task ids are keyed with the state folder's secret.
 const STATE_VERSION: u32 = 2;
@@ -185,6 +188,10 @@ pub struct RunSummary {
     pub unassigned: usize,
     /// Per worker: (worker_id, grid_code, open, backlog).
     pub workers: Vec<WorkerSummary>,
+    /// The grids whose tasks the run looked at, when not every grid (a sweep that followed
+    /// the one applied before: [`apply`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grids_looked_at: Option<u64>,
 }
 
 /// One worker's list after a run.
@@ -202,29 +209,12 @@ pub struct WorkerSummary {
     pub priority_1: usize,
 }
 
-/// The task book on disk: read with owned runs and tasks, written borrowing them (a city's
-/// book holds 150,000 tasks).
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile<R = Vec<RunSummaryRecord>, T = Task> {
-    version: u32,
-    updated_at: String,
-    runs: R,
-    tasks: Vec<T>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunSummaryRecord {
     as_of: String,
     new: usize,
     resolved_in_data: usize,
     reopened: usize,
-}
-
-/// The stages of saving, for tests that simulate a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveStage {
-    /// The temporary file is written and flushed to disk.
-    TempWritten,
 }
 
 /// The task lists of a city, as kept in a state folder.
@@ -235,6 +225,30 @@ pub struct TaskBook {
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
     runs: Vec<RunSummaryRecord>,
+    /// The book on disk and what is not written to it yet.
+    disk: Disk,
+    /// Grids of the tasks workers closed since the last sweep applied: the next one looks at
+    /// them again.
+    dirty: BTreeSet<String>,
+    /// The last sweep applied, for the next one that follows it ([`TaskBook::apply`]).
+    last: Option<apply::Applied>,
+}
+
+/// The book on disk and what is not written to it yet.
+#[derive(Debug, Clone, Default)]
+struct Disk {
+    /// The generation of the whole file.
+    generation: u64,
+    /// Bytes of the whole file (0: none yet).
+    base_bytes: u64,
+    /// Bytes of the journal.
+    journal_bytes: u64,
+    /// Tasks changed since the last save.
+    pending: BTreeSet<String>,
+    /// Every task may have changed (a whole sweep applied).
+    all: bool,
+    /// Runs recorded since the last save.
+    runs: usize,
 }
 
 /// Holds the state folder's lock while alive.
@@ -279,50 +293,60 @@ impl TaskBook {
         }
     }
 
-    /// Opens the task lists of a state folder (creating it, empty, if new). A temporary file
-    /// left by a crash is discarded: the state is the last complete save.
+    /// Opens the task lists of a state folder to change them (creating it, empty, if new).
+    /// What a crash left is dropped: the state is the last complete save.
     pub fn open(dir: &Path) -> Result<TaskBook> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = dir.join(TEMP_FILE);
-        if tmp.exists() {
-            tracing::warn!("discarding {}: a save that did not finish", tmp.display());
-            let _ = std::fs::remove_file(&tmp);
-        }
         let secret = Secret::open_or_create(dir)?;
-        let path = dir.join(STATE_FILE);
-        if !path.exists() {
-            return Ok(TaskBook {
-                dir: dir.to_path_buf(),
-                secret,
-                tasks: BTreeMap::new(),
-                runs: Vec::new(),
-            });
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let state: StateFile = serde_json::from_str(&text).map_err(|e| {
-            Error::Load(format!(
-                "{}: the task state is not readable: {e}",
-                path.display()
-            ))
-        })?;
-        // State of version 1 had unkeyed ids: they are keyed now (the same tasks, new ids).
-        let rekey = state.version < STATE_VERSION;
-        let tasks = state
-            .tasks
-            .into_iter()
-            .map(|mut t| {
-                if rekey {
-                    t.task_id = secret.id("T", &[t.rule.as_str(), t.subject_id.as_str()]);
-                }
-                (t.task_id.clone(), t)
-            })
-            .collect();
-        Ok(TaskBook {
+        let (book, leftover) = Self::read_with(dir, secret)?;
+        journal::clean(dir, leftover)?;
+        Ok(book)
+    }
+
+    /// Reads the task lists of a state folder without changing anything in it (a reader beside
+    /// the writer: the SQL `tasks` table).
+    pub fn read(dir: &Path) -> Result<TaskBook> {
+        let secret = Secret::open_or_create(dir)?;
+        Ok(Self::read_with(dir, secret)?.0)
+    }
+
+    fn read_with(dir: &Path, secret: Secret) -> Result<(TaskBook, journal::Leftover)> {
+        let mut book = TaskBook {
             dir: dir.to_path_buf(),
             secret,
-            tasks,
-            runs: state.runs,
-        })
+            tasks: BTreeMap::new(),
+            runs: Vec::new(),
+            disk: Disk::default(),
+            dirty: BTreeSet::new(),
+            last: None,
+        };
+        let Some(d) = journal::read(dir)? else {
+            return Ok((book, journal::Leftover::None));
+        };
+        // State of version 1 had unkeyed ids: they are keyed now (the same tasks, new ids).
+        let rekey = d.version < STATE_VERSION;
+        let secret = &book.secret;
+        book.tasks = journal::tasks_by_id(d.tasks, d.changed, |t| {
+            if rekey {
+                secret.id("T", &[t.rule.as_str(), t.subject_id.as_str()])
+            } else {
+                t.task_id.clone()
+            }
+        });
+        if rekey {
+            for (id, t) in book.tasks.iter_mut() {
+                t.task_id = id.clone();
+            }
+        }
+        book.runs = d.runs;
+        book.disk = Disk {
+            generation: d.generation,
+            base_bytes: d.base_bytes,
+            journal_bytes: d.journal_bytes,
+            all: rekey,
+            ..Disk::default()
+        };
+        Ok((book, d.leftover))
     }
 
     /// The stable id of a (rule, subject) in this state folder.
@@ -330,249 +354,55 @@ impl TaskBook {
         task_id(&self.secret, rule, subject_id)
     }
 
-    /// Saves atomically.
-    pub fn save(&self) -> Result<()> {
-        self.save_with(|_| Ok(()))
-    }
-
-    /// Saves atomically, calling `hook` at each stage (a test returns an error to simulate a
-    /// crash there).
-    pub fn save_with(&self, hook: impl Fn(SaveStage) -> Result<()>) -> Result<()> {
-        // Without indentation, through a buffer.
-        let state = StateFile {
-            version: STATE_VERSION,
-            updated_at: time::format_timestamp(crate::load::now()),
-            runs: &self.runs,
-            tasks: self.tasks.values().collect(),
-        };
-        let tmp = self.dir.join(TEMP_FILE);
-        {
-            let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            serde_json::to_writer(&mut w, &state)
-                .map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::io(&tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    /// Saves what changed since the last save, durably: a line appended to the journal, or the
+    /// book written whole when much of it changed or the journal has grown past it.
+    pub fn save(&mut self) -> Result<()> {
+        let d = &self.disk;
+        if !d.all && d.pending.is_empty() && d.runs == 0 {
+            return Ok(());
         }
-        hook(SaveStage::TempWritten)?;
-        let path = self.dir.join(STATE_FILE);
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
+        if d.base_bytes == 0 || d.all || d.pending.len() * 4 > self.tasks.len() {
+            return self.save_with(|_| Ok(()));
         }
-        Ok(())
-    }
-
-    /// Applies a sweep: opens, keeps, reopens and resolves tasks, assigns them and fills each
-    /// worker's list.
-    pub fn apply(
-        &mut self,
-        store: &Store,
-        sweep: &Sweep,
-        opts: &TaskOptions,
-    ) -> Result<RunSummary> {
-        let as_of = sweep.as_of;
-        let as_of_s = time::format_timestamp(as_of);
-        let swept: BTreeSet<String> = sweep
-            .runs
+        let runs = &self.runs[self.runs.len() - d.runs..];
+        let tasks = d
+            .pending
             .iter()
-            .map(|r| r.rule.code().to_string())
+            .filter_map(|id| self.tasks.get(id))
             .collect();
-        let grids = store.table(TableId::Grids).strings("grid_code")?;
-        let mut summary = RunSummary {
-            as_of: as_of_s.clone(),
-            ..RunSummary::default()
-        };
-        let mut found: BTreeSet<String> = BTreeSet::new();
-        for a in &sweep.anomalies {
-            let id = self.task_id(a.rule, &a.subject_id);
-            found.insert(id.clone());
-            let grid_code = grids.value(a.grid as usize).to_string();
-            match self.tasks.get_mut(&id) {
-                Some(t) => {
-                    refresh(t, a, &grid_code, &as_of_s);
-                    match (t.status, t.outcome) {
-                        (Status::Open | Status::Backlog, _) => summary.still_open += 1,
-                        (Status::Closed, Some(Outcome::FalseAlarm)) => {
-                            let closed = t
-                                .closed_at
-                                .as_deref()
-                                .and_then(|c| time::parse_timestamp(c).ok());
-                            if closed.is_some_and(|c| as_of < c + opts.false_alarm_days * time::DAY)
-                            {
-                                summary.suppressed += 1;
-                            } else {
-                                reopen(t);
-                                summary.reopened += 1;
-                            }
-                        }
-                        (Status::Closed, _) => {
-                            let closed = t
-                                .closed_at
-                                .as_deref()
-                                .and_then(|c| time::parse_timestamp(c).ok());
-                            // A sweep of data older than the close does not undo it.
-                            if closed.is_none_or(|c| as_of > c) {
-                                reopen(t);
-                                summary.reopened += 1;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    self.tasks.insert(
-                        id.clone(),
-                        Task {
-                            task_id: id,
-                            rule: a.rule.code().into(),
-                            rule_name: a.rule.name().into(),
-                            subject_kind: a.rule.subject_kind().into(),
-                            subject_id: a.subject_id.clone(),
-                            grid_code,
-                            worker_id: None,
-                            assignment: Assignment::Unassigned,
-                            priority: a.rule.priority(),
-                            weight: a.weight,
-                            evidence: a.evidence.clone(),
-                            status: Status::Open,
-                            outcome: None,
-                            note: None,
-                            opened_at: as_of_s.clone(),
-                            last_found_at: as_of_s.clone(),
-                            closed_at: None,
-                            reopened: 0,
-                        },
-                    );
-                    summary.new += 1;
-                }
-            }
+        let line = journal::entry_line(runs, tasks)?;
+        if d.journal_bytes + line.len() as u64 > d.base_bytes.max(1 << 20) {
+            return self.save_with(|_| Ok(()));
         }
-        // Open tasks whose anomaly is gone (among the rules this sweep ran) are resolved.
-        for t in self.tasks.values_mut() {
-            if matches!(t.status, Status::Open | Status::Backlog)
-                && swept.contains(&t.rule)
-                && !found.contains(&t.task_id)
-            {
-                t.status = Status::Closed;
-                t.outcome = Some(Outcome::ResolvedInData);
-                t.closed_at = Some(as_of_s.clone());
-                summary.resolved_in_data += 1;
-            }
-        }
-        self.assign(store)?;
-        summary.workers = self.fill_lists(opts);
-        summary.unassigned = self
-            .tasks
-            .values()
-            .filter(|t| t.status != Status::Closed && t.worker_id.is_none())
-            .count();
-        self.runs.push(RunSummaryRecord {
-            as_of: as_of_s,
-            new: summary.new,
-            resolved_in_data: summary.resolved_in_data,
-            reopened: summary.reopened,
-        });
-        Ok(summary)
-    }
-
-    /// Assigns every task that is not closed to its grid's worker, or the B role.
-    fn assign(&mut self, store: &Store) -> Result<()> {
-        let workers = store.table(TableId::Workers);
-        let grids = store.table(TableId::Grids).strings("grid_code")?;
-        let ids = workers.strings("worker_id")?;
-        let active = workers.bools("active")?;
-        let employment = workers.codes("employment")?;
-        let grid = workers.keys("grid_code")?;
-        let partner = workers.keys("partner_grid_code")?;
-        // Grid code → (own candidates, partner candidates), best first.
-        let mut own: BTreeMap<&str, Vec<(i8, &str)>> = BTreeMap::new();
-        let mut cover: BTreeMap<&str, Vec<(i8, &str)>> = BTreeMap::new();
-        for w in 0..workers.rows {
-            if !active.value(w) {
-                continue;
-            }
-            let key = (employment.value(w), ids.value(w));
-            own.entry(grids.value(grid[w] as usize))
-                .or_default()
-                .push(key);
-            if partner[w] != NONE {
-                cover
-                    .entry(grids.value(partner[w] as usize))
-                    .or_default()
-                    .push(key);
-            }
-        }
-        for t in self.tasks.values_mut() {
-            if t.status == Status::Closed {
-                continue;
-            }
-            let pick = |m: &BTreeMap<&str, Vec<(i8, &str)>>| {
-                m.get(t.grid_code.as_str())
-                    .and_then(|v| v.iter().min().map(|(_, id)| id.to_string()))
-            };
-            (t.worker_id, t.assignment) = match (pick(&own), pick(&cover)) {
-                (Some(w), _) => (Some(w), Assignment::Own),
-                (None, Some(w)) => (Some(w), Assignment::BRole),
-                (None, None) => (None, Assignment::Unassigned),
-            };
-        }
+        self.disk.journal_bytes += journal::append(&self.dir, self.disk.generation, &line)?;
+        self.disk.pending.clear();
+        self.disk.runs = 0;
         Ok(())
     }
 
-    /// Gives each worker at most `daily_limit` open tasks, highest priority first.
-    fn fill_lists(&mut self, opts: &TaskOptions) -> Vec<WorkerSummary> {
-        let mut by_worker: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for t in self.tasks.values() {
-            if t.status != Status::Closed
-                && let Some(w) = &t.worker_id
-            {
-                by_worker
-                    .entry(w.clone())
-                    .or_default()
-                    .push(t.task_id.clone());
-            }
-        }
-        let mut out = Vec::new();
-        for (worker, mut ids) in by_worker {
-            ids.sort_by_cached_key(|a| order_key(&self.tasks[a]));
-            let mut s = WorkerSummary {
-                worker_id: worker.clone(),
-                grid_code: String::new(),
-                open: 0,
-                backlog: 0,
-                priority_1: 0,
-            };
-            for (k, id) in ids.iter().enumerate() {
-                if let Some(t) = self.tasks.get_mut(id) {
-                    if t.assignment == Assignment::Own {
-                        s.grid_code = t.grid_code.clone();
-                    }
-                    if k < opts.daily_limit {
-                        t.status = Status::Open;
-                        s.open += 1;
-                        if t.priority == 1 {
-                            s.priority_1 += 1;
-                        }
-                    } else {
-                        t.status = Status::Backlog;
-                        s.backlog += 1;
-                    }
-                }
-            }
-            out.push(s);
-        }
-        for t in self.tasks.values_mut() {
-            if t.status != Status::Closed && t.worker_id.is_none() {
-                t.status = Status::Open;
-            }
-        }
-        out
+    /// Writes the book whole at its next generation, calling `hook` at each stage (a test
+    /// returns an error to simulate a crash there).
+    pub fn save_with(&mut self, hook: impl Fn(SaveStage) -> Result<()>) -> Result<()> {
+        let generation = self.disk.generation + 1;
+        let (base, journal) = journal::write_whole(
+            &self.dir,
+            generation,
+            STATE_VERSION,
+            time::format_timestamp(crate::load::now()),
+            &self.runs,
+            self.tasks.values(),
+            hook,
+        )?;
+        self.disk = Disk {
+            generation,
+            base_bytes: base,
+            journal_bytes: journal,
+            ..Disk::default()
+        };
+        Ok(())
     }
 
-    /// A worker closes a task.
+    /// A worker closes a task (saved with the next [`TaskBook::save`]).
     pub fn close(
         &mut self,
         task_id: &str,
@@ -597,6 +427,8 @@ impl TaskBook {
         t.outcome = Some(outcome);
         t.note = note;
         t.closed_at = Some(time::format_timestamp(at));
+        self.dirty.insert(t.grid_code.clone());
+        self.disk.pending.insert(task_id.to_string());
         Ok(t)
     }
 
@@ -629,22 +461,6 @@ fn order_key(t: &Task) -> (i32, i64, String, String) {
         mask_identities_in_text(&t.subject_id),
         t.task_id.clone(),
     )
-}
-
-fn refresh(t: &mut Task, a: &Anomaly, grid_code: &str, as_of: &str) {
-    t.weight = a.weight;
-    t.priority = a.rule.priority();
-    t.evidence = a.evidence.clone();
-    t.grid_code = grid_code.to_string();
-    t.last_found_at = as_of.to_string();
-}
-
-fn reopen(t: &mut Task) {
-    t.status = Status::Open;
-    t.outcome = None;
-    t.closed_at = None;
-    t.note = None;
-    t.reopened += 1;
 }
 
 /// The schema of the `tasks` table.
