@@ -199,8 +199,8 @@ pub struct App {
     pub log: gridlens_engine::ingest::log::Log,
     /// Tokens.
     pub tokens: Tokens,
-    /// The task lists (saved on every change).
-    pub tasks: Mutex<TaskBook>,
+    /// The task lists (saved on every change; shared with their apply at start).
+    pub tasks: Arc<Mutex<TaskBook>>,
     state_dir: PathBuf,
     audit: AuditLog,
     /// The web app's signed-in browsers.
@@ -577,17 +577,19 @@ fn load_served(
             "loaded"
         }
     );
-    served_from(data, state, store, version, changed)
+    served_from(data, state, store, version, changed, false)
 }
 
 /// A loaded version made ready to serve: its known scopes written, its sweep (incremental
-/// after a batch), SLA clocks and grid counts worked out.
+/// after a batch), SLA clocks and grid counts worked out (`at_start`: the clocks and grid
+/// counts beside the first requests).
 fn served_from(
     data: &DataArgs,
     state: &std::path::Path,
     store: Arc<Store>,
     version: u64,
     changed: Option<&Change>,
+    at_start: bool,
 ) -> Result<Served> {
     // The grids' codes change only with the grids.
     if changed.is_none_or(|c| {
@@ -616,12 +618,31 @@ fn served_from(
     };
     let swept = t.elapsed();
     match changed {
-        Some(c) => city.grid_counts_after(&c.served.city, c.table)?,
-        None => city.grid_counts(store.as_of)?,
+        Some(c) => {
+            city.grid_counts_after(&c.served.city, c.table)?;
+        }
+        // At start nothing is served yet: the clocks and grid counts are worked out beside the
+        // first requests (a KPI request meanwhile waits for them), not before them.
+        None if at_start => {
+            let c = city.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                match c.grid_counts(c.store().as_of) {
+                    Ok(_) => tracing::info!(
+                        "clocks and grid KPIs ready in {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => tracing::error!("the grid KPIs could not be worked out: {e}"),
+                }
+            });
+        }
+        None => {
+            city.grid_counts(store.as_of)?;
+        }
     };
     tracing::info!(
         sweep_ms = swept.as_millis() as u64,
-        "sweep, clocks and grid KPIs ready in {:.1} s",
+        "version ready to serve in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let name = store
@@ -675,7 +696,7 @@ impl App {
         }
         let lock = TaskBook::lock(&config.state)
             .with_context(|| format!("the state folder {} is in use", config.state.display()))?;
-        let mut book = TaskBook::open(&config.state)?;
+        let book = TaskBook::open(&config.state)?;
         let mut data = config.data.clone();
         if data.data.is_none() {
             data.data = Some(dataset::keep_default_city(&config.state)?);
@@ -683,7 +704,14 @@ impl App {
         let log = gridlens_engine::ingest::log::Log::open(&config.state)?;
         let t = Instant::now();
         let (store, snapshot) = dataset::load_store_at_start(&data, &config.state, &log)?;
-        let mut served = served_from(&data, &config.state, Arc::new(store), log.version()?, None)?;
+        let mut served = served_from(
+            &data,
+            &config.state,
+            Arc::new(store),
+            log.version()?,
+            None,
+            true,
+        )?;
         served.snapshot = snapshot;
         let served = Arc::new(served);
         tracing::info!(
@@ -704,24 +732,51 @@ impl App {
             );
         }
         // A city with ingested batches: the task lists follow its sweep (a crash may have come
-        // between a batch's commit and its sweep reaching the lists).
-        if !book.has_runs() || served.version > 0 {
-            let t = Instant::now();
-            let sweep = served.city.latest()?;
-            book.apply(
-                &served.store,
-                &sweep,
-                &api::task_options(config.daily_limit),
-            )?;
-            book.save()?;
-            tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated");
+        // between a batch's commit and its sweep reaching the lists). Applied beside the first
+        // requests, holding the book (taken before anything is served): a request for tasks
+        // waits for it, any other is answered.
+        let has_runs = book.has_runs();
+        let tasks = Arc::new(Mutex::new(book));
+        if !has_runs || served.version > 0 {
+            let (taken, lock_taken) = std::sync::mpsc::channel();
+            let (lists, served, opts, dir) = (
+                tasks.clone(),
+                served.clone(),
+                api::task_options(config.daily_limit),
+                config.state.clone(),
+            );
+            std::thread::spawn(move || {
+                let Ok(mut book) = lists.lock() else {
+                    let _ = taken.send(());
+                    return;
+                };
+                let _ = taken.send(());
+                let t = Instant::now();
+                let applied = served
+                    .city
+                    .latest()
+                    .and_then(|sweep| book.apply(&served.store, &sweep, &opts))
+                    .and_then(|_| book.save());
+                match applied {
+                    Ok(()) => {
+                        tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated")
+                    }
+                    Err(e) => {
+                        tracing::error!("the task lists could not follow the city served: {e}");
+                        if let Ok(b) = TaskBook::open(&dir) {
+                            *book = b;
+                        }
+                    }
+                }
+            });
+            let _ = lock_taken.recv();
         }
         let app = App {
             served: RwLock::new(served.clone()),
             data: data.clone(),
             log,
             tokens: Tokens::new(config.tokens.clone())?,
-            tasks: Mutex::new(book),
+            tasks,
             state_dir: config.state.clone(),
             audit: AuditLog::open(&config.audit)?,
             metrics: Metrics::default(),
