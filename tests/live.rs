@@ -740,6 +740,30 @@ fn gridlens_ingest_adds_to_a_stopped_servers_log() {
         "{}",
         stderr(&o)
     );
+    // `gridlens sql` with the state folder sees the city as its server serves it, beside the
+    // running server; without it, the dataset alone.
+    let sql = |with_state: bool| {
+        let q = "SELECT count(*) AS n FROM access_events WHERE device_id = 'dev-cli'";
+        let mut args = vec!["sql", "--data", data.to_str().unwrap(), "--format", "csv"];
+        if with_state {
+            args.extend(["--state", state.to_str().unwrap()]);
+        }
+        args.push(q);
+        let o = gridlens(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(sql(true).trim(), "n\n1");
+    assert_eq!(sql(false).trim(), "n\n0");
+    assert_eq!(
+        count(
+            &s,
+            &admin,
+            "SELECT count(*) AS n FROM access_events WHERE device_id = 'dev-cli'"
+        ),
+        1,
+        "the server is untouched by the reader"
+    );
 }
 
 /// Door events in batches while the server is killed with SIGKILL at random moments: after each

@@ -72,6 +72,20 @@ pub fn load_store_with(args: &DataArgs, added: &[Added]) -> Result<Store> {
     Ok(store)
 }
 
+/// The city as a state folder's server serves it: the dataset with the ingest log's batches
+/// (through the newest matching snapshot, as at a start), when the folder has a log; else the
+/// dataset alone. Reads the folder without changing it (a server may be running on it).
+pub fn load_store_of_state(args: &DataArgs, state: Option<&Path>) -> Result<Store> {
+    let log = state.and_then(gridlens_engine::ingest::log::Log::existing);
+    match (state, log) {
+        (Some(state), Some(log)) if !log.segments()?.is_empty() => {
+            let (store, _) = load_store_at_start(args, state, &log)?;
+            Ok(store)
+        }
+        _ => load_store(args),
+    }
+}
+
 /// The next version of a served city after a batch (the last of `added`) changed a table (see
 /// [`load_next`]: door events merged into the served ones, else that table and the tables
 /// referring to it loaded again); a city without a folder is loaded whole.

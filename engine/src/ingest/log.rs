@@ -93,6 +93,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl Log {
+    /// The log of a state folder as it stands, for a reader (a command beside a running
+    /// server): nothing is created or cleaned; `None` without a log.
+    pub fn existing(state: &Path) -> Option<Log> {
+        let dir = state.join(FOLDER);
+        dir.is_dir().then_some(Log { dir })
+    }
+
     /// Opens (creating) the log of a state folder, removing what a crash left half written.
     pub fn open(state: &Path) -> Result<Log> {
         let dir = state.join(FOLDER);

@@ -18,7 +18,8 @@ pub struct Args {
     /// Evaluate anomalies, SLAs and KPIs at this instant (default: the dataset's as_of).
     #[arg(long)]
     as_of: Option<String>,
-    /// The task state folder, to query the `tasks` table.
+    /// The state folder: the `tasks` table, and the batches ingested into it (the city as its
+    /// server serves it).
     #[arg(long)]
     state: Option<PathBuf>,
     /// Output format (default: table on the terminal, else from --out's extension).
@@ -36,7 +37,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         (None, Some(out)) => Format::from_path(out)?,
         (None, None) => Format::Table,
     };
-    let mut store = dataset::load_store(&a.data)?;
+    let mut store = dataset::load_store_of_state(&a.data, a.state.as_deref())?;
     store.as_of = dataset::as_of(&store, a.as_of.as_deref())?;
     let engine = SqlEngine::new(Arc::new(store)).with_state_dir(a.state.clone());
     let started = std::time::Instant::now();

@@ -80,7 +80,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = dataset::load_store(&a.data)?;
+    // The city the lists follow: the dataset with the batches ingested into this state.
+    let store = dataset::load_store_of_state(&a.data, Some(&a.state))?;
     let as_of = dataset::as_of(&store, a.as_of.as_deref())?;
     let sweep = rules::sweep(&store, as_of, &[], &Params::default())?;
     let opts = TaskOptions {
