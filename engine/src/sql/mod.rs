@@ -88,7 +88,7 @@ pub enum Dialect {
 pub struct SqlEngine {
     city: Arc<City>,
     view: Arc<View>,
-    state_dir: Option<PathBuf>,
+    tasks: Option<crate::tasks::TaskSource>,
     memory_limit: Option<usize>,
     shared_memory: Option<Arc<memory::SharedMemory>>,
     bounds: SqlBounds,
@@ -108,7 +108,7 @@ impl SqlEngine {
         SqlEngine {
             city,
             view,
-            state_dir: None,
+            tasks: None,
             memory_limit: None,
             shared_memory: None,
             bounds: SqlBounds::default(),
@@ -162,9 +162,18 @@ impl SqlEngine {
         self
     }
 
-    /// Serves the task lists under a state folder as the `tasks` table.
+    /// Serves the task lists under a state folder (read from disk) as the `tasks` table.
     pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> SqlEngine {
-        self.state_dir = dir;
+        self.tasks = dir.map(crate::tasks::TaskSource::Folder);
+        self
+    }
+
+    /// Serves a server's task lists (read under their lock) as the `tasks` table.
+    pub fn with_task_book(
+        mut self,
+        book: Arc<std::sync::Mutex<crate::tasks::TaskBook>>,
+    ) -> SqlEngine {
+        self.tasks = Some(crate::tasks::TaskSource::Held(book));
         self
     }
 
@@ -227,7 +236,7 @@ impl SqlEngine {
             let table = provider::StoreTable::new(self.view.clone(), t);
             ctx.register_table(t.name(), Arc::new(table) as Arc<dyn TableProvider>)?;
         }
-        tables::register(&ctx, &self.city, &self.view, self.state_dir.clone())?;
+        tables::register(&ctx, &self.city, &self.view, self.tasks.clone())?;
         Ok(ctx)
     }
 

@@ -12,7 +12,7 @@ use crate::hierarchy::Level;
 use crate::kpis::{self, GroupBy};
 use crate::rules::{self, RuleId};
 use crate::scope::View;
-use crate::tasks::{TaskBook, tasks_schema};
+use crate::tasks::{TaskSource, tasks_schema};
 use crate::time;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -30,7 +30,6 @@ use datafusion::sql::sqlparser::ast::{
 use hashbrown::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 type Compute = Arc<dyn Fn() -> Result<RecordBatch> + Send + Sync>;
@@ -324,12 +323,12 @@ impl TableFunctionImpl for StagesFn {
 /// Registers the engine's own tables and table functions in a session, as `view`'s caller sees
 /// them: `anomalies`, `incident_stages`, `grid_kpis`, `incident_kpis` (the functions at the
 /// dataset's `as_of` with their default arguments), `rejects` (raw input: only for a caller who
-/// sees everything unmasked) and `tasks` (the task lists of `state_dir`).
+/// sees everything unmasked) and `tasks` (the task lists of `tasks`).
 pub fn register(
     ctx: &SessionContext,
     city: &Arc<City>,
     view: &Arc<View>,
-    state_dir: Option<PathBuf>,
+    tasks: Option<TaskSource>,
 ) -> Result<()> {
     let over = Over(city.clone(), view.clone());
     let as_of = city.store().as_of;
@@ -375,12 +374,9 @@ pub fn register(
             computed(
                 "tasks",
                 tasks_schema(),
-                Arc::new(move || match &state_dir {
-                    Some(dir) if dir.join(crate::tasks::STATE_FILE).exists() => {
-                        let book = TaskBook::read(dir)?;
-                        v2.tasks(book.tasks.values())
-                    }
-                    _ => v2.tasks(std::iter::empty()),
+                Arc::new(move || match &tasks {
+                    Some(source) => source.with_tasks(|t| v2.tasks(t.values())),
+                    None => v2.tasks(std::iter::empty()),
                 }),
             ),
         ),

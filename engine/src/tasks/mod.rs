@@ -251,6 +251,33 @@ struct Disk {
     runs: usize,
 }
 
+/// Where the SQL `tasks` table reads the task lists from.
+#[derive(Debug, Clone)]
+pub enum TaskSource {
+    /// The book a server holds, read under its lock (a query waits for an apply under way).
+    Held(std::sync::Arc<std::sync::Mutex<TaskBook>>),
+    /// A state folder's book, read from disk (a command beside a server).
+    Folder(PathBuf),
+}
+
+impl TaskSource {
+    /// The tasks, passed to `f`.
+    pub fn with_tasks<T>(&self, f: impl FnOnce(&BTreeMap<String, Task>) -> Result<T>) -> Result<T> {
+        match self {
+            TaskSource::Held(book) => {
+                let book = book
+                    .lock()
+                    .map_err(|_| Error::Internal("the task lists' lock is poisoned".into()))?;
+                f(&book.tasks)
+            }
+            TaskSource::Folder(dir) if dir.join(STATE_FILE).exists() => {
+                f(&TaskBook::read(dir)?.tasks)
+            }
+            TaskSource::Folder(_) => f(&BTreeMap::new()),
+        }
+    }
+}
+
 /// Holds the state folder's lock while alive.
 #[derive(Debug)]
 pub struct StateLock(File);

@@ -199,8 +199,8 @@ pub struct App {
     pub log: gridlens_engine::ingest::log::Log,
     /// Tokens.
     pub tokens: Tokens,
-    /// The task lists (saved on every change).
-    pub tasks: Mutex<TaskBook>,
+    /// The task lists (saved on every change; the SQL `tasks` table reads them here).
+    pub tasks: Arc<Mutex<TaskBook>>,
     state_dir: PathBuf,
     audit: AuditLog,
     /// The web app's signed-in browsers.
@@ -286,7 +286,7 @@ impl App {
         let view = self.view_of(&served, caller)?;
         Ok(SqlEngine::over(served.city.clone())
             .with_view(view)
-            .with_state_dir(Some(self.state_dir.clone()))
+            .with_task_book(self.tasks.clone())
             .with_memory_limit(Some(self.limits.query_memory))
             .with_shared_memory(Some(self.limits.shared_memory.clone()))
             .with_bounds(self.limits.sql))
@@ -696,7 +696,7 @@ impl App {
         }
         let lock = TaskBook::lock(&config.state)
             .with_context(|| format!("the state folder {} is in use", config.state.display()))?;
-        let mut book = TaskBook::open(&config.state)?;
+        let book = TaskBook::open(&config.state)?;
         let mut data = config.data.clone();
         if data.data.is_none() {
             data.data = Some(dataset::keep_default_city(&config.state)?);
@@ -732,25 +732,51 @@ impl App {
             );
         }
         // A city with ingested batches: the task lists follow its sweep (a crash may have come
-        // between a batch's commit and its sweep reaching the lists). Before anything is
-        // served: the SQL `tasks` table reads the book from disk.
-        if !book.has_runs() || served.version > 0 {
-            let t = Instant::now();
-            let sweep = served.city.latest()?;
-            book.apply(
-                &served.store,
-                &sweep,
-                &api::task_options(config.daily_limit),
-            )?;
-            book.save()?;
-            tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated");
+        // between a batch's commit and its sweep reaching the lists). Applied beside the first
+        // requests, by a thread holding the book from before anything is served: whatever reads
+        // the lists (the task endpoints, the SQL `tasks` table) waits for it.
+        let has_runs = book.has_runs();
+        let tasks = Arc::new(Mutex::new(book));
+        if !has_runs || served.version > 0 {
+            let (taken, lock_taken) = std::sync::mpsc::channel();
+            let (lists, served, opts, dir) = (
+                tasks.clone(),
+                served.clone(),
+                api::task_options(config.daily_limit),
+                config.state.clone(),
+            );
+            std::thread::spawn(move || {
+                let Ok(mut book) = lists.lock() else {
+                    let _ = taken.send(());
+                    return;
+                };
+                let _ = taken.send(());
+                let t = Instant::now();
+                let applied = served
+                    .city
+                    .latest()
+                    .and_then(|sweep| book.apply(&served.store, &sweep, &opts))
+                    .and_then(|_| book.save());
+                match applied {
+                    Ok(()) => {
+                        tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated")
+                    }
+                    Err(e) => {
+                        tracing::error!("the task lists could not follow the city served: {e}");
+                        if let Ok(b) = TaskBook::open(&dir) {
+                            *book = b;
+                        }
+                    }
+                }
+            });
+            let _ = lock_taken.recv();
         }
         let app = App {
             served: RwLock::new(served.clone()),
             data: data.clone(),
             log,
             tokens: Tokens::new(config.tokens.clone())?,
-            tasks: Mutex::new(book),
+            tasks,
             state_dir: config.state.clone(),
             audit: AuditLog::open(&config.audit)?,
             metrics: Metrics::default(),
