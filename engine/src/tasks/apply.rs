@@ -240,28 +240,24 @@ impl TaskBook {
             }
         }
         let lists = self.fill_lists(opts, (!whole).then_some(&workers), &region, &mut keep);
-        let mut lists_now = match &last {
-            Some(l) => l.workers.clone(),
-            None => BTreeMap::new(),
+        // The last apply's lists and false alarms are taken over, not copied (this is per batch).
+        let (mut lists_now, kept_suppressed) = match last {
+            Some(l) => (l.workers, Some(l.suppressed)),
+            None => (BTreeMap::new(), None),
         };
         for w in &workers {
             lists_now.remove(w);
         }
         lists_now.extend(lists.into_iter().map(|s| (s.worker_id.clone(), s)));
-        if let Some(l) = &last {
+        if let Some(kept) = kept_suppressed {
             // Elsewhere the findings are the last sweep's: its open tasks are all found again,
             // and its false alarms left closed are left closed again.
             summary.still_open = open_before - summary.resolved_in_data;
-            suppressed.extend(
-                l.suppressed
-                    .iter()
-                    .filter(|id| {
-                        self.tasks
-                            .get(*id)
-                            .is_some_and(|t| !region.has(&t.grid_code))
-                    })
-                    .cloned(),
-            );
+            suppressed.extend(kept.into_iter().filter(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| !region.has(&t.grid_code))
+            }));
         }
         summary.suppressed = suppressed.len();
         if let Region::Some(rows, _) = &region {
