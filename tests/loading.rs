@@ -477,8 +477,7 @@ fn the_ground_truth_names_subjects_that_exist_in_their_grids() {
     let grid_of_room = |r: usize| grid_of_building(rooms.keys("building_id").unwrap()[r] as usize);
     let find = |t: &gridlens_engine::store::StoredTable, key: &str, v: &str| -> usize {
         let s = t.strings(key).unwrap();
-        t.key_index
-            .as_ref()
+        t.key_index()
             .unwrap()
             .get(s, v)
             .unwrap_or_else(|| panic!("{v} not in {}", t.id.name())) as usize

@@ -95,6 +95,16 @@ impl Facts {
         Facts((date << 3) | (odd << 2) | TAG_OK)
     }
 
+    /// The facts packed in a number, as a snapshot keeps them.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Facts from their packed number ([`Facts::bits`]).
+    pub fn from_bits(bits: u32) -> Facts {
+        Facts(bits)
+    }
+
     /// The first check a record with this number, `birth_date` and sex (`male`) fails.
     pub fn check(self, birth_date: i32, male: bool) -> Option<IdCheck> {
         match self.0 & 3 {

@@ -8,8 +8,9 @@
 //! for the next block to reuse; [`release_freed_memory`] hands what is free back to the system
 //! once a load is done, so that a served city holds only its own memory.
 //!
-//! This is the one place with `unsafe` code: two calls into the C library, which have no
-//! preconditions. Other platforms and allocators are left as they are.
+//! Two calls into the C library here, which have no preconditions, are one of the two places
+//! with `unsafe` code (the other maps snapshot files: [`crate::store`]'s `mapped`). Other
+//! platforms and allocators are left as they are.
 
 /// Keeps freed memory in the process for reuse, instead of returning each large block to the
 /// system when it is freed. Process-wide; a binary calls it once, at start.

@@ -158,16 +158,19 @@ pub fn load_store_at_start(
         r.version,
         segments.len() - r.segments
     );
-    // Door events are merged in batch by batch; from the first batch of another kind on, the
-    // tables the rest reach are loaded again.
+    // The batches of door events after the snapshot are merged in, in one pass; from the first
+    // batch of another kind on, the tables the rest reach are loaded again.
     let mut store = r.store;
     let mut first = r.segments;
-    while let Some(batch) = added.get(first) {
-        match append(&store, batch, &opts)? {
-            Some(s) => store = s,
-            None => break,
-        }
-        first += 1;
+    let events = added[first.min(added.len())..]
+        .iter()
+        .take_while(|b| b.table == TableId::AccessEvents && !b.file.replaces)
+        .count();
+    if events > 0
+        && let Some(s) = append(&store, &added[first..first + events], &opts)?
+    {
+        store = s;
+        first += events;
     }
     let mut later: Vec<TableId> = segments[first..].iter().map(|s| s.table).collect();
     later.sort();

@@ -366,7 +366,7 @@ pub fn fill_from_records(
     table: TableId,
     rows: &mut [serde_json::Map<String, serde_json::Value>],
 ) -> Result<()> {
-    let (Some(key), Some(ix)) = (table.def().single_key(), &store.table(table).key_index) else {
+    let (Some(key), Some(ix)) = (table.def().single_key(), store.table(table).key_index()) else {
         return Ok(());
     };
     let t = store.table(table);
@@ -401,7 +401,7 @@ pub fn fill_from_records(
 /// through the references it carries, resolved in the city served.
 pub fn grid_of(store: &Store, table: TableId, rows: &Rows, row: usize) -> u32 {
     let lookup = |t: TableId, key: Option<&str>| -> u32 {
-        let (Some(key), Some(ix)) = (key, store.table(t).key_index.as_ref()) else {
+        let (Some(key), Some(ix)) = (key, store.table(t).key_index()) else {
             return NONE;
         };
         let Ok(values) = store.pool(&crate::store::Pool::Table(t)) else {
@@ -443,7 +443,7 @@ pub fn outside_scope(view: &View, table: TableId, kind: Kind, rows: &Rows) -> Ve
         Kind::Upsert => table.def().single_key(),
         Kind::Append => None,
     };
-    let key_index = store.table(table).key_index.clone();
+    let key_index = store.table(table).key_index();
     let values = store.pool(&crate::store::Pool::Table(table)).ok();
     for (i, o) in out.iter_mut().enumerate() {
         let g = grid_of(store, table, rows, i);
@@ -458,7 +458,7 @@ pub fn outside_scope(view: &View, table: TableId, kind: Kind, rows: &Rows) -> Ve
             });
             continue;
         }
-        if let (Some(k), Some(ix), Some(vals)) = (key, &key_index, &values)
+        if let (Some(k), Some(ix), Some(vals)) = (key, key_index, &values)
             && let Some(kv) = rows.value(i, k)
             && let Some(existing) = ix.get(vals.as_string::<i32>(), kv)
             && !view.sees_row(table, existing)

@@ -26,7 +26,7 @@ use roaring::RoaringBitmap;
 
 /// The row of a table with a single-column key, by its key.
 fn row_of(store: &Store, table: TableId, key: &str) -> Option<u32> {
-    let ix = store.table(table).key_index.as_ref()?;
+    let ix = store.table(table).key_index()?;
     let values = store.pool(&Pool::Table(table)).ok()?;
     ix.get(values.as_string::<i32>(), key.trim())
 }

@@ -28,13 +28,18 @@ use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The served city with a batch of door events added, or `None` when the batch is not one
-/// this path takes (another table, an upsert, a city without door events yet, or extra columns
-/// that differ from the served table's): the caller then loads the table again.
-pub fn append(served: &Store, batch: &Added, opts: &LoadOptions) -> Result<Option<Store>> {
+/// The served city with batches of door events added (one batch as it arrives, or the batches
+/// a restart finds after its snapshot, merged in one pass: the same city as adding them one
+/// after the other), or `None` when they are not what this path takes (another table, an
+/// upsert, a city without door events yet, or extra columns that differ from the served
+/// table's): the caller then loads the table again.
+pub fn append(served: &Store, batches: &[Added], opts: &LoadOptions) -> Result<Option<Store>> {
     let id = TableId::AccessEvents;
     let old = served.table(id);
-    if batch.table != id || batch.file.replaces || old.rows == 0 {
+    if batches.is_empty()
+        || batches.iter().any(|b| b.table != id || b.file.replaces)
+        || old.rows == 0
+    {
         return Ok(None);
     }
     let started = Instant::now();
@@ -42,7 +47,8 @@ pub fn append(served: &Store, batch: &Added, opts: &LoadOptions) -> Result<Optio
         tables: served.tables().to_vec(),
         identity: StringPool::default(),
     };
-    let loaded = load_table(id, std::slice::from_ref(&batch.file), &mut ctx, opts)?;
+    let sources: Vec<_> = batches.iter().map(|b| b.file.clone()).collect();
+    let loaded = load_table(id, &sources, &mut ctx, opts)?;
     if loaded.table.schema.fields() != old.schema.fields() {
         return Ok(None);
     }
@@ -81,13 +87,20 @@ pub fn append(served: &Store, batch: &Added, opts: &LoadOptions) -> Result<Optio
         columns,
         schema: old.schema.clone(),
         files,
-        key_index: None,
+        key_cell: None,
     };
     let mut tables = served.tables().to_vec();
     tables[id as usize] = table;
     let indexes = served.indexes.with_events_added(&tables, &added)?;
     let mut report = served.report.clone();
-    report.tables[id as usize].add_file(batch.file.name.clone(), loaded.read, &loaded.rejects);
+    // The table's counts are the batches' together (as one file after the other adds them).
+    for (i, b) in batches.iter().enumerate() {
+        let (read, rejects) = match i {
+            0 => (loaded.read, &loaded.rejects[..]),
+            _ => (0, &[][..]),
+        };
+        report.tables[id as usize].add_file(b.file.name.clone(), read, rejects);
+    }
     report.encodings.extend(loaded.encodings);
     let rejects = report::rejects_batch(&loaded.rejects)?;
     let rejects = compute::concat_batches(&served.rejects.schema(), [&served.rejects, &rejects])?;

@@ -21,7 +21,7 @@ mod whole;
 use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::{ColumnDef, ColumnType, TableDef, TableId};
 use crate::error::{Error, Result};
-use crate::store::pool::{KeyIndex, StringPool};
+use crate::store::pool::{KeyIndex, KeyIndexCell, StringPool};
 use crate::store::{NONE, Pool, Store, StoredColumn, StoredTable, slots};
 use crate::time;
 use arrow::array::{
@@ -119,7 +119,7 @@ pub fn load_next(
 ) -> Result<Store> {
     if let ([table], Some(batch)) = (changed, added.last())
         && batch.table == *table
-        && let Some(next) = append(served, batch, opts)?
+        && let Some(next) = append(served, std::slice::from_ref(batch), opts)?
     {
         return Ok(next);
     }
@@ -776,7 +776,7 @@ fn resolve(
     let t = ctx.table(target)?;
     let key_name = target.def().single_key().unwrap_or("");
     let keys = t.strings(key_name)?;
-    let index = t.key_index.as_ref();
+    let index = t.key_index();
     let found = text.lookup(|s| index.and_then(|ix| ix.get(keys, s)));
     let mut out = Vec::with_capacity(found.len());
     for (row, f) in found.into_iter().enumerate() {
@@ -1206,7 +1206,7 @@ fn finalize(
             columns: stored,
             schema: Arc::new(Schema::new(fields)),
             files,
-            key_index: key_index.map(Arc::new),
+            key_cell: key_index.map(|ix| KeyIndexCell::built(Arc::new(ix))),
         },
         read,
         superseded,

@@ -65,7 +65,7 @@ impl Moved<'_> {
                 if row as usize >= old.len() || old.is_null(row as usize) {
                     return None;
                 }
-                let ix = new.table(*table).key_index.as_ref()?;
+                let ix = new.table(*table).key_index()?;
                 ix.get(values.as_string::<i32>(), old.value(row as usize))
             }
         }

@@ -115,7 +115,7 @@ impl View {
         let table = self.store().table(t);
         let k = t.def().single_key()?;
         let values = table.strings(k).ok()?;
-        let row = table.key_index.as_ref()?.get(values, key)?;
+        let row = table.key_index()?.get(values, key)?;
         let grid = hierarchy::grids_of(self.store(), t, &[row])[0];
         Some(self.sees_grid(grid))
     }

@@ -413,7 +413,7 @@ impl View {
         let (Ok(ids), Ok(grid)) = (workers.strings("worker_id"), workers.keys("grid_code")) else {
             return false;
         };
-        let found = match &workers.key_index {
+        let found = match workers.key_index() {
             Some(ix) => ix.get(ids, worker_id).map(|r| r as usize),
             None => (0..workers.rows).find(|&i| ids.value(i) == worker_id),
         };

@@ -15,9 +15,11 @@
 use super::NONE;
 use super::index::Indexes;
 use crate::time::{CST_OFFSET, DAY, HOUR};
+use arrow::array::{ArrayRef, RecordBatch};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The night an instant belongs to (`Some(D)` for `[D 20:00, D+1 06:00)` CST), else `None`.
 pub fn night_of(ts: i64) -> Option<i32> {
@@ -45,6 +47,19 @@ pub struct Night {
     pub date: i32,
     /// The first event of the identity at the building that night.
     pub first: i64,
+}
+
+/// The door summaries as Arrow columns ([`Doors::to_arrow`]).
+#[derive(Debug, Clone)]
+pub struct DoorColumns {
+    /// (`identity`, `last`) per building, in building order.
+    pub seen: RecordBatch,
+    /// Where each building's run of `seen` starts (one more than the buildings).
+    pub seen_offsets: ArrayRef,
+    /// (`identity`, `date`, `first`) per building, in building order.
+    pub nights: RecordBatch,
+    /// Where each building's run of `nights` starts.
+    pub night_offsets: ArrayRef,
 }
 
 /// Per-building summaries of the door events (see the module's text).
@@ -248,6 +263,109 @@ impl Doors {
         }
     }
 
+    /// The summaries as Arrow columns, as a snapshot keeps them: who was seen where and when
+    /// last (`identity`, `last`), the nights (`identity`, `date`, `first`), and each one's
+    /// per-building offsets.
+    pub fn to_arrow(&self) -> crate::error::Result<DoorColumns> {
+        use arrow::array::{Int32Array, Int64Array, UInt32Array, UInt64Array};
+        let offsets = |o: &[usize]| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(o.iter().map(|&v| v as u64)))
+        };
+        let seen = RecordBatch::try_from_iter([
+            (
+                "identity",
+                Arc::new(UInt32Array::from_iter_values(self.seen.iter().map(|s| s.0))) as ArrayRef,
+            ),
+            (
+                "last",
+                Arc::new(Int64Array::from_iter_values(self.seen.iter().map(|s| s.1))),
+            ),
+        ])?;
+        let nights = RecordBatch::try_from_iter([
+            (
+                "identity",
+                Arc::new(UInt32Array::from_iter_values(
+                    self.nights.iter().map(|n| n.identity),
+                )) as ArrayRef,
+            ),
+            (
+                "date",
+                Arc::new(Int32Array::from_iter_values(
+                    self.nights.iter().map(|n| n.date),
+                )),
+            ),
+            (
+                "first",
+                Arc::new(Int64Array::from_iter_values(
+                    self.nights.iter().map(|n| n.first),
+                )),
+            ),
+        ])?;
+        Ok(DoorColumns {
+            seen,
+            seen_offsets: offsets(&self.seen_offsets),
+            nights,
+            night_offsets: offsets(&self.night_offsets),
+        })
+    }
+
+    /// The summaries from their Arrow columns ([`Doors::to_arrow`]) for `buildings` buildings
+    /// and `identities` identity numbers; `None` when they do not hold together (a column of
+    /// the wrong type, offsets that are not a run from 0 to the end for each building, an
+    /// identity beyond the pool).
+    pub fn from_arrow(c: &DoorColumns, buildings: usize, identities: usize) -> Option<Doors> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Int32Type, Int64Type, UInt32Type, UInt64Type};
+        let offsets = |a: &ArrayRef, len: usize| -> Option<Vec<usize>> {
+            let o = a.as_primitive_opt::<UInt64Type>()?.values();
+            let ok = (o.is_empty() && len == 0)
+                || (o.len() == buildings + 1
+                    && o[0] == 0
+                    && o.windows(2).all(|w| w[0] <= w[1])
+                    && o[buildings] as usize == len);
+            ok.then(|| o.iter().map(|&v| v as usize).collect())
+        };
+        let (si, sl) = (
+            c.seen
+                .column_by_name("identity")?
+                .as_primitive_opt::<UInt32Type>()?
+                .values(),
+            c.seen
+                .column_by_name("last")?
+                .as_primitive_opt::<Int64Type>()?
+                .values(),
+        );
+        let (ni, nd, nf) = (
+            c.nights
+                .column_by_name("identity")?
+                .as_primitive_opt::<UInt32Type>()?
+                .values(),
+            c.nights
+                .column_by_name("date")?
+                .as_primitive_opt::<Int32Type>()?
+                .values(),
+            c.nights
+                .column_by_name("first")?
+                .as_primitive_opt::<Int64Type>()?
+                .values(),
+        );
+        if !(si.iter().chain(ni.iter())).all(|&i| (i as usize) < identities) {
+            return None;
+        }
+        Some(Doors {
+            seen_offsets: offsets(&c.seen_offsets, si.len())?,
+            seen: si.iter().copied().zip(sl.iter().copied()).collect(),
+            night_offsets: offsets(&c.night_offsets, ni.len())?,
+            nights: (0..ni.len())
+                .map(|i| Night {
+                    identity: ni[i],
+                    date: nd[i],
+                    first: nf[i],
+                })
+                .collect(),
+        })
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         (self.seen_offsets.len() + self.night_offsets.len()) * size_of::<usize>()
@@ -271,6 +389,34 @@ mod tests {
         assert_eq!(night_of(at(d + 1, 6, 0, 0)), None);
         assert_eq!(night_of(at(d, 19, 59, 59)), None);
         assert_eq!(night_of(at(d, 12, 0, 0)), None);
+    }
+
+    #[test]
+    fn summaries_read_back_from_their_columns_and_broken_ones_are_refused() {
+        let doors = Doors {
+            seen_offsets: vec![0, 2, 2, 3],
+            seen: vec![(1, 10), (4, 20), (2, 30)],
+            night_offsets: vec![0, 0, 1, 1],
+            nights: vec![Night {
+                identity: 3,
+                date: 7,
+                first: 40,
+            }],
+        };
+        let c = doors.to_arrow().unwrap();
+        assert_eq!(Doors::from_arrow(&c, 3, 5), Some(doors.clone()));
+        // Other buildings, an identity beyond the pool, offsets past the end: refused.
+        assert_eq!(Doors::from_arrow(&c, 4, 5), None);
+        assert_eq!(Doors::from_arrow(&c, 3, 4), None);
+        let mut bad = c.clone();
+        bad.seen_offsets = Arc::new(arrow::array::UInt64Array::from(vec![0, 2, 4, 3]));
+        assert_eq!(Doors::from_arrow(&bad, 3, 5), None);
+        let mut bad = c;
+        bad.night_offsets = Arc::new(arrow::array::UInt32Array::from(vec![0, 0, 1, 1]));
+        assert_eq!(Doors::from_arrow(&bad, 3, 5), None);
+        // A city without door events.
+        let none = Doors::default().to_arrow().unwrap();
+        assert_eq!(Doors::from_arrow(&none, 3, 5), Some(Doors::default()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod doors;
 pub mod index;
+mod mapped;
 pub mod pool;
 pub mod snapshot;
 
@@ -22,7 +23,7 @@ use arrow::buffer::NullBuffer;
 use arrow::compute;
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
 use index::Indexes;
-use pool::KeyIndex;
+use pool::{KeyIndex, KeyIndexCell};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -99,8 +100,8 @@ pub struct StoredTable {
     pub schema: SchemaRef,
     /// The source files, relative to the dataset folder (empty if the table was not provided).
     pub files: Vec<String>,
-    /// Value → row, for a table with a single-column key.
-    pub key_index: Option<Arc<KeyIndex>>,
+    /// Value → row, for a table with a single-column key (see [`StoredTable::key_index`]).
+    pub key_cell: Option<KeyIndexCell>,
 }
 
 impl StoredTable {
@@ -114,8 +115,23 @@ impl StoredTable {
             columns,
             schema: Arc::new(def.arrow_schema()),
             files: Vec::new(),
-            key_index: None,
+            key_cell: None,
         }
+    }
+
+    /// Value → row, for a table with a single-column key; built here on first use when the
+    /// table was read from a snapshot (see [`KeyIndexCell`]).
+    pub fn key_index(&self) -> Option<&Arc<KeyIndex>> {
+        let cell = self.key_cell.as_ref()?;
+        Some(cell.get_or_build(|| {
+            let key = self.id.def().single_key()?;
+            self.strings(key).ok().cloned()
+        }))
+    }
+
+    /// Whether the table has a key index (built or to be built on first use).
+    pub fn has_key_index(&self) -> bool {
+        self.key_cell.is_some()
     }
 
     fn position(&self, name: &str) -> Result<usize> {
@@ -215,7 +231,7 @@ impl StoredTable {
     /// columns reordered side by side. Tables with a key index keep row numbers referenced
     /// elsewhere, so only tables without one may be reordered.
     pub fn reorder(self, order: &UInt32Array) -> Result<StoredTable> {
-        if self.key_index.is_some() {
+        if self.has_key_index() {
             return Err(Error::Internal(format!(
                 "{} cannot be reordered",
                 self.id.name()
@@ -253,7 +269,7 @@ impl StoredTable {
             columns,
             schema,
             files,
-            key_index: None,
+            key_cell: None,
         })
     }
 
@@ -420,6 +436,16 @@ pub struct Manifest {
     pub created_at: Option<String>,
 }
 
+/// What a snapshot keeps beside the tables, so that a start need not work it out again: the
+/// identity numbers' facts and the door summaries (each `None` when not kept).
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// [`Store::identity_facts`] of every identity, by position.
+    pub facts: Option<Vec<crate::idcard::Facts>>,
+    /// The door summaries ([`index::Indexes::doors`]).
+    pub doors: Option<doors::Doors>,
+}
+
 /// A loaded city: every table, the identity pool, the calendar, the load report and the
 /// rejected rows. Immutable; a reload builds a new one and swaps it in whole.
 #[derive(Debug)]
@@ -460,15 +486,43 @@ impl Store {
         report: LoadReport,
         rejects: RecordBatch,
     ) -> Result<Store> {
+        Store::with_kept(
+            tables,
+            identities,
+            Kept::default(),
+            manifest,
+            as_of,
+            calendar,
+            report,
+            rejects,
+        )
+    }
+
+    /// As [`Store::new`], taking what a snapshot kept (`kept`) instead of working it out.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_kept(
+        tables: Vec<StoredTable>,
+        identities: Arc<StringArray>,
+        kept: Kept,
+        manifest: Manifest,
+        as_of: i64,
+        calendar: Calendar,
+        report: LoadReport,
+        rejects: RecordBatch,
+    ) -> Result<Store> {
+        let Kept { facts, doors } = kept;
         let (indexes, facts) = rayon::join(
-            || Indexes::build(&tables, identities.len()),
-            || {
-                use rayon::prelude::*;
-                (0..identities.len())
-                    .into_par_iter()
-                    .with_min_len(64 * 1024)
-                    .map(|i| crate::idcard::Facts::of(identities.value(i)))
-                    .collect()
+            || Indexes::build(&tables, identities.len(), doors),
+            || match facts {
+                Some(f) if f.len() == identities.len() => f,
+                _ => {
+                    use rayon::prelude::*;
+                    (0..identities.len())
+                        .into_par_iter()
+                        .with_min_len(64 * 1024)
+                        .map(|i| crate::idcard::Facts::of(identities.value(i)))
+                        .collect()
+                }
             },
         );
         let indexes = indexes?;
@@ -523,6 +577,27 @@ impl Store {
     /// What each identity number says by itself, by position.
     pub(crate) fn facts(&self) -> &Arc<Vec<crate::idcard::Facts>> {
         &self.facts
+    }
+
+    /// Builds the indexes built on first use: the identity index and the key indexes of tables
+    /// read from a snapshot. A starting server calls it beside its sweep and first requests,
+    /// which wait for an index only when they need it. It works on one thread of its own, so
+    /// as not to hold up the work of the shared threads (a sweep, a query) behind it.
+    pub fn build_deferred(&self) {
+        let build = || {
+            self.identity_index();
+            for t in &self.tables {
+                t.key_index();
+            }
+        };
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "gridlens-indexes".into())
+            .build()
+        {
+            Ok(pool) => pool.install(build),
+            Err(_) => build(),
+        }
     }
 
     /// Identity number → position in [`Store::identities`] (built on the first call).

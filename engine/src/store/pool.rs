@@ -7,6 +7,7 @@
 use arrow::array::{Array, StringArray};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use hashbrown::HashTable;
+use std::sync::{Arc, OnceLock};
 
 /// Fixed seeds: hashing is deterministic from run to run.
 fn hasher() -> ahash::RandomState {
@@ -97,6 +98,34 @@ fn first_items(
     }
     repeats.sort_unstable();
     (tables, repeats)
+}
+
+/// A table's key index: built with the table (at load), or on first use (a table read back from
+/// a snapshot, whose index a starting server builds after it answers). Clones of a table share it.
+#[derive(Debug, Clone)]
+pub struct KeyIndexCell(Arc<OnceLock<Arc<KeyIndex>>>);
+
+impl KeyIndexCell {
+    /// A cell holding an index built already.
+    pub fn built(index: Arc<KeyIndex>) -> KeyIndexCell {
+        let cell = OnceLock::new();
+        let _ = cell.set(index);
+        KeyIndexCell(Arc::new(cell))
+    }
+
+    /// A cell whose index is built on first use.
+    pub fn deferred() -> KeyIndexCell {
+        KeyIndexCell(Arc::new(OnceLock::new()))
+    }
+
+    /// The index, built over `values` (the key column) if it was not yet; a caller arriving
+    /// while another builds it waits for that one.
+    pub fn get_or_build(&self, values: impl FnOnce() -> Option<StringArray>) -> &Arc<KeyIndex> {
+        self.0.get_or_init(|| {
+            let values = values().unwrap_or_else(|| StringArray::from(Vec::<&str>::new()));
+            Arc::new(KeyIndex::build(&values, |_| false).0)
+        })
+    }
 }
 
 impl KeyIndex {

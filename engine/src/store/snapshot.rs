@@ -6,19 +6,26 @@
 //! text as text), one per pooled column's own dictionary, the SQL schema of each table, the
 //! identity pool, the rejects, and `meta.json` (the manifest, the load report, how each column is
 //! held, and what the snapshot was made from), written last: a folder without it is unfinished
-//! (a crash while writing) and is ignored and removed. Indexes are not written: they are built
-//! again from the columns when the snapshot is read, as after a load.
+//! (a crash while writing) and is ignored and removed. Beside the tables it keeps what takes
+//! longest to work out again: the identity numbers' facts and the door summaries. Other
+//! indexes are built again from the columns when the snapshot is read, as after a load; the
+//! tables' key indexes when first used (a starting server builds them after it answers).
+//!
+//! The files are read by mapping them into memory ([`super::mapped`]): a column is the page
+//! cache's pages, read from disk when first touched.
 //!
 //! A snapshot is taken only when it was made from the same sources: the caller's `source`
 //! fingerprint (see [`fingerprint`]) and the log segments it folded must match.
 
-use super::{Manifest, Pool, Store, StoredColumn, StoredTable};
+use super::doors::{DoorColumns, Doors};
+use super::{Kept, Manifest, Pool, Store, StoredColumn, StoredTable};
 use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::TableId;
 use crate::error::{Error, Result};
+use crate::idcard::Facts;
 use crate::load::report::LoadReport;
-use crate::store::pool::KeyIndex;
-use arrow::array::{Array, ArrayRef, AsArray, Int8Array, RecordBatch, StringArray};
+use crate::store::pool::KeyIndexCell;
+use arrow::array::{Array, ArrayRef, AsArray, Int8Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
@@ -28,8 +35,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The layout of the files; a snapshot of another layout is not read.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const META: &str = "meta.json";
+/// The identity numbers' facts ([`crate::idcard::Facts`]), by position.
+const FACTS: &str = "identity_facts.arrow";
+/// The door summaries ([`crate::store::doors::DoorColumns`]): seen, its offsets, nights, theirs.
+const DOORS: [&str; 4] = [
+    "doors.seen.arrow",
+    "doors.seen_offsets.arrow",
+    "doors.nights.arrow",
+    "doors.night_offsets.arrow",
+];
 
 /// How a stored column is held.
 #[derive(Debug, Serialize, Deserialize)]
@@ -105,8 +121,10 @@ pub fn fingerprint(dir: &Path, options: &str) -> Result<String> {
     Ok(format!("{options}\n{}", files.join("\n")))
 }
 
+/// Writes one IPC file. The file must be new: a file of a snapshot is never written again in
+/// place, as a running server may hold it mapped ([`super::mapped`]).
 fn write_batch(path: &Path, schema: SchemaRef, batch: Option<&RecordBatch>) -> Result<()> {
-    let f = File::create(path).map_err(io(path))?;
+    let f = File::create_new(path).map_err(io(path))?;
     let mut w = FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &schema)?;
     if let Some(b) = batch {
         w.write(b)?;
@@ -128,14 +146,14 @@ fn write_array(path: &Path, a: ArrayRef) -> Result<()> {
     write_batch(path, schema, Some(&b))
 }
 
-/// An IPC file's schema and first batch. The file is read whole into one buffer, in one pass,
-/// and its columns are slices of that buffer (no copy, no zeroing of a buffer first, as a
-/// streaming reader does).
+/// An IPC file's schema and first batch. The file is mapped into memory whole
+/// ([`super::mapped`]) and its columns are slices of the mapping: reading a snapshot copies
+/// nothing, and a column's pages come in from the page cache when it is first read.
 fn read_file(path: &Path) -> Result<(SchemaRef, Option<RecordBatch>)> {
     use arrow::buffer::Buffer;
     use arrow::ipc::reader::{FileDecoder, read_footer_length};
     let bad = |what: &str| Error::Load(format!("{}: {what}", path.display()));
-    let buffer = Buffer::from_vec(std::fs::read(path).map_err(io(path))?);
+    let buffer: Buffer = super::mapped::read(path).map_err(io(path))?;
     let trailer = buffer
         .len()
         .checked_sub(10)
@@ -267,7 +285,7 @@ pub fn write(
             name: name.to_string(),
             rows: t.rows,
             files: t.files.clone(),
-            keyed: t.key_index.is_some(),
+            keyed: t.has_key_index(),
             columns: held,
         });
     }
@@ -275,6 +293,21 @@ pub fn write(
         return Ok(false);
     }
     write_array(&at.join("identities.arrow"), store.identities.clone())?;
+    write_array(
+        &at.join(FACTS),
+        Arc::new(UInt32Array::from_iter_values(
+            store.facts().iter().map(|f| f.bits()),
+        )),
+    )?;
+    let doors = store.indexes.doors.to_arrow()?;
+    write_batch(&at.join(DOORS[0]), doors.seen.schema(), Some(&doors.seen))?;
+    write_array(&at.join(DOORS[1]), doors.seen_offsets)?;
+    write_batch(
+        &at.join(DOORS[2]),
+        doors.nights.schema(),
+        Some(&doors.nights),
+    )?;
+    write_array(&at.join(DOORS[3]), doors.night_offsets)?;
     write_batch(
         &at.join("rejects.arrow"),
         store.rejects.schema(),
@@ -417,21 +450,30 @@ fn restore_table(at: &Path, id: TableId, tm: &TableMeta) -> Result<StoredTable> 
                 }
             });
         }
-        let mut table = StoredTable {
+        // The key index is built on first use (a starting server builds it after it answers).
+        let key_cell = match id.def().single_key() {
+            Some(k) if tm.keyed => {
+                if !matches!(columns.get(id.def().position(k).unwrap_or(usize::MAX)), Some(StoredColumn::Array(a)) if a.data_type() == &arrow::datatypes::DataType::Utf8)
+                {
+                    return Err(Error::Load(format!(
+                        "{}: the key {k} of {} is not text",
+                        at.display(),
+                        tm.name
+                    )));
+                }
+                Some(KeyIndexCell::deferred())
+            }
+            _ => None,
+        };
+        let table = StoredTable {
             id,
             rows: tm.rows,
             columns,
             schema,
             files: tm.files.clone(),
-            key_index: None,
+            key_cell,
         };
         let read = started.elapsed();
-        if tm.keyed
-            && let Some(k) = id.def().single_key()
-        {
-            let values = table.strings(k)?;
-            table.key_index = Some(Arc::new(KeyIndex::build(values, |_| false).0));
-        }
         tracing::debug!(
             table = tm.name,
             read_ms = read.as_millis() as u64,
@@ -459,9 +501,11 @@ fn restored(
     let calendar = Calendar::of_table(&tables[TableId::Calendar as usize], hours)?;
     let segments = meta.segments.len();
     let started = std::time::Instant::now();
-    let store = Store::new(
+    let kept = kept(at, &tables, identities.len())?;
+    let store = Store::with_kept(
         tables,
         identities,
+        kept,
         meta.manifest,
         meta.as_of,
         calendar,
@@ -476,5 +520,48 @@ fn restored(
         store,
         version: meta.version,
         segments,
+    })
+}
+
+/// What the snapshot kept beside its tables: the identity facts and the door summaries. Door
+/// summaries that do not hold together are built again from the events (and said so).
+fn kept(at: &Path, tables: &[StoredTable], identities: usize) -> Result<Kept> {
+    let facts = read_array(&at.join(FACTS))?;
+    let facts = facts
+        .as_primitive_opt::<arrow::datatypes::UInt32Type>()
+        .filter(|f| f.len() == identities)
+        .ok_or_else(|| {
+            Error::Load(format!(
+                "{}: not one fact per identity number",
+                at.join(FACTS).display()
+            ))
+        })?;
+    let facts = facts
+        .values()
+        .iter()
+        .map(|&b| Facts::from_bits(b))
+        .collect();
+    let batch = |name: &str| -> Result<RecordBatch> {
+        read_file(&at.join(name))?
+            .1
+            .ok_or_else(|| Error::Load(format!("{}: no values", at.join(name).display())))
+    };
+    let columns = DoorColumns {
+        seen: batch(DOORS[0])?,
+        seen_offsets: read_array(&at.join(DOORS[1]))?,
+        nights: batch(DOORS[2])?,
+        night_offsets: read_array(&at.join(DOORS[3]))?,
+    };
+    let buildings = tables[TableId::Buildings as usize].rows;
+    let doors = Doors::from_arrow(&columns, buildings, identities);
+    if doors.is_none() {
+        tracing::warn!(
+            "{}: the door summaries do not hold together; built again from the events",
+            at.display()
+        );
+    }
+    Ok(Kept {
+        facts: Some(facts),
+        doors,
     })
 }

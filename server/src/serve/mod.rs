@@ -599,12 +599,6 @@ fn served_from(
             .with_context(|| format!("writing {} in {}", auth::KNOWN_SCOPES, state.display()))?;
     }
     let city = Arc::new(City::new(store.clone()));
-    // The index of identity numbers that door events merged into this version look up, built
-    // beside the sweep (a version made by a merge has it already).
-    let warm = store.clone();
-    std::thread::spawn(move || {
-        warm.identity_index();
-    });
     // The latest sweep, the SLA clocks and the grid counts at the dataset's as_of: the first
     // KPI request is then as fast as the rest.
     let t = Instant::now();
@@ -617,6 +611,16 @@ fn served_from(
         }
     };
     let swept = t.elapsed();
+    // The indexes built on first use (identity numbers, which door events merged into this
+    // version look up; the tables' keys, after a snapshot), built on a thread of their own
+    // beside the first requests, which wait for one only when they need it (a version made by
+    // a merge has them already).
+    let warm = store.clone();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        warm.build_deferred();
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "key indexes ready");
+    });
     match changed {
         Some(c) => {
             city.grid_counts_after(&c.served.city, c.table)?;

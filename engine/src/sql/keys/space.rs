@@ -97,7 +97,7 @@ impl KeySpace {
             }),
             StoredColumn::Codes { .. } => Some(KeySpace::Codes(table, col)),
             StoredColumn::Array(a) if a.data_type() == &DataType::Utf8 => {
-                if def.single_key() == Some(name.as_str()) && t.key_index.is_some() {
+                if def.single_key() == Some(name.as_str()) && t.has_key_index() {
                     Some(KeySpace::Rows(table))
                 } else if DICTIONARY_TABLES.contains(&table) && col < def.columns.len() {
                     Some(KeySpace::Dictionary(table, col))
@@ -185,7 +185,7 @@ impl KeySpace {
         };
         match self {
             KeySpace::Rows(t) => {
-                let index = store.table(*t).key_index.as_ref()?;
+                let index = store.table(*t).key_index()?;
                 let pool = store.pool(&Pool::Table(*t)).ok()?;
                 Some(index.get(pool.as_string_opt::<i32>()?, v))
             }
