@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Compressed rows: the items of key `k` are `values[offsets[k]..offsets[k + 1]]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Csr {
     offsets: Vec<u32>,
     values: Vec<u32>,
@@ -110,6 +110,27 @@ impl Csr {
         &self.values[self.offsets[k] as usize..self.offsets[k + 1] as usize]
     }
 
+    /// The offsets and the items, as a snapshot keeps them.
+    pub fn parts(&self) -> (&[u32], &[u32]) {
+        (&self.offsets, &self.values)
+    }
+
+    /// Compressed rows from their parts ([`Csr::parts`]); `None` unless the offsets run from 0
+    /// to the items' end without going back.
+    pub fn from_parts(offsets: Vec<u32>, values: Vec<u32>) -> Option<Csr> {
+        let ok = offsets.first().is_none_or(|&o| o == 0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets
+                .last()
+                .map_or(values.is_empty(), |&o| o as usize == values.len());
+        ok.then_some(Csr { offsets, values })
+    }
+
+    /// Whether every item is below `n`.
+    pub fn items_below(&self, n: u32) -> bool {
+        self.values.iter().all(|&v| v < n)
+    }
+
     /// The items, key after key.
     pub fn into_values(self) -> Vec<u32> {
         self.values
@@ -127,7 +148,7 @@ impl Csr {
 }
 
 /// Rows of a table per grid.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GridRows {
     /// Rows per grid (by grid row).
     pub by_grid: Vec<RoaringBitmap>,
@@ -195,7 +216,7 @@ impl GridRows {
 
 /// Every index of a store. The large ones that only people, rooms and households change are
 /// shared between versions (door events merged into a version keep them).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Indexes {
     /// Active `people` records.
     pub active: RoaringBitmap,

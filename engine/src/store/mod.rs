@@ -9,6 +9,7 @@ pub mod doors;
 pub mod index;
 mod mapped;
 pub mod pool;
+mod saved_indexes;
 pub mod snapshot;
 
 use crate::calendar::Calendar;
@@ -442,8 +443,10 @@ pub struct Manifest {
 pub struct Kept {
     /// [`Store::identity_facts`] of every identity, by position.
     pub facts: Option<Vec<crate::idcard::Facts>>,
-    /// The door summaries ([`index::Indexes::doors`]).
+    /// The door summaries ([`index::Indexes::doors`]), when `indexes` is not given.
     pub doors: Option<doors::Doors>,
+    /// Every index.
+    pub indexes: Option<Indexes>,
 }
 
 /// A loaded city: every table, the identity pool, the calendar, the load report and the
@@ -510,9 +513,16 @@ impl Store {
         report: LoadReport,
         rejects: RecordBatch,
     ) -> Result<Store> {
-        let Kept { facts, doors } = kept;
+        let Kept {
+            facts,
+            doors,
+            indexes,
+        } = kept;
         let (indexes, facts) = rayon::join(
-            || Indexes::build(&tables, identities.len(), doors),
+            || match indexes {
+                Some(ix) => Ok(ix),
+                None => Indexes::build(&tables, identities.len(), doors),
+            },
             || match facts {
                 Some(f) if f.len() == identities.len() => f,
                 _ => {

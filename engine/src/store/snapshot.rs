@@ -6,10 +6,11 @@
 //! text as text), one per pooled column's own dictionary, the SQL schema of each table, the
 //! identity pool, the rejects, and `meta.json` (the manifest, the load report, how each column is
 //! held, and what the snapshot was made from), written last: a folder without it is unfinished
-//! (a crash while writing) and is ignored and removed. Beside the tables it keeps what takes
-//! longest to work out again: the identity numbers' facts and the door summaries. Other
-//! indexes are built again from the columns when the snapshot is read, as after a load; the
-//! tables' key indexes when first used (a starting server builds them after it answers).
+//! (a crash while writing) and is ignored and removed. Beside the tables it keeps what a start
+//! would otherwise work out again: the identity numbers' facts, the door summaries and every
+//! index of [`super::index::Indexes`] (`indexes.*.arrow`, see `saved_indexes`); those that do
+//! not hold together are built again from the tables. The tables' key indexes are built when
+//! first used (a starting server builds them after it answers).
 //!
 //! The files are read by mapping them into memory ([`super::mapped`]): a column is the page
 //! cache's pages, read from disk when first touched.
@@ -88,6 +89,9 @@ pub struct Restored {
     pub version: u64,
     /// How many of the log's segments it folded.
     pub segments: usize,
+    /// Whether its indexes had to be built from the tables (the snapshot's did not hold
+    /// together, or it kept none).
+    pub rebuilt: bool,
 }
 
 fn io(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -308,6 +312,9 @@ pub fn write(
         Some(&doors.nights),
     )?;
     write_array(&at.join(DOORS[3]), doors.night_offsets)?;
+    for (name, a) in super::saved_indexes::to_arrays(&store.indexes)? {
+        write_array(&at.join(format!("indexes.{name}.arrow")), a)?;
+    }
     write_batch(
         &at.join("rejects.arrow"),
         store.rejects.schema(),
@@ -502,6 +509,7 @@ fn restored(
     let segments = meta.segments.len();
     let started = std::time::Instant::now();
     let kept = kept(at, &tables, identities.len())?;
+    let rebuilt = kept.indexes.is_none();
     let store = Store::with_kept(
         tables,
         identities,
@@ -520,6 +528,7 @@ fn restored(
         store,
         version: meta.version,
         segments,
+        rebuilt,
     })
 }
 
@@ -553,15 +562,37 @@ fn kept(at: &Path, tables: &[StoredTable], identities: usize) -> Result<Kept> {
         night_offsets: read_array(&at.join(DOORS[3]))?,
     };
     let buildings = tables[TableId::Buildings as usize].rows;
-    let doors = Doors::from_arrow(&columns, buildings, identities);
-    if doors.is_none() {
+    let Some(doors) = Doors::from_arrow(&columns, buildings, identities) else {
         tracing::warn!(
             "{}: the door summaries do not hold together; built again from the events",
             at.display()
         );
+        return Ok(Kept {
+            facts: Some(facts),
+            doors: None,
+            indexes: None,
+        });
+    };
+    let get = |name: &str| read_array(&at.join(format!("indexes.{name}.arrow"))).ok();
+    match super::saved_indexes::from_arrays(get, tables, identities) {
+        Some(mut ix) => {
+            ix.doors = doors;
+            Ok(Kept {
+                facts: Some(facts),
+                doors: None,
+                indexes: Some(ix),
+            })
+        }
+        None => {
+            tracing::warn!(
+                "{}: the indexes do not hold together; built again from the tables",
+                at.display()
+            );
+            Ok(Kept {
+                facts: Some(facts),
+                doors: Some(doors),
+                indexes: None,
+            })
+        }
     }
-    Ok(Kept {
-        facts: Some(facts),
-        doors,
-    })
 }
