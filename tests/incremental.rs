@@ -987,4 +987,46 @@ fn a_city_read_from_its_snapshot_counts_its_memory_once_and_takes_door_events() 
         x.table(TableId::AccessEvents).rows,
         st.table(TableId::AccessEvents).rows + 1
     );
+    // The next snapshot links the files of the tables unchanged since the one they were read
+    // from (the same file, not a copy), writes the changed table, and reads back as the city;
+    // the one after links from it, the first being gone.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |v: u64, f: &str| {
+        std::fs::metadata(dir.join(format!("{v:012}")).join(f))
+            .unwrap()
+            .ino()
+    };
+    let people = inode(0, "people.arrow");
+    let events = inode(0, "access_events.arrow");
+    for v in [1, 2] {
+        assert!(
+            gridlens_engine::store::snapshot::write(&y, &dir, "src", v, Vec::new(), &stop).unwrap()
+        );
+        assert_eq!(
+            inode(v, "people.arrow"),
+            people,
+            "version {v}: people linked"
+        );
+        assert!(!dir.join(format!("{:012}", v - 1)).exists());
+        if v == 1 {
+            assert_ne!(
+                inode(v, "access_events.arrow"),
+                events,
+                "the changed table written"
+            );
+        }
+        let back = gridlens_engine::store::snapshot::read(&dir, "src", &[], &opts.working_hours)
+            .unwrap()
+            .expect("the linked snapshot");
+        assert!(!back.rebuilt);
+        for t in TableId::ALL {
+            assert_eq!(
+                stored(&back.store, t),
+                stored(&y, t),
+                "version {v}: {}",
+                t.name()
+            );
+        }
+        assert_eq!(back.store.indexes, y.indexes);
+    }
 }

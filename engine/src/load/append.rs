@@ -88,6 +88,7 @@ pub fn append(served: &Store, batches: &[Added], opts: &LoadOptions) -> Result<O
         schema: old.schema.clone(),
         files,
         key_cell: None,
+        on_disk: Default::default(),
     };
     let mut tables = served.tables().to_vec();
     tables[id as usize] = table;

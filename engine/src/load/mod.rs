@@ -1207,6 +1207,7 @@ fn finalize(
             schema: Arc::new(Schema::new(fields)),
             files,
             key_cell: key_index.map(|ix| KeyIndexCell::built(Arc::new(ix))),
+            on_disk: Default::default(),
         },
         read,
         superseded,

@@ -103,6 +103,29 @@ pub struct StoredTable {
     pub files: Vec<String>,
     /// Value → row, for a table with a single-column key (see [`StoredTable::key_index`]).
     pub key_cell: Option<KeyIndexCell>,
+    /// The snapshot folder holding this table's files as they are, if any (see [`OnDisk`]).
+    pub on_disk: OnDisk,
+}
+
+/// Where a table's files lie as they are: the snapshot folder it was read from or last written
+/// to, shared by the table's clones (the versions that share it) and moved on to each newer
+/// snapshot written, so that a snapshot links the files of the tables unchanged since the last
+/// instead of writing them again. A table made anew starts with none.
+#[derive(Debug, Clone, Default)]
+pub struct OnDisk(Arc<std::sync::Mutex<Option<std::path::PathBuf>>>);
+
+impl OnDisk {
+    /// The folder, if any.
+    pub fn get(&self) -> Option<std::path::PathBuf> {
+        self.0.lock().ok()?.clone()
+    }
+
+    /// Records the folder now holding the table's files.
+    pub fn set(&self, dir: &std::path::Path) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = Some(dir.to_path_buf());
+        }
+    }
 }
 
 impl StoredTable {
@@ -117,6 +140,7 @@ impl StoredTable {
             schema: Arc::new(def.arrow_schema()),
             files: Vec::new(),
             key_cell: None,
+            on_disk: OnDisk::default(),
         }
     }
 
@@ -271,6 +295,7 @@ impl StoredTable {
             schema,
             files,
             key_cell: None,
+            on_disk: OnDisk::default(),
         })
     }
 

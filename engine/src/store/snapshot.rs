@@ -13,7 +13,9 @@
 //! first used (a starting server builds them after it answers).
 //!
 //! The files are read by mapping them into memory ([`super::mapped`]): a column is the page
-//! cache's pages, read from disk when first touched.
+//! cache's pages, read from disk when first touched. A table unchanged since the snapshot that
+//! holds its files ([`super::OnDisk`]) is hard-linked from there into the next one instead of
+//! written again.
 //!
 //! A snapshot is taken only when it was made from the same sources: the caller's `source`
 //! fingerprint (see [`fingerprint`]) and the log segments it folded must match.
@@ -200,6 +202,27 @@ fn read_array(path: &Path) -> Result<ArrayRef> {
     }
 }
 
+/// Links a table's files (its columns, SQL schema and own dictionaries) from the snapshot
+/// folder `from` into `to`; on any failure the links made are removed and the error returned
+/// (the caller then writes the table).
+fn link_table(from: &Path, to: &Path, name: &str, columns: usize) -> std::io::Result<()> {
+    let mut files = vec![format!("{name}.arrow"), format!("{name}.schema.arrow")];
+    files.extend(
+        (0..columns)
+            .map(|i| format!("{name}.{i}.values.arrow"))
+            .filter(|f| from.join(f).exists()),
+    );
+    for (n, f) in files.iter().enumerate() {
+        if let Err(e) = std::fs::hard_link(from.join(f), to.join(f)) {
+            for made in &files[..n] {
+                let _ = std::fs::remove_file(to.join(made));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// The complete snapshots of a folder, newest first.
 fn complete(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
@@ -243,6 +266,12 @@ pub fn write(
             return Ok(false);
         }
         let name = t.id.name();
+        // A table unchanged since the snapshot holding its files is linked from there.
+        let linked = t
+            .on_disk
+            .get()
+            .filter(|from| from != &at)
+            .is_some_and(|from| link_table(&from, &at, name, t.columns.len()).is_ok());
         let mut held = Vec::new();
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
@@ -255,17 +284,21 @@ pub fn write(
                         Pool::Table(to) => Held::KeysOfTable(to.name().to_string()),
                         Pool::Identity => Held::KeysOfIdentities,
                         Pool::Local(values) => {
-                            write_array(
-                                &at.join(format!("{name}.{i}.values.arrow")),
-                                values.clone(),
-                            )?;
+                            if !linked {
+                                write_array(
+                                    &at.join(format!("{name}.{i}.values.arrow")),
+                                    values.clone(),
+                                )?;
+                            }
                             Held::KeysOfOwnValues
                         }
                     };
                     (h, Arc::new(keys.clone()))
                 }
                 StoredColumn::Codes { codes, values } => {
-                    write_array(&at.join(format!("{name}.{i}.values.arrow")), values.clone())?;
+                    if !linked {
+                        write_array(&at.join(format!("{name}.{i}.values.arrow")), values.clone())?;
+                    }
                     (Held::Codes, Arc::new(codes.clone()))
                 }
             };
@@ -273,18 +306,20 @@ pub fn write(
             arrays.push(a);
             held.push(h);
         }
-        let schema = Arc::new(Schema::new(fields));
-        let batch = RecordBatch::try_new_with_options(
-            schema.clone(),
-            arrays,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.rows)),
-        )?;
-        write_batch(&at.join(format!("{name}.arrow")), schema, Some(&batch))?;
-        write_batch(
-            &at.join(format!("{name}.schema.arrow")),
-            t.schema.clone(),
-            None,
-        )?;
+        if !linked {
+            let schema = Arc::new(Schema::new(fields));
+            let batch = RecordBatch::try_new_with_options(
+                schema.clone(),
+                arrays,
+                &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.rows)),
+            )?;
+            write_batch(&at.join(format!("{name}.arrow")), schema, Some(&batch))?;
+            write_batch(
+                &at.join(format!("{name}.schema.arrow")),
+                t.schema.clone(),
+                None,
+            )?;
+        }
         tables.push(TableMeta {
             name: name.to_string(),
             rows: t.rows,
@@ -341,6 +376,10 @@ pub fn write(
         .map_err(io(&tmp))?;
     std::fs::rename(&tmp, &m).map_err(io(&m))?;
     crate::ingest::log::sync_dir(&at)?;
+    // The tables' files are now (also) here: the next snapshot links them from here.
+    for t in store.tables() {
+        t.on_disk.set(&at);
+    }
     // Older snapshots and unfinished ones go.
     for e in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let p = e.path();
@@ -479,7 +518,9 @@ fn restore_table(at: &Path, id: TableId, tm: &TableMeta) -> Result<StoredTable> 
             schema,
             files: tm.files.clone(),
             key_cell,
+            on_disk: Default::default(),
         };
+        table.on_disk.set(at);
         let read = started.elapsed();
         tracing::debug!(
             table = tm.name,
