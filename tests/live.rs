@@ -764,6 +764,66 @@ fn gridlens_ingest_adds_to_a_stopped_servers_log() {
         1,
         "the server is untouched by the reader"
     );
+    // `gridlens sweep` and `gridlens kpi` with the state folder likewise: a death ingested into
+    // the server is found by R05 with it, not without it.
+    // (The identity number read unmasked from the dataset, as a death registry would send it.)
+    let o = gridlens(&[
+        "sql",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT person_id, id_number FROM people WHERE status = 'active' ORDER BY person_id LIMIT 1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (person, id) = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_once(','))
+        .map(|(p, i)| (p.to_string(), i.to_string()))
+        .unwrap();
+    let (status, r) = ingest(
+        &s,
+        &admin,
+        "deaths",
+        "text/csv",
+        format!("id_number,died_on,source\n{id},2026-01-01,hospital\n").as_bytes(),
+    );
+    assert_eq!(status, 200, "{r}");
+    let swept = |with_state: bool| {
+        let out = common::scratch(&format!("live-cli-sweep-{with_state}.csv"));
+        let mut args = vec![
+            "sweep",
+            "--data",
+            data.to_str().unwrap(),
+            "--rules",
+            "R05",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if with_state {
+            args.extend(["--state", state.to_str().unwrap()]);
+        }
+        let o = gridlens(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        std::fs::read_to_string(&out).unwrap()
+    };
+    assert!(swept(true).contains(&person), "R05 with the state folder");
+    assert!(!swept(false).contains(&person), "R05 without it");
+    let o = gridlens(&[
+        "kpi",
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--level",
+        "city",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
 }
 
 /// Door events in batches while the server is killed with SIGKILL at random moments: after each

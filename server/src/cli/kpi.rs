@@ -20,6 +20,10 @@ pub struct Args {
     /// Evaluate at this instant (default: the dataset's as_of).
     #[arg(long)]
     as_of: Option<String>,
+    /// The state folder of a server: the city as it serves it (the dataset with the batches
+    /// ingested into the folder), read without changing the folder.
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// Grid KPIs rolled up to this level: grid, community, street, district or city.
     #[arg(long, default_value = "grid")]
     level: String,
@@ -72,7 +76,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("--group-by, --from and --to are for incident KPIs: add --incidents");
     }
     let (from, to) = (instant("from", &a.from)?, instant("to", &a.to)?);
-    let store = dataset::load_store(&a.data)?;
+    let store = dataset::load_store_of_state(&a.data, a.state.as_deref())?;
     let as_of = dataset::as_of(&store, a.as_of.as_deref())?;
     let derived = City::new(Arc::new(store));
     let started = std::time::Instant::now();

@@ -15,6 +15,10 @@ pub struct Args {
     /// Evaluate at this instant (default: the dataset's as_of), e.g. 2026-11-01.
     #[arg(long)]
     as_of: Option<String>,
+    /// The state folder of a server: the city as it serves it (the dataset with the batches
+    /// ingested into the folder), read without changing the folder.
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// Rules to run, e.g. R01,R04 (default: all twelve).
     #[arg(long)]
     rules: Option<String>,
@@ -55,7 +59,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None => Vec::new(),
     };
     let params = parse_params(&a.params)?;
-    let store = dataset::load_store(&a.data)?;
+    let store = dataset::load_store_of_state(&a.data, a.state.as_deref())?;
     let as_of = dataset::as_of(&store, a.as_of.as_deref())?;
     let sweep = rules::sweep(&store, as_of, &rules, &params)?;
     let batch = sweep.to_batch(&store)?;
