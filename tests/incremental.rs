@@ -696,6 +696,23 @@ fn the_clock_moving_through_a_day_sweeps_incrementally_as_a_full_sweep_does() {
 }
 
 /// The rows of a table as stored (materialized in row order).
+/// Asserts that two cities' load reports count a table's rows and files alike; returns both.
+fn same_counts<'a>(
+    x: &'a Store,
+    y: &'a Store,
+    t: TableId,
+) -> (
+    &'a gridlens_engine::load::report::TableReport,
+    &'a gridlens_engine::load::report::TableReport,
+) {
+    let (a, b) = (&x.report.tables[t as usize], &y.report.tables[t as usize]);
+    assert_eq!(
+        (a.read, a.loaded, a.rejected, &a.files),
+        (b.read, b.loaded, b.rejected, &b.files)
+    );
+    (a, b)
+}
+
 fn stored(store: &Store, table: TableId) -> arrow::array::RecordBatch {
     store.batch(store.table(table), None, None).unwrap()
 }
@@ -783,14 +800,7 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
             stored(&whole, t),
             "round {round}: the rows"
         );
-        let (a, b) = (
-            &merged.report.tables[t as usize],
-            &whole.report.tables[t as usize],
-        );
-        assert_eq!(
-            (a.read, a.loaded, a.rejected, &a.files),
-            (b.read, b.loaded, b.rejected, &b.files)
-        );
+        let (a, b) = same_counts(&merged, &whole, t);
         assert_eq!(
             b.rejected,
             3 * (round + 1),
@@ -858,14 +868,7 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
     );
     assert_eq!(stored(&at_once, t), stored(&served, t));
     assert_eq!(at_once.identities, served.identities);
-    let (a, b) = (
-        &at_once.report.tables[t as usize],
-        &served.report.tables[t as usize],
-    );
-    assert_eq!(
-        (a.read, a.loaded, a.rejected, &a.files),
-        (b.read, b.loaded, b.rejected, &b.files)
-    );
+    same_counts(&at_once, &served, t);
     assert_eq!(at_once.rejects, served.rejects);
     assert_eq!(at_once.indexes.doors, served.indexes.doors);
     assert_eq!(at_once.indexes.event_offsets, served.indexes.event_offsets);

@@ -289,7 +289,14 @@ fn load_store(
     let identities = Arc::new(std::mem::take(&mut ctx.identity).into_values());
     let t0 = Instant::now();
     let store = Store::new(
-        ctx.tables, identities, manifest, as_of, calendar, report, rejects,
+        ctx.tables,
+        identities,
+        crate::store::Kept::default(),
+        manifest,
+        as_of,
+        calendar,
+        report,
+        rejects,
     )?;
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), "indexes built");
     Ok(store)

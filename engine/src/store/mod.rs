@@ -503,32 +503,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Assembles a store and builds its indexes. `tables` must hold every table of the
-    /// contract, in `TableId::ALL` order, with door events sorted by building.
-    pub fn new(
-        tables: Vec<StoredTable>,
-        identities: Arc<StringArray>,
-        manifest: Manifest,
-        as_of: i64,
-        calendar: Calendar,
-        report: LoadReport,
-        rejects: RecordBatch,
-    ) -> Result<Store> {
-        Store::with_kept(
-            tables,
-            identities,
-            Kept::default(),
-            manifest,
-            as_of,
-            calendar,
-            report,
-            rejects,
-        )
-    }
-
-    /// As [`Store::new`], taking what a snapshot kept (`kept`) instead of working it out.
+    /// Assembles a store and builds its indexes, but for what a snapshot kept (`kept`;
+    /// `Kept::default()` after a load). `tables` must hold every table of the contract, in
+    /// `TableId::ALL` order, with door events sorted by building.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn with_kept(
+    pub fn new(
         tables: Vec<StoredTable>,
         identities: Arc<StringArray>,
         kept: Kept,

@@ -551,7 +551,7 @@ fn restored(
     let started = std::time::Instant::now();
     let kept = kept(at, &tables, identities.len())?;
     let rebuilt = kept.indexes.is_none();
-    let store = Store::with_kept(
+    let store = Store::new(
         tables,
         identities,
         kept,
