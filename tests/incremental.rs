@@ -827,12 +827,9 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
             "round {round}: the identity pool"
         );
         // The indexes worked out for the touched buildings equal ones built from nothing.
-        let built = gridlens_engine::store::index::Indexes::build(
-            merged.tables(),
-            merged.identities.len(),
-            None,
-        )
-        .unwrap();
+        let built =
+            gridlens_engine::store::index::Indexes::build(merged.tables(), merged.identities.len())
+                .unwrap();
         assert_eq!(merged.indexes.event_offsets, built.event_offsets);
         assert_eq!(
             merged.indexes.doors, built.doors,

@@ -15,7 +15,7 @@
 use super::NONE;
 use super::index::Indexes;
 use crate::time::{CST_OFFSET, DAY, HOUR};
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::ArrayRef;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -47,19 +47,6 @@ pub struct Night {
     pub date: i32,
     /// The first event of the identity at the building that night.
     pub first: i64,
-}
-
-/// The door summaries as Arrow columns ([`Doors::to_arrow`]).
-#[derive(Debug, Clone)]
-pub struct DoorColumns {
-    /// (`identity`, `last`) per building, in building order.
-    pub seen: RecordBatch,
-    /// Where each building's run of `seen` starts (one more than the buildings).
-    pub seen_offsets: ArrayRef,
-    /// (`identity`, `date`, `first`) per building, in building order.
-    pub nights: RecordBatch,
-    /// Where each building's run of `nights` starts.
-    pub night_offsets: ArrayRef,
 }
 
 /// Per-building summaries of the door events (see the module's text).
@@ -263,61 +250,63 @@ impl Doors {
         }
     }
 
-    /// The summaries as Arrow columns, as a snapshot keeps them: who was seen where and when
-    /// last (`identity`, `last`), the nights (`identity`, `date`, `first`), and each one's
-    /// per-building offsets.
-    pub fn to_arrow(&self) -> crate::error::Result<DoorColumns> {
+    /// The summaries as named Arrow arrays, as a snapshot keeps them: who was seen where and
+    /// when last (`seen.identity`, `seen.last`), the nights (`nights.identity`, `nights.date`,
+    /// `nights.first`), and each one's per-building offsets (`seen.offsets`, `nights.offsets`).
+    pub fn to_arrays(&self) -> Vec<(&'static str, ArrayRef)> {
         use arrow::array::{Int32Array, Int64Array, UInt32Array, UInt64Array};
         let offsets = |o: &[usize]| -> ArrayRef {
             Arc::new(UInt64Array::from_iter_values(o.iter().map(|&v| v as u64)))
         };
-        let seen = RecordBatch::try_from_iter([
+        let (seen, nights) = (&self.seen, &self.nights);
+        vec![
             (
-                "identity",
-                Arc::new(UInt32Array::from_iter_values(self.seen.iter().map(|s| s.0))) as ArrayRef,
+                "seen.identity",
+                Arc::new(UInt32Array::from_iter_values(seen.iter().map(|s| s.0))),
             ),
             (
-                "last",
-                Arc::new(Int64Array::from_iter_values(self.seen.iter().map(|s| s.1))),
+                "seen.last",
+                Arc::new(Int64Array::from_iter_values(seen.iter().map(|s| s.1))),
             ),
-        ])?;
-        let nights = RecordBatch::try_from_iter([
+            ("seen.offsets", offsets(&self.seen_offsets)),
             (
-                "identity",
+                "nights.identity",
                 Arc::new(UInt32Array::from_iter_values(
-                    self.nights.iter().map(|n| n.identity),
-                )) as ArrayRef,
-            ),
-            (
-                "date",
-                Arc::new(Int32Array::from_iter_values(
-                    self.nights.iter().map(|n| n.date),
+                    nights.iter().map(|n| n.identity),
                 )),
             ),
             (
-                "first",
-                Arc::new(Int64Array::from_iter_values(
-                    self.nights.iter().map(|n| n.first),
-                )),
+                "nights.date",
+                Arc::new(Int32Array::from_iter_values(nights.iter().map(|n| n.date))),
             ),
-        ])?;
-        Ok(DoorColumns {
-            seen,
-            seen_offsets: offsets(&self.seen_offsets),
-            nights,
-            night_offsets: offsets(&self.night_offsets),
-        })
+            (
+                "nights.first",
+                Arc::new(Int64Array::from_iter_values(nights.iter().map(|n| n.first))),
+            ),
+            ("nights.offsets", offsets(&self.night_offsets)),
+        ]
     }
 
-    /// The summaries from their Arrow columns ([`Doors::to_arrow`]) for `buildings` buildings
-    /// and `identities` identity numbers; `None` when they do not hold together (a column of
-    /// the wrong type, offsets that are not a run from 0 to the end for each building, an
-    /// identity beyond the pool).
-    pub fn from_arrow(c: &DoorColumns, buildings: usize, identities: usize) -> Option<Doors> {
-        use arrow::array::AsArray;
-        use arrow::datatypes::{Int32Type, Int64Type, UInt32Type, UInt64Type};
-        let offsets = |a: &ArrayRef, len: usize| -> Option<Vec<usize>> {
-            let o = a.as_primitive_opt::<UInt64Type>()?.values();
+    /// The summaries from their arrays ([`Doors::to_arrays`]; `get` finds one by name) for
+    /// `buildings` buildings and `identities` identity numbers; `None` when they do not hold
+    /// together (an array missing or of the wrong type, arrays of one list of unequal lengths,
+    /// offsets that are not a run from 0 to the end for each building, an identity beyond the
+    /// pool).
+    pub fn from_arrays(
+        get: impl Fn(&str) -> Option<ArrayRef>,
+        buildings: usize,
+        identities: usize,
+    ) -> Option<Doors> {
+        use arrow::array::{Array, AsArray};
+        use arrow::buffer::ScalarBuffer;
+        use arrow::datatypes::{ArrowPrimitiveType, Int32Type, Int64Type, UInt32Type, UInt64Type};
+        fn values<T: ArrowPrimitiveType>(a: Option<ArrayRef>) -> Option<ScalarBuffer<T::Native>> {
+            let a = a?;
+            let a = a.as_primitive_opt::<T>()?;
+            (a.null_count() == 0).then(|| a.values().clone())
+        }
+        let offsets = |name: &str, len: usize| -> Option<Vec<usize>> {
+            let o = values::<UInt64Type>(get(name))?;
             let ok = (o.is_empty() && len == 0)
                 || (o.len() == buildings + 1
                     && o[0] == 0
@@ -325,37 +314,22 @@ impl Doors {
                     && o[buildings] as usize == len);
             ok.then(|| o.iter().map(|&v| v as usize).collect())
         };
-        let (si, sl) = (
-            c.seen
-                .column_by_name("identity")?
-                .as_primitive_opt::<UInt32Type>()?
-                .values(),
-            c.seen
-                .column_by_name("last")?
-                .as_primitive_opt::<Int64Type>()?
-                .values(),
-        );
-        let (ni, nd, nf) = (
-            c.nights
-                .column_by_name("identity")?
-                .as_primitive_opt::<UInt32Type>()?
-                .values(),
-            c.nights
-                .column_by_name("date")?
-                .as_primitive_opt::<Int32Type>()?
-                .values(),
-            c.nights
-                .column_by_name("first")?
-                .as_primitive_opt::<Int64Type>()?
-                .values(),
-        );
-        if !(si.iter().chain(ni.iter())).all(|&i| (i as usize) < identities) {
+        let si = values::<UInt32Type>(get("seen.identity"))?;
+        let sl = values::<Int64Type>(get("seen.last"))?;
+        let ni = values::<UInt32Type>(get("nights.identity"))?;
+        let nd = values::<Int32Type>(get("nights.date"))?;
+        let nf = values::<Int64Type>(get("nights.first"))?;
+        if sl.len() != si.len()
+            || nd.len() != ni.len()
+            || nf.len() != ni.len()
+            || !(si.iter().chain(ni.iter())).all(|&i| (i as usize) < identities)
+        {
             return None;
         }
         Some(Doors {
-            seen_offsets: offsets(&c.seen_offsets, si.len())?,
+            seen_offsets: offsets("seen.offsets", si.len())?,
             seen: si.iter().copied().zip(sl.iter().copied()).collect(),
-            night_offsets: offsets(&c.night_offsets, ni.len())?,
+            night_offsets: offsets("nights.offsets", ni.len())?,
             nights: (0..ni.len())
                 .map(|i| Night {
                     identity: ni[i],
@@ -378,6 +352,7 @@ impl Doors {
 mod tests {
     use super::*;
     use crate::time::{at, ymd};
+    use std::collections::BTreeMap;
 
     #[test]
     fn nights_run_from_20_00_to_06_00() {
@@ -403,20 +378,39 @@ mod tests {
                 first: 40,
             }],
         };
-        let c = doors.to_arrow().unwrap();
-        assert_eq!(Doors::from_arrow(&c, 3, 5), Some(doors.clone()));
+        let arrays: BTreeMap<&str, ArrayRef> = doors.to_arrays().into_iter().collect();
+        let read = |arrays: &BTreeMap<&str, ArrayRef>, buildings, identities| {
+            Doors::from_arrays(|n| arrays.get(n).cloned(), buildings, identities)
+        };
+        assert_eq!(read(&arrays, 3, 5), Some(doors.clone()));
         // Other buildings, an identity beyond the pool, offsets past the end: refused.
-        assert_eq!(Doors::from_arrow(&c, 4, 5), None);
-        assert_eq!(Doors::from_arrow(&c, 3, 4), None);
-        let mut bad = c.clone();
-        bad.seen_offsets = Arc::new(arrow::array::UInt64Array::from(vec![0, 2, 4, 3]));
-        assert_eq!(Doors::from_arrow(&bad, 3, 5), None);
-        let mut bad = c;
-        bad.night_offsets = Arc::new(arrow::array::UInt32Array::from(vec![0, 0, 1, 1]));
-        assert_eq!(Doors::from_arrow(&bad, 3, 5), None);
+        assert_eq!(read(&arrays, 4, 5), None);
+        assert_eq!(read(&arrays, 3, 4), None);
+        let mut bad = arrays.clone();
+        bad.insert(
+            "seen.offsets",
+            Arc::new(arrow::array::UInt64Array::from(vec![0, 2, 4, 3])),
+        );
+        assert_eq!(read(&bad, 3, 5), None);
+        let mut bad = arrays.clone();
+        bad.insert(
+            "nights.offsets",
+            Arc::new(arrow::array::UInt32Array::from(vec![0, 0, 1, 1])),
+        );
+        assert_eq!(read(&bad, 3, 5), None);
+        // A list whose arrays differ in length; an array missing.
+        let mut bad = arrays.clone();
+        bad.insert(
+            "nights.first",
+            Arc::new(arrow::array::Int64Array::from(Vec::<i64>::new())),
+        );
+        assert_eq!(read(&bad, 3, 5), None);
+        let mut bad = arrays;
+        bad.remove("seen.last");
+        assert_eq!(read(&bad, 3, 5), None);
         // A city without door events.
-        let none = Doors::default().to_arrow().unwrap();
-        assert_eq!(Doors::from_arrow(&none, 3, 5), Some(Doors::default()));
+        let none: BTreeMap<&str, ArrayRef> = Doors::default().to_arrays().into_iter().collect();
+        assert_eq!(read(&none, 3, 5), Some(Doors::default()));
     }
 
     #[test]

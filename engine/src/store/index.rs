@@ -258,13 +258,8 @@ fn table(tables: &[StoredTable], id: TableId) -> &StoredTable {
 
 impl Indexes {
     /// Builds every index. `tables` is every table in contract order; door events must already
-    /// be sorted by building, and by time within a building. `doors`: the door summaries when
-    /// known already (a snapshot's), else they are built from the events.
-    pub fn build(
-        tables: &[StoredTable],
-        identities: usize,
-        doors: Option<Doors>,
-    ) -> Result<Indexes> {
+    /// be sorted by building, and by time within a building.
+    pub fn build(tables: &[StoredTable], identities: usize) -> Result<Indexes> {
         let people = table(tables, TableId::People);
         let rooms = table(tables, TableId::Rooms);
         let buildings = table(tables, TableId::Buildings);
@@ -450,9 +445,7 @@ impl Indexes {
             grid_parents: Arc::new(grid_parents),
             doors: Doors::default(),
         };
-        if let Some(d) = doors {
-            ix.doors = d;
-        } else if events.rows > 0 {
+        if events.rows > 0 {
             let ids = events.keys("id_number")?;
             let ts = events.timestamps("ts")?.values();
             ix.doors = Doors::build(&ix, ids, ts, people.keys("id_number")?);

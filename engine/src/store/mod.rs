@@ -463,13 +463,11 @@ pub struct Manifest {
 }
 
 /// What a snapshot keeps beside the tables, so that a start need not work it out again: the
-/// identity numbers' facts and the door summaries (each `None` when not kept).
+/// identity numbers' facts and every index (each `None` when not kept).
 #[derive(Debug, Default)]
 pub struct Kept {
     /// [`Store::identity_facts`] of every identity, by position.
     pub facts: Option<Vec<crate::idcard::Facts>>,
-    /// The door summaries ([`index::Indexes::doors`]), when `indexes` is not given.
-    pub doors: Option<doors::Doors>,
     /// Every index.
     pub indexes: Option<Indexes>,
 }
@@ -517,15 +515,11 @@ impl Store {
         report: LoadReport,
         rejects: RecordBatch,
     ) -> Result<Store> {
-        let Kept {
-            facts,
-            doors,
-            indexes,
-        } = kept;
+        let Kept { facts, indexes } = kept;
         let (indexes, facts) = rayon::join(
             || match indexes {
                 Some(ix) => Ok(ix),
-                None => Indexes::build(&tables, identities.len(), doors),
+                None => Indexes::build(&tables, identities.len()),
             },
             || match facts {
                 Some(f) if f.len() == identities.len() => f,
@@ -591,6 +585,15 @@ impl Store {
     /// What each identity number says by itself, by position.
     pub(crate) fn facts(&self) -> &Arc<Vec<crate::idcard::Facts>> {
         &self.facts
+    }
+
+    /// Whether an index built on first use is not built yet (see [`Store::build_deferred`]).
+    pub fn has_deferred(&self) -> bool {
+        self.identity_index.get().is_none()
+            || self
+                .tables
+                .iter()
+                .any(|t| t.key_cell.as_ref().is_some_and(|c| !c.is_built()))
     }
 
     /// Builds the indexes built on first use: the identity index and the key indexes of tables

@@ -118,6 +118,11 @@ impl KeyIndexCell {
         KeyIndexCell(Arc::new(OnceLock::new()))
     }
 
+    /// Whether the index is built.
+    pub fn is_built(&self) -> bool {
+        self.0.get().is_some()
+    }
+
     /// The index, built over `values` (the key column) if it was not yet; a caller arriving
     /// while another builds it waits for that one.
     pub fn get_or_build(&self, values: impl FnOnce() -> Option<StringArray>) -> &Arc<KeyIndex> {

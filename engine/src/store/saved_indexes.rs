@@ -2,7 +2,8 @@
 //! them instead of building them from the tables again.
 //!
 //! Bitmaps are held in roaring's own serialized form (one binary value per bitmap), compressed
-//! rows as their offsets and values, lists as arrays. What is read back is checked against the
+//! rows as their offsets and values, lists as arrays, the door summaries as their own arrays
+//! ([`Doors::to_arrays`]). What is read back is checked against the
 //! tables it indexes (every length, every offset run); anything that does not hold together is
 //! refused, and the caller builds the indexes from the tables instead.
 
@@ -50,7 +51,7 @@ fn csr_of<'a>(ix: &'a Indexes, name: &str) -> &'a Csr {
     }
 }
 
-/// The indexes but the door summaries (kept on their own), as named arrays.
+/// Every index, the door summaries included, as named arrays.
 pub fn to_arrays(ix: &Indexes) -> Result<Vec<(String, ArrayRef)>> {
     let mut out: Vec<(String, ArrayRef)> = vec![
         (
@@ -97,6 +98,9 @@ pub fn to_arrays(ix: &Indexes) -> Result<Vec<(String, ArrayRef)>> {
             bitmaps(rows.by_grid.iter())?,
         ));
     }
+    for (name, a) in ix.doors.to_arrays() {
+        out.push((format!("doors.{name}"), a));
+    }
     for (i, level) in ["community", "street", "district"].iter().enumerate() {
         out.push((
             format!("grid_parents.{level}"),
@@ -108,9 +112,8 @@ pub fn to_arrays(ix: &Indexes) -> Result<Vec<(String, ArrayRef)>> {
     Ok(out)
 }
 
-/// The indexes but the door summaries (left empty, for the caller to set) from their arrays
-/// (`get` finds one by name) over `tables`; `None` when an array is missing, of another type,
-/// or does not fit the tables.
+/// Every index from its arrays (`get` finds one by name) over `tables`; `None` when an array
+/// is missing, of another type, or does not fit the tables.
 pub fn from_arrays(
     get: impl Fn(&str) -> Option<ArrayRef>,
     tables: &[StoredTable],
@@ -217,6 +220,6 @@ pub fn from_arrays(
         vacant_rooms,
         grid_rows,
         grid_parents: Arc::new(grid_parents),
-        doors: Doors::default(),
+        doors: Doors::from_arrays(|n| get(&format!("doors.{n}")), buildings, identities)?,
     })
 }

@@ -7,9 +7,9 @@
 //! identity pool, the rejects, and `meta.json` (the manifest, the load report, how each column is
 //! held, and what the snapshot was made from), written last: a folder without it is unfinished
 //! (a crash while writing) and is ignored and removed. Beside the tables it keeps what a start
-//! would otherwise work out again: the identity numbers' facts, the door summaries and every
-//! index of [`super::index::Indexes`] (`indexes.*.arrow`, see `saved_indexes`); those that do
-//! not hold together are built again from the tables. The tables' key indexes are built when
+//! would otherwise work out again: the identity numbers' facts and every index of
+//! [`super::index::Indexes`], door summaries included (`indexes.*.arrow`, see
+//! `saved_indexes`); indexes that do not hold together are built again from the tables. The tables' key indexes are built when
 //! first used (a starting server builds them after it answers).
 //!
 //! The files are read by mapping them into memory ([`super::mapped`]): a column is the page
@@ -20,7 +20,6 @@
 //! A snapshot is taken only when it was made from the same sources: the caller's `source`
 //! fingerprint (see [`fingerprint`]) and the log segments it folded must match.
 
-use super::doors::{DoorColumns, Doors};
 use super::{Kept, Manifest, Pool, Store, StoredColumn, StoredTable};
 use crate::calendar::{Calendar, WorkingHours};
 use crate::contract::TableId;
@@ -42,13 +41,6 @@ const FORMAT: u32 = 2;
 const META: &str = "meta.json";
 /// The identity numbers' facts ([`crate::idcard::Facts`]), by position.
 const FACTS: &str = "identity_facts.arrow";
-/// The door summaries ([`crate::store::doors::DoorColumns`]): seen, its offsets, nights, theirs.
-const DOORS: [&str; 4] = [
-    "doors.seen.arrow",
-    "doors.seen_offsets.arrow",
-    "doors.nights.arrow",
-    "doors.night_offsets.arrow",
-];
 
 /// How a stored column is held.
 #[derive(Debug, Serialize, Deserialize)]
@@ -338,15 +330,6 @@ pub fn write(
             store.facts().iter().map(|f| f.bits()),
         )),
     )?;
-    let doors = store.indexes.doors.to_arrow()?;
-    write_batch(&at.join(DOORS[0]), doors.seen.schema(), Some(&doors.seen))?;
-    write_array(&at.join(DOORS[1]), doors.seen_offsets)?;
-    write_batch(
-        &at.join(DOORS[2]),
-        doors.nights.schema(),
-        Some(&doors.nights),
-    )?;
-    write_array(&at.join(DOORS[3]), doors.night_offsets)?;
     for (name, a) in super::saved_indexes::to_arrays(&store.indexes)? {
         write_array(&at.join(format!("indexes.{name}.arrow")), a)?;
     }
@@ -440,96 +423,87 @@ fn restore(at: &Path, meta: Meta, hours: &WorkingHours) -> Result<Restored> {
     restored(at, meta, tables, hours)
 }
 
-/// One table of a snapshot, with its key index.
+/// One table of a snapshot (its key index built on first use).
 fn restore_table(at: &Path, id: TableId, tm: &TableMeta) -> Result<StoredTable> {
-    {
-        if tm.name != id.name() {
-            return Err(Error::Load(format!(
-                "{}: table {} where {} was expected",
-                at.display(),
-                tm.name,
-                id.name()
-            )));
-        }
-        let started = std::time::Instant::now();
-        let (_, batch) = read_file(&at.join(format!("{}.arrow", tm.name)))?;
-        let (schema, _) = read_file(&at.join(format!("{}.schema.arrow", tm.name)))?;
-        let batch = batch
-            .ok_or_else(|| Error::Load(format!("{}: no rows of {}", at.display(), tm.name)))?;
-        let mut columns = Vec::with_capacity(tm.columns.len());
-        for (i, h) in tm.columns.iter().enumerate() {
-            let a = batch.column(i).clone();
-            let values = || -> Result<Arc<StringArray>> {
-                let v = read_array(&at.join(format!("{}.{i}.values.arrow", tm.name)))?;
-                Ok(Arc::new(v.as_string::<i32>().clone()))
-            };
-            let keys = || a.as_primitive::<arrow::datatypes::UInt32Type>().clone();
-            columns.push(match h {
-                Held::Array => StoredColumn::Array(a.clone()),
-                Held::KeysOfTable(to) => StoredColumn::Keys {
+    if tm.name != id.name() {
+        return Err(Error::Load(format!(
+            "{}: table {} where {} was expected",
+            at.display(),
+            tm.name,
+            id.name()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let (_, batch) = read_file(&at.join(format!("{}.arrow", tm.name)))?;
+    let (schema, _) = read_file(&at.join(format!("{}.schema.arrow", tm.name)))?;
+    let batch =
+        batch.ok_or_else(|| Error::Load(format!("{}: no rows of {}", at.display(), tm.name)))?;
+    let mut columns = Vec::with_capacity(tm.columns.len());
+    for (i, h) in tm.columns.iter().enumerate() {
+        let a = batch.column(i).clone();
+        let values = || -> Result<Arc<StringArray>> {
+            let v = read_array(&at.join(format!("{}.{i}.values.arrow", tm.name)))?;
+            Ok(Arc::new(v.as_string::<i32>().clone()))
+        };
+        let keys = || a.as_primitive::<arrow::datatypes::UInt32Type>().clone();
+        columns.push(match h {
+            Held::Array => StoredColumn::Array(a.clone()),
+            Held::KeysOfTable(to) => {
+                StoredColumn::Keys {
                     keys: keys(),
                     pool: Pool::Table(TableId::from_name(to).ok_or_else(|| {
                         Error::Load(format!("{}: unknown table {to}", at.display()))
                     })?),
-                },
-                Held::KeysOfIdentities => StoredColumn::Keys {
-                    keys: keys(),
-                    pool: Pool::Identity,
-                },
-                Held::KeysOfOwnValues => StoredColumn::Keys {
-                    keys: keys(),
-                    pool: Pool::Local(values()?),
-                },
-                Held::Codes => {
-                    StoredColumn::Codes {
-                        codes: a.as_any().downcast_ref::<Int8Array>().cloned().ok_or_else(
-                            || {
-                                Error::Load(format!(
-                                    "{}: codes of {} are not i8",
-                                    at.display(),
-                                    tm.name
-                                ))
-                            },
-                        )?,
-                        values: values()?,
-                    }
                 }
-            });
-        }
-        // The key index is built on first use (a starting server builds it after it answers).
-        let key_cell = match id.def().single_key() {
-            Some(k) if tm.keyed => {
-                if !matches!(columns.get(id.def().position(k).unwrap_or(usize::MAX)), Some(StoredColumn::Array(a)) if a.data_type() == &arrow::datatypes::DataType::Utf8)
-                {
-                    return Err(Error::Load(format!(
-                        "{}: the key {k} of {} is not text",
-                        at.display(),
-                        tm.name
-                    )));
-                }
-                Some(KeyIndexCell::deferred())
             }
-            _ => None,
-        };
-        let table = StoredTable {
-            id,
-            rows: tm.rows,
-            columns,
-            schema,
-            files: tm.files.clone(),
-            key_cell,
-            on_disk: Default::default(),
-        };
-        table.on_disk.set(at);
-        let read = started.elapsed();
-        tracing::debug!(
-            table = tm.name,
-            read_ms = read.as_millis() as u64,
-            ms = started.elapsed().as_millis() as u64,
-            "table read from the snapshot"
-        );
-        Ok(table)
+            Held::KeysOfIdentities => StoredColumn::Keys {
+                keys: keys(),
+                pool: Pool::Identity,
+            },
+            Held::KeysOfOwnValues => StoredColumn::Keys {
+                keys: keys(),
+                pool: Pool::Local(values()?),
+            },
+            Held::Codes => StoredColumn::Codes {
+                codes: a
+                    .as_any()
+                    .downcast_ref::<Int8Array>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Load(format!("{}: codes of {} are not i8", at.display(), tm.name))
+                    })?,
+                values: values()?,
+            },
+        });
     }
+    // The key index is built on first use (a starting server builds it after it answers),
+    // over the key column, which must be text.
+    let keyed = id.def().single_key().filter(|_| tm.keyed);
+    let table = StoredTable {
+        id,
+        rows: tm.rows,
+        columns,
+        schema,
+        files: tm.files.clone(),
+        key_cell: keyed.map(|_| KeyIndexCell::deferred()),
+        on_disk: Default::default(),
+    };
+    if let Some(k) = keyed
+        && table.strings(k).is_err()
+    {
+        return Err(Error::Load(format!(
+            "{}: the key {k} of {} is not text",
+            at.display(),
+            tm.name
+        )));
+    }
+    table.on_disk.set(at);
+    tracing::debug!(
+        table = tm.name,
+        ms = started.elapsed().as_millis() as u64,
+        "table read from the snapshot"
+    );
+    Ok(table)
 }
 
 /// The store of a snapshot from its tables.
@@ -573,8 +547,8 @@ fn restored(
     })
 }
 
-/// What the snapshot kept beside its tables: the identity facts and the door summaries. Door
-/// summaries that do not hold together are built again from the events (and said so).
+/// What the snapshot kept beside its tables: the identity facts and the indexes. Indexes that
+/// do not hold together are built again from the tables (and said so).
 fn kept(at: &Path, tables: &[StoredTable], identities: usize) -> Result<Kept> {
     let facts = read_array(&at.join(FACTS))?;
     let facts = facts
@@ -591,49 +565,16 @@ fn kept(at: &Path, tables: &[StoredTable], identities: usize) -> Result<Kept> {
         .iter()
         .map(|&b| Facts::from_bits(b))
         .collect();
-    let batch = |name: &str| -> Result<RecordBatch> {
-        read_file(&at.join(name))?
-            .1
-            .ok_or_else(|| Error::Load(format!("{}: no values", at.join(name).display())))
-    };
-    let columns = DoorColumns {
-        seen: batch(DOORS[0])?,
-        seen_offsets: read_array(&at.join(DOORS[1]))?,
-        nights: batch(DOORS[2])?,
-        night_offsets: read_array(&at.join(DOORS[3]))?,
-    };
-    let buildings = tables[TableId::Buildings as usize].rows;
-    let Some(doors) = Doors::from_arrow(&columns, buildings, identities) else {
+    let get = |name: &str| read_array(&at.join(format!("indexes.{name}.arrow"))).ok();
+    let indexes = super::saved_indexes::from_arrays(get, tables, identities);
+    if indexes.is_none() {
         tracing::warn!(
-            "{}: the door summaries do not hold together; built again from the events",
+            "{}: the indexes do not hold together; built again from the tables",
             at.display()
         );
-        return Ok(Kept {
-            facts: Some(facts),
-            doors: None,
-            indexes: None,
-        });
-    };
-    let get = |name: &str| read_array(&at.join(format!("indexes.{name}.arrow"))).ok();
-    match super::saved_indexes::from_arrays(get, tables, identities) {
-        Some(mut ix) => {
-            ix.doors = doors;
-            Ok(Kept {
-                facts: Some(facts),
-                doors: None,
-                indexes: Some(ix),
-            })
-        }
-        None => {
-            tracing::warn!(
-                "{}: the indexes do not hold together; built again from the tables",
-                at.display()
-            );
-            Ok(Kept {
-                facts: Some(facts),
-                doors: Some(doors),
-                indexes: None,
-            })
-        }
     }
+    Ok(Kept {
+        facts: Some(facts),
+        indexes,
+    })
 }

@@ -374,29 +374,13 @@ impl App {
         }))
     }
 
-    /// Changes the task lists and saves the change; when either fails (but for a request at
-    /// fault, which changes nothing), the lists are read again from the state folder (the last
-    /// save) and the error returned.
+    /// Changes the task lists and saves the change (see [`change_tasks`]).
     pub fn changing_tasks<T>(
         &self,
         book: &mut TaskBook,
         change: impl FnOnce(&mut TaskBook) -> gridlens_engine::Result<T>,
     ) -> Result<T, ApiError> {
-        let result = match change(book) {
-            // A request at fault changed nothing.
-            Err(e @ gridlens_engine::Error::Param { .. }) => return Err(ApiError::from_engine(e)),
-            r => r.and_then(|t| book.save().map(|()| t)),
-        };
-        match result {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                tracing::error!("the task lists were not changed: {e}");
-                if let Ok(b) = TaskBook::open(&self.state_dir) {
-                    *book = b;
-                }
-                Err(ApiError::from_engine(e))
-            }
-        }
+        change_tasks(book, &self.state_dir, change).map_err(ApiError::from_engine)
     }
 
     /// Refuses (404, as for an unknown worker) a worker outside the caller's scope.
@@ -580,6 +564,28 @@ fn load_served(
     served_from(data, state, store, version, changed, false)
 }
 
+/// Changes the task lists and saves the change; when either fails (but for a request at fault,
+/// which changes nothing), the lists are read again from the state folder `state` (the last
+/// save) and the error returned.
+fn change_tasks<T>(
+    book: &mut TaskBook,
+    state: &std::path::Path,
+    change: impl FnOnce(&mut TaskBook) -> gridlens_engine::Result<T>,
+) -> gridlens_engine::Result<T> {
+    let result = match change(book) {
+        // A request at fault changed nothing.
+        Err(e @ gridlens_engine::Error::Param { .. }) => return Err(e),
+        r => r.and_then(|t| book.save().map(|()| t)),
+    };
+    if let Err(e) = &result {
+        tracing::error!("the task lists were not changed: {e}");
+        if let Ok(b) = TaskBook::open(state) {
+            *book = b;
+        }
+    }
+    result
+}
+
 /// A loaded version made ready to serve: its known scopes written, its sweep (incremental
 /// after a batch), SLA clocks and grid counts worked out (`at_start`: the clocks and grid
 /// counts beside the first requests).
@@ -615,12 +621,14 @@ fn served_from(
     // version look up; the tables' keys, after a snapshot), built on a thread of their own
     // beside the first requests, which wait for one only when they need it (a version made by
     // a merge has them already).
-    let warm = store.clone();
-    std::thread::spawn(move || {
-        let t = Instant::now();
-        warm.build_deferred();
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "key indexes ready");
-    });
+    if store.has_deferred() {
+        let warm = store.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            warm.build_deferred();
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "key indexes ready");
+        });
+    }
     match changed {
         Some(c) => {
             city.grid_counts_after(&c.served.city, c.table)?;
@@ -763,20 +771,16 @@ impl App {
                 };
                 let _ = taken.send(());
                 let t = Instant::now();
-                let applied = served
-                    .city
-                    .latest()
-                    .and_then(|sweep| book.apply(&served.store, &sweep, &opts))
-                    .and_then(|_| book.save());
+                let applied = change_tasks(&mut book, &dir, |b| {
+                    let sweep = served.city.latest()?;
+                    b.apply(&served.store, &sweep, &opts)
+                });
                 match applied {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::info!(ms = t.elapsed().as_millis() as u64, "task lists updated")
                     }
                     Err(e) => {
-                        tracing::error!("the task lists could not follow the city served: {e}");
-                        if let Ok(b) = TaskBook::open(&dir) {
-                            *book = b;
-                        }
+                        tracing::error!("the task lists could not follow the city served: {e}")
                     }
                 }
             });
