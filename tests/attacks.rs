@@ -560,6 +560,9 @@ fn shared_sweeps_are_for_city_admins() {
     let c = city();
     let s = start("attack-sweeps", &[]);
     let root = s.token("root2", "admin", "city", true);
+    // The task lists follow the city beside the first requests: a request reading them waits
+    // until they have, and saved them.
+    s.count(&root, "SELECT count(*) FROM tasks");
     let before_tasks = TaskBook::read(&s.state).unwrap().tasks;
     let before = s.count(&root, "SELECT count(*) FROM anomalies");
     let worker_id = text(

@@ -795,11 +795,25 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         let whole = Arc::new(load::load_with(&data, &added, &opts).unwrap());
         let merged = Arc::new(merged);
         let t = TableId::AccessEvents;
+        // The first batch folds into the loaded city's events (they have no room to grow);
+        // the second is written after them, and folds into the same rows.
+        let folded = load::fold(&merged).unwrap();
         assert_eq!(
-            stored(&merged, t),
+            stored(&folded, t),
             stored(&whole, t),
             "round {round}: the rows"
         );
+        assert_eq!(folded.indexes.event_offsets, whole.indexes.event_offsets);
+        assert!(folded.indexes.event_tail.parts().1.is_empty());
+        let tail = merged.indexes.event_tail.parts().1.len();
+        assert_eq!(
+            tail,
+            if round == 0 { 0 } else { 4 * pick.len() + 1 },
+            "round {round}: rows after"
+        );
+        if round == 0 {
+            assert_eq!(stored(&merged, t), stored(&whole, t));
+        }
         let (a, b) = same_counts(&merged, &whole, t);
         assert_eq!(
             b.rejected,
@@ -830,7 +844,20 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         let built =
             gridlens_engine::store::index::Indexes::build(merged.tables(), merged.identities.len())
                 .unwrap();
-        assert_eq!(merged.indexes.event_offsets, built.event_offsets);
+        let buildings = merged.indexes.event_offsets.len() - 1;
+        for b in 0..buildings as u32 {
+            let rows = |ix: &gridlens_engine::store::index::Indexes| {
+                let mut r: Vec<usize> = ix.events_of(b).rows().collect();
+                r.sort();
+                r
+            };
+            assert_eq!(rows(&merged.indexes), rows(&built), "building {b}'s events");
+            // Each building's rows in time order: its sorted run, and its added rows.
+            let ts = merged.table(t).timestamps("ts").unwrap().values().to_vec();
+            let e = merged.indexes.events_of(b);
+            assert!(ts[e.sorted.clone()].is_sorted());
+            assert!(e.added.iter().map(|&r| ts[r as usize]).is_sorted());
+        }
         assert_eq!(
             merged.indexes.doors, built.doors,
             "round {round}: door summaries"
@@ -863,12 +890,17 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         at_once.table(t).rows,
         st.table(t).rows + 2 * (4 * pick.len() + 1)
     );
-    assert_eq!(stored(&at_once, t), stored(&served, t));
+    let folded = load::fold(&served).unwrap();
+    assert_eq!(stored(&at_once, t), stored(&folded, t));
     assert_eq!(at_once.identities, served.identities);
     same_counts(&at_once, &served, t);
     assert_eq!(at_once.rejects, served.rejects);
     assert_eq!(at_once.indexes.doors, served.indexes.doors);
-    assert_eq!(at_once.indexes.event_offsets, served.indexes.event_offsets);
+    assert_eq!(at_once.indexes.event_offsets, folded.indexes.event_offsets);
+    assert_eq!(
+        at_once.indexes.grid_rows[&t].by_grid,
+        folded.indexes.grid_rows[&t].by_grid
+    );
 }
 
 /// One second after a timestamp given as text.
@@ -987,6 +1019,21 @@ fn a_city_read_from_its_snapshot_counts_its_memory_once_and_takes_door_events() 
         x.table(TableId::AccessEvents).rows,
         st.table(TableId::AccessEvents).rows + 1
     );
+    // A second batch is written after the rows of the first (folded into the restored
+    // city's): the snapshots below keep the rows added after the sorted ones as they are.
+    let csv = format!(
+        "ts,building_id,id_number,direction,device_id\n2026-10-30 22:00:00,{b},NEW-SNAP-2,in,d2\n"
+    );
+    let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
+    let staged = log
+        .stage(TableId::AccessEvents, &sent.to_csv().unwrap().0)
+        .unwrap();
+    log.commit(staged).unwrap();
+    let added = log.added().unwrap();
+    let y = load::append(&y, &added[1..2], &opts)
+        .unwrap()
+        .expect("written after");
+    assert_eq!(y.indexes.event_tail.parts().1.len(), 1);
     // The next snapshot links the files of the tables unchanged since the one they were read
     // from (the same file, not a copy), writes the changed table, and reads back as the city;
     // the one after links from it, the first being gone.

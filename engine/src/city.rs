@@ -154,7 +154,8 @@ impl City {
                     rows,
                     &prev.anomalies,
                 );
-                incremental::resweep(&prev, &before.store, &self.store, &grids)?
+                let rules = incremental::rules_changed_by(table);
+                incremental::resweep(&prev, &before.store, &self.store, &grids, rules)?
             } else {
                 rules::sweep(&self.store, as_of, &[], &self.params)?
             };

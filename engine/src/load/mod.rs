@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use whole::{Placed, Whole};
 
-pub use append::append;
+pub use append::{append, fold};
 
 /// A row's first problem: the column (if one), the reason and the detail.
 type Fault = (Option<usize>, RejectReason, String);
@@ -1215,6 +1215,7 @@ fn finalize(
             files,
             key_cell: key_index.map(|ix| KeyIndexCell::built(Arc::new(ix))),
             on_disk: Default::default(),
+            room: None,
         },
         read,
         superseded,

@@ -72,9 +72,29 @@ impl Moved<'_> {
     }
 }
 
+/// The rules that read door events: the only ones a batch of door events (which changes
+/// nothing else) can change the findings of.
+pub const DOOR_RULES: [RuleId; 2] = [RuleId::R01, RuleId::R04];
+
+/// The rules whose findings a batch of `table` may change: [`DOOR_RULES`] for door events,
+/// every rule otherwise.
+pub fn rules_changed_by(table: TableId) -> &'static [RuleId] {
+    match table {
+        TableId::AccessEvents => &DOOR_RULES,
+        _ => &RuleId::ALL,
+    }
+}
+
 /// A full sweep of `new`, from `prev` (a sweep of every rule of `old`, at the instant and with
-/// the parameters wanted): the rules run in `grids`; elsewhere the findings of `prev` are kept.
-pub fn resweep(prev: &Sweep, old: &Store, new: &Store, grids: &RoaringBitmap) -> Result<Sweep> {
+/// the parameters wanted): `rules` (those the change may reach) run in `grids`; every other
+/// finding of `prev` is kept.
+pub fn resweep(
+    prev: &Sweep,
+    old: &Store,
+    new: &Store,
+    grids: &RoaringBitmap,
+    rules: &[RuleId],
+) -> Result<Sweep> {
     let started = Instant::now();
     if !matches!(Moved::of(old, new, TableId::Buildings)?, Moved::Same) {
         // Not a version over `old` (a whole load): its keys may differ; a full sweep.
@@ -84,9 +104,10 @@ pub fn resweep(prev: &Sweep, old: &Store, new: &Store, grids: &RoaringBitmap) ->
     let rooms = Moved::of(old, new, TableId::Rooms)?;
     let households = Moved::of(old, new, TableId::Households)?;
     let mut grids = grids.clone();
+    let mut rules = rules;
     let mut kept: Vec<Anomaly> = Vec::with_capacity(prev.anomalies.len());
     for a in &prev.anomalies {
-        if grids.contains(a.grid) {
+        if rules.contains(&a.rule) && grids.contains(a.grid) {
             continue;
         }
         let moved = |m: &Moved, r: Option<u32>| -> Option<Option<u32>> {
@@ -108,24 +129,19 @@ pub fn resweep(prev: &Sweep, old: &Store, new: &Store, grids: &RoaringBitmap) ->
                 kept.push(a);
             }
             _ => {
+                // Its record is not found again: every rule runs again in its grid.
                 grids.insert(a.grid);
+                rules = &RuleId::ALL;
             }
         }
     }
     // A grid added for a record not found again: its kept findings are evaluated too.
-    kept.retain(|a| !grids.contains(a.grid));
-    let (runs, found) = run(new, prev.as_of, &RuleId::ALL, &prev.params, Some(&grids))?;
+    kept.retain(|a| !(rules.contains(&a.rule) && grids.contains(a.grid)));
+    let (runs, found) = run(new, prev.as_of, rules, &prev.params, Some(&grids))?;
     let mut counts = [0usize; RuleId::ALL.len()];
     for a in kept.iter().chain(&found) {
         counts[a.rule as usize] += 1;
     }
-    let runs = runs
-        .into_iter()
-        .map(|r| RuleRun {
-            count: counts[r.rule as usize],
-            ..r
-        })
-        .collect();
     Ok(Sweep {
         id: super::next_sweep_id(),
         base: Some(super::SweepBase {
@@ -135,9 +151,29 @@ pub fn resweep(prev: &Sweep, old: &Store, new: &Store, grids: &RoaringBitmap) ->
         as_of: prev.as_of,
         params: prev.params.clone(),
         anomalies: merged_in_task_order(kept, found),
-        runs,
+        runs: runs_after(&prev.runs, runs, &counts),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Every rule's run after some ran again (`again`): theirs, the others' as before (taking no
+/// time); each with its count of findings now.
+fn runs_after(before: &[RuleRun], again: Vec<RuleRun>, counts: &[usize]) -> Vec<RuleRun> {
+    before
+        .iter()
+        .map(|r| {
+            let mut r = again
+                .iter()
+                .find(|c| c.rule == r.rule)
+                .cloned()
+                .unwrap_or_else(|| RuleRun {
+                    seconds: 0.0,
+                    ..r.clone()
+                });
+            r.count = counts[r.rule as usize];
+            r
+        })
+        .collect()
 }
 
 /// Whether a sweep covers every rule (only such a sweep can be followed incrementally).
@@ -173,22 +209,7 @@ pub fn advance(prev: &Sweep, store: &Store, as_of: i64) -> Result<Sweep> {
     for a in kept.iter().chain(&found) {
         counts[a.rule as usize] += 1;
     }
-    let runs = prev
-        .runs
-        .iter()
-        .map(|r| {
-            let mut r = clock_runs
-                .iter()
-                .find(|c| c.rule == r.rule)
-                .cloned()
-                .unwrap_or_else(|| RuleRun {
-                    seconds: 0.0,
-                    ..r.clone()
-                });
-            r.count = counts[r.rule as usize];
-            r
-        })
-        .collect();
+    let runs = runs_after(&prev.runs, clock_runs, &counts);
     Ok(Sweep {
         id: super::next_sweep_id(),
         // Another instant: every kept finding is found again at it.
@@ -242,12 +263,10 @@ pub fn clock_grids(store: &Store, p: &super::Params, from: i64, to: i64) -> Resu
         let ts = events.timestamps("ts")?.values();
         let building_grid = store.table(TableId::Buildings).keys("grid_code")?;
         for (b, &g) in building_grid.iter().enumerate() {
-            let range = ix.events_of(b as u32);
-            let times = &ts[range];
-            let hit = door_spans.iter().any(|&(from, to)| {
-                let i = times.partition_point(|&t| t <= from);
-                i < times.len() && times[i] <= to
-            });
+            let rows = ix.events_of(b as u32);
+            let hit = door_spans
+                .iter()
+                .any(|&(from, to)| rows.any_in(ts, from, to));
             if hit && g != crate::store::NONE {
                 grids.insert(g);
             }

@@ -294,8 +294,18 @@ pub struct Anomaly {
     pub identity: Option<u32>,
     /// How old or how large the evidence is: within a priority, larger first.
     pub weight: i64,
-    /// Rule-specific facts.
-    pub evidence: serde_json::Value,
+    /// Rule-specific facts (shared: a finding kept from one version's sweep to the next is
+    /// not copied).
+    #[serde(serialize_with = "shared_value")]
+    pub evidence: std::sync::Arc<serde_json::Value>,
+}
+
+/// A shared value, serialized as the value.
+fn shared_value<S: serde::Serializer>(
+    v: &std::sync::Arc<serde_json::Value>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    v.as_ref().serialize(s)
 }
 
 /// What a rule sees: the store, its indexes, the instant and the parameters.
@@ -403,7 +413,7 @@ impl<'a> Context<'a> {
             household: (household != NONE).then_some(household),
             identity: Some(identity),
             weight,
-            evidence,
+            evidence: std::sync::Arc::new(evidence),
         })
     }
 
@@ -426,7 +436,7 @@ impl<'a> Context<'a> {
             household: None,
             identity: None,
             weight,
-            evidence,
+            evidence: std::sync::Arc::new(evidence),
         })
     }
 

@@ -83,14 +83,14 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
             household: None,
             identity: Some(id),
             weight: n as i64,
-            evidence: serde_json::json!({
+            evidence: std::sync::Arc::new(serde_json::json!({
                 "nights": n,
                 "first": date_json(Some(first)),
                 "last": date_json(Some(last)),
                 "window_days": ctx.params.r01_window_days,
                 "registered_elsewhere": registered,
                 "has_active_record": has_record,
-            }),
+            })),
         });
     }
     Ok(anomalies)

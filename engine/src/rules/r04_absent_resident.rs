@@ -52,11 +52,7 @@ pub fn evaluate(ctx: &Context) -> Result<Vec<Anomaly>> {
     let found: Vec<Vec<(u32, Option<i64>)>> = candidates
         .par_iter()
         .map(|&b| {
-            // A building's events are in time order: windows are sub-ranges.
-            let range = ctx.ix.events_of(b);
-            let times = &ts[range.clone()];
-            let after = |t: i64| range.start + times.partition_point(|&x| x <= t);
-            if after(alive_from) >= after(ctx.as_of) {
+            if !ctx.ix.events_of(b).any_in(ts, alive_from, ctx.as_of) {
                 return Vec::new(); // the door system reported nothing in the last days
             }
             // Each identity's last event at the building up to `as_of`, from the door summary.

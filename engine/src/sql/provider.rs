@@ -298,8 +298,10 @@ impl StoreTable {
     }
 
     /// The door events whose time compares with `t` (microseconds) as `op` says. Door events
-    /// are held sorted by building and time, so the answer is one run of rows per building,
-    /// found by binary search: a day of 150 M events is read without reading the rest.
+    /// are held as a run sorted by building and time, then the rows added since by building in
+    /// time order (see [`crate::store::event_rows`]), so the answer is a run of rows per
+    /// building and a run of its added rows, found by binary search: a day of 150 M events is
+    /// read without reading the rest.
     fn time_rows(&self, col: &str, op: Operator, t: i64) -> Option<RoaringBitmap> {
         use rayon::prelude::*;
         if self.table != TableId::AccessEvents || col != "ts" {
@@ -307,20 +309,28 @@ impl StoreTable {
         }
         self.unmasked(col)?;
         let ts = self.stored().timestamps(col).ok()?;
-        let offsets = &self.store().indexes.event_offsets;
-        if ts.null_count() > 0 || offsets.last().copied().unwrap_or(0) != ts.len() {
+        let ix = &self.store().indexes;
+        let offsets = &ix.event_offsets;
+        let (_, added) = ix.event_tail.parts();
+        let counted = offsets.last().copied().unwrap_or(0) + added.len();
+        if ts.null_count() > 0 || counted != ts.len() {
             return None;
         }
         let v = ts.values();
         let (lo, hi) = bounds(op, t)?;
-        let runs: Vec<RoaringBitmap> = offsets
-            .par_windows(2)
+        let runs: Vec<RoaringBitmap> = (0..offsets.len().saturating_sub(1) as u32)
+            .into_par_iter()
             .with_min_len(4096)
-            .fold(RoaringBitmap::new, |mut acc, w| {
-                let r = crate::store::index::span(&v[w[0]..w[1]], lo, hi);
+            .fold(RoaringBitmap::new, |mut acc, b| {
+                let rows = ix.events_of(b);
+                let s = rows.sorted.start;
+                let r = crate::store::index::span(&v[rows.sorted], lo, hi);
                 if !r.is_empty() {
-                    acc.insert_range((w[0] + r.start) as u32..(w[0] + r.end) as u32);
+                    acc.insert_range((s + r.start) as u32..(s + r.end) as u32);
                 }
+                let times: Vec<i64> = rows.added.iter().map(|&r| v[r as usize]).collect();
+                let r = crate::store::index::span(&times, lo, hi);
+                acc.extend(rows.added[r].iter().copied());
                 acc
             })
             .collect();

@@ -49,11 +49,15 @@ pub struct Night {
     pub first: i64,
 }
 
-/// Per-building summaries of the door events (see the module's text).
+/// Buildings per part of the summaries: a batch of door events writes again the parts of the
+/// buildings it touched, and shares the rest with the version before.
+const PART: usize = 256;
+
+/// The summaries of a run of buildings, one after the other.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Doors {
-    /// `seen[seen_offsets[b]..seen_offsets[b + 1]]`: (identity, last event) at building `b`,
-    /// sorted by identity.
+struct Part {
+    /// `seen[seen_offsets[b]..seen_offsets[b + 1]]`: (identity, last event) at the run's
+    /// building `b`, sorted by identity.
     seen_offsets: Vec<usize>,
     seen: Vec<(u32, i64)>,
     /// `nights[night_offsets[b]..night_offsets[b + 1]]`: the nights at `b` of identities without
@@ -62,12 +66,67 @@ pub struct Doors {
     nights: Vec<Night>,
 }
 
+impl Part {
+    /// Buildings' summaries put one after the other.
+    fn of(parts: Vec<(Vec<LastSeen>, Vec<Night>)>) -> Part {
+        let (seen, nights): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let (seen_offsets, seen) = flatten(seen);
+        let (night_offsets, nights) = flatten(nights);
+        Part {
+            seen_offsets,
+            seen,
+            night_offsets,
+            nights,
+        }
+    }
+
+    /// Number of buildings.
+    fn buildings(&self) -> usize {
+        self.seen_offsets.len().saturating_sub(1)
+    }
+
+    /// The run's building `b`'s (identity, last event) pairs.
+    fn seen(&self, b: usize) -> &[LastSeen] {
+        match self.seen_offsets.get(b..b + 2) {
+            Some(o) => &self.seen[o[0]..o[1]],
+            None => &[],
+        }
+    }
+
+    /// The run's building `b`'s nights.
+    fn nights(&self, b: usize) -> &[Night] {
+        match self.night_offsets.get(b..b + 2) {
+            Some(o) => &self.nights[o[0]..o[1]],
+            None => &[],
+        }
+    }
+
+    /// The run's buildings `buildings` as a run of their own.
+    fn slice(&self, buildings: Range<usize>) -> Part {
+        Part::of(
+            buildings
+                .map(|b| (self.seen(b).to_vec(), self.nights(b).to_vec()))
+                .collect(),
+        )
+    }
+}
+
+/// Per-building summaries of the door events (see the module's text), in parts of [`PART`]
+/// buildings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Doors {
+    parts: Vec<Arc<Part>>,
+}
+
 /// Each identity of some events with its last event, sorted by identity (`NONE` left out).
-fn last_of(rows: Range<usize>, ids: &[u32], ts: &[i64]) -> Vec<(u32, i64)> {
-    let mut seen: Vec<(u32, i64)> = rows
-        .filter(|&r| ids[r] != NONE)
-        .map(|r| (ids[r], ts[r]))
-        .collect();
+fn last_of(rows: impl Iterator<Item = usize>, ids: &[u32], ts: &[i64]) -> Vec<(u32, i64)> {
+    latest(rows.map(|r| (ids[r], ts[r])))
+}
+
+/// Each identity of some (identity, time) pairs with its latest time, sorted by identity
+/// (`NONE` left out).
+fn latest(pairs: impl Iterator<Item = (u32, i64)>) -> Vec<(u32, i64)> {
+    let mut seen: Vec<(u32, i64)> = pairs.filter(|&(id, _)| id != NONE).collect();
     seen.sort_unstable();
     // Sorted by identity then time: the last of a run is the latest.
     let mut out: Vec<(u32, i64)> = Vec::with_capacity(seen.len() / 2);
@@ -92,6 +151,43 @@ fn flatten<T>(parts: Vec<Vec<T>>) -> (Vec<usize>, Vec<T>) {
     (offsets, all)
 }
 
+/// The identities of a building's active records, sorted.
+fn residents_of(ix: &Indexes, b: u32, person_ids: &[u32]) -> Vec<u32> {
+    let mut residents: Vec<u32> = ix
+        .rooms_of_building
+        .get(b)
+        .iter()
+        .flat_map(|&r| ix.active_of_room.get(r))
+        .map(|&p| person_ids[p as usize])
+        .collect();
+    residents.sort_unstable();
+    residents
+}
+
+/// The nights among some (identity, time) events of identities that are not `residents`
+/// (sorted), with `earlier` nights: sorted by identity and date, each with its first event.
+fn nights_of(
+    events: impl Iterator<Item = (u32, i64)>,
+    residents: &[u32],
+    earlier: &[Night],
+) -> Vec<Night> {
+    let mut nights: Vec<Night> = earlier.to_vec();
+    nights.extend(
+        events
+            .filter(|&(id, _)| id != NONE && residents.binary_search(&id).is_err())
+            .filter_map(|(identity, t)| {
+                Some(Night {
+                    identity,
+                    date: night_of(t)?,
+                    first: t,
+                })
+            }),
+    );
+    nights.sort_unstable();
+    nights.dedup_by_key(|n| (n.identity, n.date));
+    nights
+}
+
 /// One building's summaries: who was seen there and when last, and the nights of identities
 /// without an active record there.
 fn summary_of(
@@ -105,116 +201,82 @@ fn summary_of(
     if range.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let seen = last_of(range.clone(), ids, ts);
-    let mut residents: Vec<u32> = ix
-        .rooms_of_building
-        .get(b)
-        .iter()
-        .flat_map(|&r| ix.active_of_room.get(r))
-        .map(|&p| person_ids[p as usize])
-        .collect();
-    residents.sort_unstable();
-    let mut nights: Vec<Night> = range
-        .filter(|&r| ids[r] != NONE)
-        .filter_map(|r| {
-            let date = night_of(ts[r])?;
-            Some(Night {
-                identity: ids[r],
-                date,
-                first: ts[r],
-            })
-        })
-        .filter(|n| residents.binary_search(&n.identity).is_err())
-        .collect();
-    nights.sort_unstable();
-    nights.dedup_by_key(|n| (n.identity, n.date));
+    let seen = last_of(range.rows(), ids, ts);
+    let residents = residents_of(ix, b, person_ids);
+    let nights = nights_of(range.rows().map(|r| (ids[r], ts[r])), &residents, &[]);
     (seen, nights)
 }
 
 impl Doors {
-    /// Builds the summaries. `ids` and `ts` are the door events' identities and times, sorted by
-    /// building and time as `ix.events_of` says; `person_ids` are the `people` records'
-    /// identities.
+    /// Builds the summaries. `ids` and `ts` are the door events' identities and times, by
+    /// building as `ix.events_of` says; `person_ids` are the `people` records' identities.
     pub fn build(ix: &Indexes, ids: &[u32], ts: &[i64], person_ids: &[u32]) -> Doors {
         let buildings = ix.event_offsets.len().saturating_sub(1);
-        let parts: Vec<(Vec<LastSeen>, Vec<Night>)> = (0..buildings as u32)
+        let parts = (0..buildings.div_ceil(PART))
             .into_par_iter()
-            .map(|b| summary_of(ix, b, ids, ts, person_ids))
+            .map(|p| {
+                let run = p * PART..((p + 1) * PART).min(buildings);
+                Arc::new(Part::of(
+                    run.map(|b| summary_of(ix, b as u32, ids, ts, person_ids))
+                        .collect(),
+                ))
+            })
             .collect();
-        let (seen, nights): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let (seen_offsets, seen) = flatten(seen);
-        let (night_offsets, nights) = flatten(nights);
-        Doors {
-            seen_offsets,
-            seen,
-            night_offsets,
-            nights,
-        }
+        Doors { parts }
     }
 
-    /// The summaries after events were added at some buildings (`touched`, sorted): those
-    /// buildings' summaries are worked out again from their events (`ids`, `ts` and `ix` as in
-    /// [`Doors::build`], of the events with the new ones), every other building's is this one's.
-    pub fn rebuilt(
-        &self,
-        ix: &Indexes,
-        touched: &[u32],
-        ids: &[u32],
-        ts: &[i64],
-        person_ids: &[u32],
-    ) -> Doors {
+    /// The summaries after door events were added: `added` holds each new event's building,
+    /// identity and time, sorted by building. A building's summaries are its events' (the
+    /// latest event of each identity; the nights, each with its first event), so those of the
+    /// buildings added to are this version's with the new events taken in, and written with the
+    /// rest of their parts; every other part is this one's. (`ix`: the indexes of the version
+    /// with the events; `person_ids`: the `people` records' identities.)
+    pub fn with_added(&self, ix: &Indexes, added: &[(u32, u32, i64)], person_ids: &[u32]) -> Doors {
         let buildings = ix.event_offsets.len().saturating_sub(1);
-        let fresh: Vec<(Vec<LastSeen>, Vec<Night>)> = touched
-            .par_iter()
-            .map(|&b| summary_of(ix, b, ids, ts, person_ids))
+        let mut parts = self.parts.clone();
+        parts.resize_with(buildings.div_ceil(PART), Default::default);
+        // The new events of each part, by building.
+        let runs: Vec<&[(u32, u32, i64)]> = added
+            .chunk_by(|a, b| a.0 as usize / PART == b.0 as usize / PART)
             .collect();
-        let mut out = Doors {
-            seen_offsets: Vec::with_capacity(buildings + 1),
-            seen: Vec::with_capacity(
-                self.seen.len() + fresh.iter().map(|f| f.0.len()).sum::<usize>(),
-            ),
-            night_offsets: Vec::with_capacity(buildings + 1),
-            nights: Vec::with_capacity(
-                self.nights.len() + fresh.iter().map(|f| f.1.len()).sum::<usize>(),
-            ),
-        };
-        out.seen_offsets.push(0);
-        out.night_offsets.push(0);
-        // Untouched buildings are copied a run at a time.
-        let mut from = 0usize;
-        for (&b, (seen, nights)) in touched.iter().zip(fresh) {
-            self.copy_buildings(&mut out, from..b as usize);
-            out.seen.extend(seen);
-            out.nights.extend(nights);
-            out.seen_offsets.push(out.seen.len());
-            out.night_offsets.push(out.nights.len());
-            from = b as usize + 1;
+        let fresh: Vec<(usize, Arc<Part>)> = runs
+            .par_iter()
+            .map(|run| {
+                let p = run[0].0 as usize / PART;
+                let start = p * PART;
+                let old = &parts[p];
+                let mut next = run.chunk_by(|a, b| a.0 == b.0).peekable();
+                let part = Part::of(
+                    (start..((p + 1) * PART).min(buildings))
+                        .map(|b| {
+                            let (seen, nights) = (old.seen(b - start), old.nights(b - start));
+                            match next.next_if(|e| e[0].0 as usize == b) {
+                                Some(events) => {
+                                    let pairs = events.iter().map(|&(_, id, t)| (id, t));
+                                    let residents = residents_of(ix, b as u32, person_ids);
+                                    (
+                                        latest(seen.iter().copied().chain(pairs.clone())),
+                                        nights_of(pairs, &residents, nights),
+                                    )
+                                }
+                                None => (seen.to_vec(), nights.to_vec()),
+                            }
+                        })
+                        .collect(),
+                );
+                (p, Arc::new(part))
+            })
+            .collect();
+        for (p, part) in fresh {
+            parts[p] = part;
         }
-        self.copy_buildings(&mut out, from..buildings);
-        out
+        Doors { parts }
     }
 
-    /// Appends these buildings' summaries to `out`.
-    fn copy_buildings(&self, out: &mut Doors, buildings: Range<usize>) {
-        if buildings.is_empty() {
-            return;
-        }
-        let at = |o: &[usize], b: usize| o.get(b).or(o.last()).copied().unwrap_or(0);
-        let (s0, s1) = (
-            at(&self.seen_offsets, buildings.start),
-            at(&self.seen_offsets, buildings.end),
-        );
-        let (n0, n1) = (
-            at(&self.night_offsets, buildings.start),
-            at(&self.night_offsets, buildings.end),
-        );
-        let (sb, nb) = (out.seen.len(), out.nights.len());
-        out.seen.extend_from_slice(&self.seen[s0..s1]);
-        out.nights.extend_from_slice(&self.nights[n0..n1]);
-        for b in buildings.start + 1..=buildings.end {
-            out.seen_offsets.push(sb + at(&self.seen_offsets, b) - s0);
-            out.night_offsets.push(nb + at(&self.night_offsets, b) - n0);
-        }
+    /// The part holding a building, and the building's place in it.
+    fn part_of(&self, building: u32) -> Option<(&Part, usize)> {
+        let b = building as usize;
+        Some((self.parts.get(b / PART)?, b % PART))
     }
 
     /// Each identity seen at a building up to `as_of`, with its last event then, sorted by
@@ -229,24 +291,53 @@ impl Doors {
         ts: &[i64],
     ) -> Cow<'a, [(u32, i64)]> {
         let range = ix.events_of(building);
-        if range.is_empty() || ts[range.end - 1] <= as_of {
-            let b = building as usize;
-            return match self.seen_offsets.get(b..b + 2) {
-                Some(o) => Cow::Borrowed(&self.seen[o[0]..o[1]]),
+        if range.latest(ts).is_none_or(|t| t <= as_of) {
+            return match self.part_of(building) {
+                Some((part, b)) => Cow::Borrowed(part.seen(b)),
                 None => Cow::Owned(Vec::new()),
             };
         }
-        let end = range.start + ts[range.clone()].partition_point(|&t| t <= as_of);
-        Cow::Owned(last_of(range.start..end, ids, ts))
+        Cow::Owned(last_of(range.up_to(ts, as_of).rows(), ids, ts))
     }
 
     /// The nights at a building of identities without an active record there, sorted by
     /// identity and date (all of them: the caller keeps those of its window).
     pub fn nights(&self, building: u32) -> &[Night] {
-        let b = building as usize;
-        match self.night_offsets.get(b..b + 2) {
-            Some(o) => &self.nights[o[0]..o[1]],
+        match self.part_of(building) {
+            Some((part, b)) => part.nights(b),
             None => &[],
+        }
+    }
+
+    /// The parts one after the other, as one run.
+    fn whole(&self) -> Part {
+        let mut all = Part {
+            seen_offsets: vec![0],
+            night_offsets: vec![0],
+            ..Part::default()
+        };
+        if self.parts.is_empty() {
+            return Part::default();
+        }
+        for p in &self.parts {
+            let (s0, n0) = (all.seen.len(), all.nights.len());
+            all.seen.extend_from_slice(&p.seen);
+            all.nights.extend_from_slice(&p.nights);
+            all.seen_offsets
+                .extend(p.seen_offsets.iter().skip(1).map(|&o| s0 + o));
+            all.night_offsets
+                .extend(p.night_offsets.iter().skip(1).map(|&o| n0 + o));
+        }
+        all
+    }
+
+    /// The summaries of one run of buildings, in parts.
+    fn of_whole(whole: &Part) -> Doors {
+        let buildings = whole.buildings();
+        Doors {
+            parts: (0..buildings.div_ceil(PART))
+                .map(|p| Arc::new(whole.slice(p * PART..((p + 1) * PART).min(buildings))))
+                .collect(),
         }
     }
 
@@ -258,7 +349,8 @@ impl Doors {
         let offsets = |o: &[usize]| -> ArrayRef {
             Arc::new(UInt64Array::from_iter_values(o.iter().map(|&v| v as u64)))
         };
-        let (seen, nights) = (&self.seen, &self.nights);
+        let whole = self.whole();
+        let (seen, nights) = (&whole.seen, &whole.nights);
         vec![
             (
                 "seen.identity",
@@ -268,7 +360,7 @@ impl Doors {
                 "seen.last",
                 Arc::new(Int64Array::from_iter_values(seen.iter().map(|s| s.1))),
             ),
-            ("seen.offsets", offsets(&self.seen_offsets)),
+            ("seen.offsets", offsets(&whole.seen_offsets)),
             (
                 "nights.identity",
                 Arc::new(UInt32Array::from_iter_values(
@@ -283,7 +375,7 @@ impl Doors {
                 "nights.first",
                 Arc::new(Int64Array::from_iter_values(nights.iter().map(|n| n.first))),
             ),
-            ("nights.offsets", offsets(&self.night_offsets)),
+            ("nights.offsets", offsets(&whole.night_offsets)),
         ]
     }
 
@@ -326,7 +418,7 @@ impl Doors {
         {
             return None;
         }
-        Some(Doors {
+        Some(Doors::of_whole(&Part {
             seen_offsets: offsets("seen.offsets", si.len())?,
             seen: si.iter().copied().zip(sl.iter().copied()).collect(),
             night_offsets: offsets("nights.offsets", ni.len())?,
@@ -337,14 +429,19 @@ impl Doors {
                     first: nf[i],
                 })
                 .collect(),
-        })
+        }))
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        (self.seen_offsets.len() + self.night_offsets.len()) * size_of::<usize>()
-            + self.seen.len() * size_of::<(u32, i64)>()
-            + self.nights.len() * size_of::<Night>()
+        self.parts
+            .iter()
+            .map(|p| {
+                (p.seen_offsets.len() + p.night_offsets.len()) * size_of::<usize>()
+                    + p.seen.len() * size_of::<(u32, i64)>()
+                    + p.nights.len() * size_of::<Night>()
+            })
+            .sum()
     }
 }
 
@@ -368,7 +465,7 @@ mod tests {
 
     #[test]
     fn summaries_read_back_from_their_columns_and_broken_ones_are_refused() {
-        let doors = Doors {
+        let doors = Doors::of_whole(&Part {
             seen_offsets: vec![0, 2, 2, 3],
             seen: vec![(1, 10), (4, 20), (2, 30)],
             night_offsets: vec![0, 0, 1, 1],
@@ -377,7 +474,7 @@ mod tests {
                 date: 7,
                 first: 40,
             }],
-        };
+        });
         let arrays: BTreeMap<&str, ArrayRef> = doors.to_arrays().into_iter().collect();
         let read = |arrays: &BTreeMap<&str, ArrayRef>, buildings, identities| {
             Doors::from_arrays(|n| arrays.get(n).cloned(), buildings, identities)
@@ -419,5 +516,35 @@ mod tests {
         let ts = [1, 2, 3, 4, 5, 6];
         assert_eq!(last_of(0..6, &ids, &ts), vec![(3, 5), (7, 4), (9, 6)]);
         assert_eq!(last_of(0..3, &ids, &ts), vec![(3, 3), (7, 1)]);
+    }
+
+    #[test]
+    fn summaries_split_into_parts_and_joined_again_are_the_same() {
+        let buildings = 2 * PART + 3;
+        let whole = Part::of(
+            (0..buildings)
+                .map(|b| {
+                    let seen = (0..b % 3)
+                        .map(|i| (i as u32, (b * 10 + i) as i64))
+                        .collect();
+                    let nights = (0..b % 2)
+                        .map(|i| Night {
+                            identity: i as u32,
+                            date: b as i32,
+                            first: b as i64,
+                        })
+                        .collect();
+                    (seen, nights)
+                })
+                .collect(),
+        );
+        let doors = Doors::of_whole(&whole);
+        assert_eq!(doors.parts.len(), 3);
+        assert_eq!(doors.whole(), whole);
+        assert_eq!(doors.nights(PART as u32 + 1), whole.nights(PART + 1));
+        assert_eq!(
+            doors.part_of(2 * PART as u32 + 2).unwrap().0.seen(2),
+            whole.seen(2 * PART + 2)
+        );
     }
 }

@@ -11,6 +11,7 @@
 use crate::contract::{TableId, codes};
 use crate::error::{Error, Result};
 use crate::store::doors::Doors;
+use crate::store::event_rows::{self, AddedEvents, EventRows};
 use crate::store::{NONE, StoredTable};
 use arrow::array::Array;
 use roaring::RoaringBitmap;
@@ -131,6 +132,11 @@ impl Csr {
         self.values.iter().all(|&v| v < n)
     }
 
+    /// The offsets and the items, taken apart.
+    pub fn into_parts(self) -> (Vec<u32>, Vec<u32>) {
+        (self.offsets, self.values)
+    }
+
     /// The items, key after key.
     pub fn into_values(self) -> Vec<u32> {
         self.values
@@ -185,16 +191,37 @@ impl GridRows {
         GridRows { by_grid }
     }
 
-    /// The door events' rows per grid: events are sorted by building, so a building's events
-    /// are one range (`event_offsets`), in its grid (`building_grid`).
-    fn of_events(event_offsets: &[usize], building_grid: &[u32], n_grids: usize) -> GridRows {
-        GridRows::from_ranges(
+    /// The door events' rows per grid: a building's sorted events are one range
+    /// (`event_offsets`), its added rows (`tail`) one by one, in its grid (`building_grid`).
+    fn of_events(
+        event_offsets: &[usize],
+        tail: &Csr,
+        building_grid: &[u32],
+        n_grids: usize,
+    ) -> GridRows {
+        let grid = |b: usize| building_grid.get(b).copied().unwrap_or(NONE);
+        let mut rows = GridRows::from_ranges(
             (0..event_offsets.len().saturating_sub(1)).map(|b| {
                 let rows = event_offsets[b] as u32..event_offsets[b + 1] as u32;
-                (building_grid.get(b).copied().unwrap_or(NONE), rows)
+                (grid(b), rows)
             }),
             n_grids,
-        )
+        );
+        rows.add(
+            (0..tail.keys()).flat_map(|b| tail.get(b as u32).iter().map(move |&r| (r, b as u32))),
+            building_grid,
+        );
+        rows
+    }
+
+    /// Adds door-event rows (each with its building) to their buildings' grids.
+    fn add(&mut self, rows: impl Iterator<Item = (u32, u32)>, building_grid: &[u32]) {
+        for (r, b) in rows {
+            let g = building_grid.get(b as usize).copied().unwrap_or(NONE);
+            if let Some(set) = self.by_grid.get_mut(g as usize) {
+                set.insert(r);
+            }
+        }
     }
 
     /// The rows of a set of grids.
@@ -236,8 +263,11 @@ pub struct Indexes {
     pub active_of_identity: Arc<Csr>,
     /// Active records pointing to each household.
     pub active_of_household: Arc<Csr>,
-    /// Door events of building `b` are rows `event_offsets[b]..event_offsets[b + 1]`.
+    /// Door events of building `b` among the rows sorted by building and time are rows
+    /// `event_offsets[b]..event_offsets[b + 1]` (see [`super::event_rows`]).
     pub event_offsets: Vec<usize>,
+    /// The door-event rows added after the sorted ones, by building in time order.
+    pub event_tail: Arc<Csr>,
     /// Buildings with door access.
     pub access_buildings: RoaringBitmap,
     /// Residential rooms.
@@ -245,7 +275,7 @@ pub struct Indexes {
     /// Rooms with tenure `vacant`.
     pub vacant_rooms: RoaringBitmap,
     /// Rows per grid, for every table that belongs to grids.
-    pub grid_rows: BTreeMap<TableId, GridRows>,
+    pub grid_rows: BTreeMap<TableId, Arc<GridRows>>,
     /// The parent codes of each grid row: community, street, district.
     pub grid_parents: Arc<Vec<[String; 3]>>,
     /// Per-building summaries of the door events, for the door rules.
@@ -257,8 +287,8 @@ fn table(tables: &[StoredTable], id: TableId) -> &StoredTable {
 }
 
 impl Indexes {
-    /// Builds every index. `tables` is every table in contract order; door events must already
-    /// be sorted by building, and by time within a building.
+    /// Builds every index. `tables` is every table in contract order; door events are a run
+    /// sorted by building and time, then rows added since (see [`event_rows`]).
     pub fn build(tables: &[StoredTable], identities: usize) -> Result<Indexes> {
         let people = table(tables, TableId::People);
         let rooms = table(tables, TableId::Rooms);
@@ -328,28 +358,15 @@ impl Indexes {
         let vacant_rooms: RoaringBitmap = (0..rooms.rows as u32)
             .filter(|&r| tenure.value(r as usize) == codes::tenure::VACANT)
             .collect();
-        // Door events are sorted by building: offsets by counting.
+        // Door events: a run sorted by building and time, then the rows added since.
         let events = table(tables, TableId::AccessEvents);
-        let mut event_offsets = vec![0usize; buildings.rows + 1];
-        if events.rows > 0 {
+        let (event_offsets, event_tail) = if events.rows > 0 {
             let eb = events.keys("building_id")?;
             let ts = events.timestamps("ts")?.values();
-            use rayon::prelude::*;
-            if (1..eb.len())
-                .into_par_iter()
-                .any(|i| eb[i - 1] > eb[i] || (eb[i - 1] == eb[i] && ts[i - 1] > ts[i]))
-            {
-                return Err(Error::Internal(
-                    "door events are not sorted by building and time".into(),
-                ));
-            }
-            for &b in eb {
-                event_offsets[b as usize + 1] += 1;
-            }
-            for i in 1..event_offsets.len() {
-                event_offsets[i] += event_offsets[i - 1];
-            }
-        }
+            event_rows::layout(buildings.rows, eb, ts)
+        } else {
+            (vec![0usize; buildings.rows + 1], Csr::default())
+        };
         let n_grids = grids.rows;
         let mut grid_rows = BTreeMap::new();
         grid_rows.insert(TableId::Grids, GridRows::build(0..n_grids as u32, n_grids));
@@ -397,7 +414,7 @@ impl Indexes {
         }
         grid_rows.insert(
             TableId::AccessEvents,
-            GridRows::of_events(&event_offsets, building_grid, n_grids),
+            GridRows::of_events(&event_offsets, &event_tail, building_grid, n_grids),
         );
         // Visits belong to the grid of their worker.
         let visits = table(tables, TableId::Visits);
@@ -438,10 +455,14 @@ impl Indexes {
             active_of_identity: Arc::new(active_of_identity),
             active_of_household: Arc::new(active_of_household),
             event_offsets,
+            event_tail: Arc::new(event_tail),
             access_buildings,
             residential_rooms,
             vacant_rooms,
-            grid_rows,
+            grid_rows: grid_rows
+                .into_iter()
+                .map(|(t, g)| (t, Arc::new(g)))
+                .collect(),
             grid_parents: Arc::new(grid_parents),
             doors: Doors::default(),
         };
@@ -453,51 +474,78 @@ impl Indexes {
         Ok(ix)
     }
 
-    /// The indexes after door events were merged into the events table, in place (`tables` is
-    /// every table, with the events table holding the new rows; `added` is each building that
-    /// gained events with how many, sorted by building): the events' offsets, their rows per grid
-    /// and the door summaries of those buildings are worked out again, every other index is this
+    /// The indexes after door events were added to the events table (`tables` is every
+    /// table, with the events table holding the new rows; `added`: the new events).
+    /// `written_after`: whether the rows were written after the rows served (they are then
+    /// added to the buildings' lists of added rows); otherwise the table was written anew,
+    /// sorted by building and time throughout. The events' layout, their rows per grid and the
+    /// door summaries of the buildings touched are worked out again, every other index is this
     /// one's.
     pub fn with_events_added(
         &self,
         tables: &[StoredTable],
-        added: &[(u32, usize)],
+        added: &AddedEvents<'_>,
+        written_after: bool,
     ) -> Result<Indexes> {
         let n_buildings = self.event_offsets.len().saturating_sub(1);
-        if let Some(&(b, _)) = added.iter().find(|(b, _)| *b as usize >= n_buildings) {
+        if let Some(&b) = added.buildings.iter().find(|&&b| b as usize >= n_buildings) {
             return Err(Error::Internal(format!(
                 "door events added at building row {b}, beyond the {n_buildings} indexed"
             )));
         }
-        let mut event_offsets = Vec::with_capacity(self.event_offsets.len());
-        let mut next = added.iter().peekable();
-        let mut shift = 0usize;
-        for (b, &o) in self.event_offsets.iter().enumerate() {
-            event_offsets.push(o + shift);
-            while let Some(&&(ab, n)) = next.peek() {
-                if ab as usize != b {
-                    break;
-                }
-                shift += n;
-                next.next();
-            }
-        }
+        let first = table(tables, TableId::AccessEvents).rows - added.buildings.len();
+        let new: Vec<(u32, u32)> = added
+            .buildings
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| ((first + i) as u32, b))
+            .collect();
         let events = table(tables, TableId::AccessEvents);
-        if event_offsets.last().copied().unwrap_or(0) != events.rows {
-            return Err(Error::Internal(format!(
-                "door events: {} rows, and the offsets count {}",
-                events.rows,
-                event_offsets.last().copied().unwrap_or(0)
-            )));
-        }
+        let ts = events.timestamps("ts")?.values();
         let building_grid = table(tables, TableId::Buildings).keys("grid_code")?;
         let n_grids = table(tables, TableId::Grids).rows;
         let mut grid_rows = self.grid_rows.clone();
-        grid_rows.insert(
-            TableId::AccessEvents,
-            GridRows::of_events(&event_offsets, building_grid, n_grids),
-        );
+        let (event_offsets, event_tail) = if written_after {
+            let tail = event_rows::with_added(&self.event_tail, n_buildings, &new, ts);
+            if let Some(g) = grid_rows.get_mut(&TableId::AccessEvents) {
+                Arc::make_mut(g).add(new.iter().copied(), building_grid);
+            }
+            (self.event_offsets.clone(), tail)
+        } else {
+            let (offsets, tail) = event_rows::layout(n_buildings, events.keys("building_id")?, ts);
+            grid_rows.insert(
+                TableId::AccessEvents,
+                Arc::new(GridRows::of_events(&offsets, &tail, building_grid, n_grids)),
+            );
+            (offsets, tail)
+        };
+        let counted = event_offsets.last().copied().unwrap_or(0) + event_tail.parts().1.len();
+        if counted != events.rows {
+            return Err(Error::Internal(format!(
+                "door events: {} rows, and the layout counts {counted}",
+                events.rows
+            )));
+        }
         let mut ix = Indexes {
+            event_offsets,
+            event_tail: Arc::new(event_tail),
+            grid_rows,
+            doors: Doors::default(),
+            ..self.clone_shared()
+        };
+        let t = std::time::Instant::now();
+        let person_ids = table(tables, TableId::People).keys("id_number")?;
+        ix.doors = self.doors.with_added(&ix, &added.events(), person_ids);
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            "door summaries of the touched buildings"
+        );
+        Ok(ix)
+    }
+
+    /// The indexes that door events do not change, shared; the door events' own left empty.
+    fn clone_shared(&self) -> Indexes {
+        Indexes {
             active: self.active.clone(),
             tags: self.tags.clone(),
             residence: self.residence.clone(),
@@ -507,32 +555,28 @@ impl Indexes {
             active_of_room: self.active_of_room.clone(),
             active_of_identity: self.active_of_identity.clone(),
             active_of_household: self.active_of_household.clone(),
-            event_offsets,
+            event_offsets: Vec::new(),
+            event_tail: Arc::default(),
             access_buildings: self.access_buildings.clone(),
             residential_rooms: self.residential_rooms.clone(),
             vacant_rooms: self.vacant_rooms.clone(),
-            grid_rows,
+            grid_rows: BTreeMap::new(),
             grid_parents: self.grid_parents.clone(),
             doors: Doors::default(),
-        };
-        let touched: Vec<u32> = added.iter().map(|&(b, _)| b).collect();
-        ix.doors = self.doors.rebuilt(
-            &ix,
-            &touched,
-            events.keys("id_number")?,
-            events.timestamps("ts")?.values(),
-            table(tables, TableId::People).keys("id_number")?,
-        );
-        Ok(ix)
+        }
     }
 
-    /// The door-event rows of a building, in time order.
-    pub fn events_of(&self, building: u32) -> std::ops::Range<usize> {
+    /// The door-event rows of a building (see [`EventRows`]).
+    pub fn events_of(&self, building: u32) -> EventRows<'_> {
         let b = building as usize;
-        if b + 1 >= self.event_offsets.len() {
-            return 0..0;
+        let sorted = match self.event_offsets.get(b..b + 2) {
+            Some(o) => o[0]..o[1],
+            None => 0..0,
+        };
+        EventRows {
+            sorted,
+            added: self.event_tail.get(building),
         }
-        self.event_offsets[b]..self.event_offsets[b + 1]
     }
 
     /// Whether the identity has an active record in a room of the building.
@@ -553,7 +597,8 @@ impl Indexes {
             + self.active_of_identity.memory()
             + self.active_of_household.memory()
             + self.event_offsets.capacity() * 8
-            + self.grid_rows.values().map(GridRows::memory).sum::<usize>()
+            + self.event_tail.memory()
+            + self.grid_rows.values().map(|g| g.memory()).sum::<usize>()
             + self.doors.bytes()
     }
 }

@@ -6,9 +6,11 @@
 //! lookup); SQL sees ordinary Arrow batches, materialized on demand by [`StoredTable::batch`].
 
 pub mod doors;
+pub mod event_rows;
 pub mod index;
 mod mapped;
 pub mod pool;
+pub mod room;
 mod saved_indexes;
 pub mod snapshot;
 
@@ -105,6 +107,9 @@ pub struct StoredTable {
     pub key_cell: Option<KeyIndexCell>,
     /// The snapshot folder holding this table's files as they are, if any (see [`OnDisk`]).
     pub on_disk: OnDisk,
+    /// Room for the columns to grow in place, if they were written with some (door events:
+    /// see [`room`]).
+    pub room: Option<Arc<room::Room>>,
 }
 
 /// Where a table's files lie as they are: the snapshot folder it was read from or last written
@@ -141,6 +146,7 @@ impl StoredTable {
             files: Vec::new(),
             key_cell: None,
             on_disk: OnDisk::default(),
+            room: None,
         }
     }
 
@@ -296,6 +302,7 @@ impl StoredTable {
             files,
             key_cell: None,
             on_disk: OnDisk::default(),
+            room: None,
         })
     }
 

@@ -19,11 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The compressed-row indexes, by name.
-const CSRS: [&str; 4] = [
+const CSRS: [&str; 5] = [
     "rooms_of_building",
     "active_of_room",
     "active_of_identity",
     "active_of_household",
+    "event_tail",
 ];
 
 fn bitmaps<'a>(b: impl Iterator<Item = &'a RoaringBitmap>) -> Result<ArrayRef> {
@@ -47,6 +48,7 @@ fn csr_of<'a>(ix: &'a Indexes, name: &str) -> &'a Csr {
         "rooms_of_building" => &ix.rooms_of_building,
         "active_of_room" => &ix.active_of_room,
         "active_of_identity" => &ix.active_of_identity,
+        "event_tail" => &ix.event_tail,
         _ => &ix.active_of_household,
     }
 }
@@ -151,6 +153,9 @@ pub fn from_arrays(
             return None;
         }
         let offsets = offsets.values().to_vec();
+        if offsets.is_empty() {
+            return Some(Csr::default());
+        }
         let values_len = *offsets.last()? as usize;
         let values = u32s(&format!("{name}.values"), values_len)?;
         Csr::from_parts(offsets, values).filter(|c| c.items_below(items as u32))
@@ -173,9 +178,13 @@ pub fn from_arrays(
         .map(|&o| o as usize)
         .collect();
     let events = rows(TableId::AccessEvents)?;
+    // The rows added after the sorted run lie after it.
+    let event_tail = csr("event_tail", buildings, events)?;
+    let sorted = event_offsets.last().copied().unwrap_or(0);
     if event_offsets.len() != buildings + 1
         || event_offsets.windows(2).any(|w| w[0] > w[1])
-        || event_offsets.last() != Some(&events)
+        || sorted + event_tail.parts().1.len() != events
+        || event_tail.parts().1.iter().any(|&r| (r as usize) < sorted)
     {
         return None;
     }
@@ -184,7 +193,7 @@ pub fn from_arrays(
     for name in with_grid_rows.as_string_opt::<i32>()?.iter() {
         let t = TableId::from_name(name?)?;
         let by_grid = bitmaps(&format!("grid_rows.{}", t.name()), Some(grids))?;
-        grid_rows.insert(t, GridRows { by_grid });
+        grid_rows.insert(t, Arc::new(GridRows { by_grid }));
     }
     let parents: Vec<Vec<String>> = ["community", "street", "district"]
         .iter()
@@ -215,6 +224,7 @@ pub fn from_arrays(
         active_of_identity: Arc::new(csr("active_of_identity", identities, people)?),
         active_of_household: Arc::new(csr("active_of_household", households, people)?),
         event_offsets,
+        event_tail: Arc::new(event_tail),
         access_buildings,
         residential_rooms,
         vacant_rooms,

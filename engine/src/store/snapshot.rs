@@ -487,6 +487,7 @@ fn restore_table(at: &Path, id: TableId, tm: &TableMeta) -> Result<StoredTable> 
         files: tm.files.clone(),
         key_cell: keyed.map(|_| KeyIndexCell::deferred()),
         on_disk: Default::default(),
+        room: None,
     };
     if let Some(k) = keyed
         && table.strings(k).is_err()

@@ -375,7 +375,7 @@ fn new_task(id: String, a: &Anomaly, grid_code: &str, as_of: &str) -> Task {
         assignment: Assignment::Unassigned,
         priority: a.rule.priority(),
         weight: a.weight,
-        evidence: a.evidence.clone(),
+        evidence: (*a.evidence).clone(),
         status: Status::Open,
         outcome: None,
         note: None,
@@ -389,7 +389,7 @@ fn new_task(id: String, a: &Anomaly, grid_code: &str, as_of: &str) -> Task {
 fn refresh(t: &mut Task, a: &Anomaly, grid_code: &str, as_of: &str) {
     t.weight = a.weight;
     t.priority = a.rule.priority();
-    t.evidence = a.evidence.clone();
+    t.evidence = (*a.evidence).clone();
     t.grid_code = grid_code.to_string();
     t.last_found_at = as_of.to_string();
 }

@@ -167,7 +167,9 @@ impl App {
                 )));
             }
         };
+        let made = started.elapsed();
         let mut loaded = rejects_of(&next.store, &name, &lines, &kept_rows)?;
+        let checked = started.elapsed();
         if view.grids().is_some() {
             // A repeated key may repeat a row outside the sender's scope: say that it repeats,
             // not where.
@@ -190,6 +192,7 @@ impl App {
             return Ok(answer(all, served.version, anomalies, None));
         }
         log.commit(staged)?;
+        let committed = started.elapsed();
         // Nothing here holds the version replaced: it is freed as soon as its last reader is
         // done, and its memory goes back to the system for the next version.
         drop((view, served));
@@ -217,6 +220,9 @@ impl App {
             rows = received,
             version,
             ms = started.elapsed().as_millis() as u64,
+            made_ms = made.as_millis() as u64,
+            rejects_ms = (checked - made).as_millis() as u64,
+            commit_ms = (committed - checked).as_millis() as u64,
             served_ms = served_after.as_millis() as u64,
             "batch ingested"
         );

@@ -489,9 +489,14 @@ impl App {
             let app = self.clone();
             let _ = tokio::task::spawn_blocking(move || app.snapshots.stop()).await;
         }
-        if let Ok(mut w) = self.served.write() {
-            *w = s;
-        }
+        let replaced = match self.served.write() {
+            Ok(mut w) => Some(std::mem::replace(&mut *w, s)),
+            Err(_) => None,
+        };
+        // The version replaced is freed (when no request holds it any more) on a thread of its
+        // own: its findings and caches take a while to free, and the batch's answer need not
+        // wait for that.
+        tokio::task::spawn_blocking(move || drop(replaced));
         // What is free now goes back to the system; but the events columns a merge replaced
         // stay in the process for the next merge to reuse: memory handed back would have to be
         // zeroed page by page by the system again (half the time of a merge at scale 1.0).
