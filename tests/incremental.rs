@@ -784,19 +784,15 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
             "2026-01-01 21:00:00,{},,,\n",
             buildings[1][0].clone().unwrap()
         );
-        let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
-        let (bytes, _) = sent.to_csv().unwrap();
-        let staged = log.stage(TableId::AccessEvents, &bytes).unwrap();
-        log.commit(staged).unwrap();
-        let added = log.added().unwrap();
+        let added = logged(&log, &csv);
         let merged = load::append(&served, &added[added.len() - 1..], &opts)
             .unwrap()
             .expect("door events are merged");
         let whole = Arc::new(load::load_with(&data, &added, &opts).unwrap());
         let merged = Arc::new(merged);
         let t = TableId::AccessEvents;
-        // The first batch folds into the loaded city's events (they have no room to grow);
-        // the second is written after them, and folds into the same rows.
+        // Each batch is written after the rows served (the loaded city's events copied into a
+        // room of their own at the first), and folds into the rows of a whole load.
         let folded = load::fold(&merged).unwrap();
         assert_eq!(
             stored(&folded, t),
@@ -805,15 +801,11 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         );
         assert_eq!(folded.indexes.event_offsets, whole.indexes.event_offsets);
         assert!(folded.indexes.event_tail.parts().1.is_empty());
-        let tail = merged.indexes.event_tail.parts().1.len();
         assert_eq!(
-            tail,
-            if round == 0 { 0 } else { 4 * pick.len() + 1 },
+            merged.indexes.event_tail.parts().1.len(),
+            (round as usize + 1) * (4 * pick.len() + 1),
             "round {round}: rows after"
         );
-        if round == 0 {
-            assert_eq!(stored(&merged, t), stored(&whole, t));
-        }
         let (a, b) = same_counts(&merged, &whole, t);
         assert_eq!(
             b.rejected,
@@ -875,6 +867,23 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         assert_eq!(x, y, "round {round}: the anomalies");
         let q = "SELECT count(*), count(DISTINCT id_number), count(DISTINCT device_id) FROM access_events";
         assert_eq!(rows(&merged, q), rows(&whole, q));
+        // Time ranges (answered per building from its sorted run and its added rows) count
+        // the rows added after the sorted ones.
+        for q in [
+            "SELECT count(*) FROM access_events WHERE ts >= TIMESTAMP '2026-01-01 00:00:00'",
+            "SELECT count(*) FROM access_events WHERE ts < TIMESTAMP '2020-01-02 00:00:00'",
+            "SELECT count(*), min(ts) FROM access_events WHERE ts BETWEEN TIMESTAMP '2019-12-31 00:00:00' AND TIMESTAMP '2020-01-03 00:00:00'",
+        ] {
+            assert_eq!(rows(&merged, q), rows(&whole, q), "round {round}: {q}");
+        }
+        assert_eq!(
+            rows(
+                &merged,
+                "SELECT count(*) FROM access_events WHERE ts < TIMESTAMP '2020-01-03 00:00:00'"
+            ),
+            vec![vec![Some(format!("{}", pick.len() * (round as usize + 1)))]],
+            "round {round}: the early rows"
+        );
         served = merged;
     }
     // Both batches merged in one pass (as a restart merges the batches after its snapshot) make
@@ -891,16 +900,62 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
         st.table(t).rows + 2 * (4 * pick.len() + 1)
     );
     let folded = load::fold(&served).unwrap();
-    assert_eq!(stored(&at_once, t), stored(&folded, t));
+    let at_once_folded = load::fold(&at_once).unwrap();
+    assert_eq!(stored(&at_once_folded, t), stored(&folded, t));
     assert_eq!(at_once.identities, served.identities);
     same_counts(&at_once, &served, t);
     assert_eq!(at_once.rejects, served.rejects);
     assert_eq!(at_once.indexes.doors, served.indexes.doors);
-    assert_eq!(at_once.indexes.event_offsets, folded.indexes.event_offsets);
     assert_eq!(
-        at_once.indexes.grid_rows[&t].by_grid,
+        at_once_folded.indexes.event_offsets,
+        folded.indexes.event_offsets
+    );
+    assert_eq!(
+        at_once_folded.indexes.grid_rows[&t].by_grid,
         folded.indexes.grid_rows[&t].by_grid
     );
+    // A batch larger than the room left: the table is written anew, every row added since
+    // folded among the sorted ones, as a whole load of the same files makes it.
+    let left = served
+        .table(t)
+        .room
+        .as_ref()
+        .unwrap()
+        .left(served.table(t).rows);
+    let b = buildings[pick[1]][0].clone().unwrap();
+    let mut csv = String::from("ts,building_id,id_number,direction,device_id\n");
+    for i in 0..=left {
+        csv += &format!(
+            "2026-10-{:02} {:02}:{:02}:00,{b},{resident},in,\n",
+            1 + i % 28,
+            i / 60 % 24,
+            i % 60
+        );
+    }
+    let added = logged(&log, &csv);
+    let big = load::append(&served, &added[2..], &opts)
+        .unwrap()
+        .expect("folded");
+    assert!(big.indexes.event_tail.parts().1.is_empty());
+    let whole = load::load_with(&data, &added, &opts).unwrap();
+    assert_eq!(stored(&big, t), stored(&whole, t));
+    assert_eq!(big.indexes.event_offsets, whole.indexes.event_offsets);
+    let built =
+        gridlens_engine::store::index::Indexes::build(big.tables(), big.identities.len()).unwrap();
+    assert!(
+        big.indexes.doors == built.doors,
+        "door summaries after a fold"
+    );
+}
+
+/// Door events sent as CSV, committed to the log: every batch in the log.
+fn logged(log: &Log, csv: &str) -> Vec<gridlens_engine::load::Added> {
+    let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
+    let staged = log
+        .stage(TableId::AccessEvents, &sent.to_csv().unwrap().0)
+        .unwrap();
+    log.commit(staged).unwrap();
+    log.added().unwrap()
 }
 
 /// One second after a timestamp given as text.
@@ -999,12 +1054,7 @@ fn a_city_read_from_its_snapshot_counts_its_memory_once_and_takes_door_events() 
     let csv = format!(
         "ts,building_id,id_number,direction,device_id\n2026-10-30 23:00:00,{b},NEW-SNAP-1,in,d1\n"
     );
-    let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
-    let staged = log
-        .stage(TableId::AccessEvents, &sent.to_csv().unwrap().0)
-        .unwrap();
-    log.commit(staged).unwrap();
-    let added = log.added().unwrap();
+    let added = logged(&log, &csv);
     let x = load::append(&st, &added[..1], &opts)
         .unwrap()
         .expect("merged");
@@ -1019,21 +1069,17 @@ fn a_city_read_from_its_snapshot_counts_its_memory_once_and_takes_door_events() 
         x.table(TableId::AccessEvents).rows,
         st.table(TableId::AccessEvents).rows + 1
     );
-    // A second batch is written after the rows of the first (folded into the restored
-    // city's): the snapshots below keep the rows added after the sorted ones as they are.
+    // A second batch is written after the first (itself written after the restored city's
+    // rows, copied into a room of their own): the snapshots below keep the rows added after
+    // the sorted ones as they are.
     let csv = format!(
         "ts,building_id,id_number,direction,device_id\n2026-10-30 22:00:00,{b},NEW-SNAP-2,in,d2\n"
     );
-    let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
-    let staged = log
-        .stage(TableId::AccessEvents, &sent.to_csv().unwrap().0)
-        .unwrap();
-    log.commit(staged).unwrap();
-    let added = log.added().unwrap();
+    let added = logged(&log, &csv);
     let y = load::append(&y, &added[1..2], &opts)
         .unwrap()
         .expect("written after");
-    assert_eq!(y.indexes.event_tail.parts().1.len(), 1);
+    assert_eq!(y.indexes.event_tail.parts().1.len(), 2);
     // The next snapshot links the files of the tables unchanged since the one they were read
     // from (the same file, not a copy), writes the changed table, and reads back as the city;
     // the one after links from it, the first being gone.

@@ -11,9 +11,10 @@
 //! ```
 //!
 //! The events table is a run sorted by building and time, then the rows added since (see
-//! [`crate::store::event_rows`]). When the room is used up (or the table has none: loaded from
-//! files or read from a snapshot) the table is written anew with room to grow: the rows added
-//! since and the batch folded among the sorted rows, each run copied once. Folded, the table
+//! [`crate::store::event_rows`]). A table with no room of its own (loaded from files, read from
+//! a snapshot) is copied into one, the batch after it; when the room is used up the table is
+//! written anew with room to grow: the rows added since and the batch folded among the sorted
+//! rows, each run copied once. Folded, the table
 //! equals loading the dataset with the batches as more files (on equal times the rows that came
 //! first come first, as a stable sort of the whole would place them); every other table, and
 //! every index that does not read door events, is the served version's.
@@ -78,10 +79,27 @@ pub fn append(served: &Store, batches: &[Added], opts: &LoadOptions) -> Result<O
         Some(room) => room.append(&old_arrays, &new_arrays)?,
         None => None,
     };
-    let written_after = in_place.is_some();
+    let grows = old
+        .room
+        .as_ref()
+        .is_none_or(|r| r.left(old.rows) >= new.rows);
+    let written_after = in_place.is_some() || grows;
     let pooled = started.elapsed();
     let (arrays, room) = match in_place {
         Some(a) => (a, old.room.clone()),
+        // No room of the table's own (loaded from files, read from a snapshot), or another
+        // version grew from these rows: the columns copied into a room of their own, the
+        // batch written after them.
+        None if grows => {
+            let pieces: Vec<Vec<ArrayRef>> = old_arrays
+                .iter()
+                .zip(&new_arrays)
+                .map(|(o, n)| vec![o.clone(), n.clone()])
+                .collect();
+            let rows = old.rows + new.rows;
+            let (a, room) = Room::build(&pieces, rows, room_for(rows))?;
+            (a, Some(room))
+        }
         None => {
             let nts = new.timestamps("ts")?.values();
             let (a, room) = folded(served, &old_arrays, &new_arrays, nb, nts)?;

@@ -7,8 +7,8 @@
 //! mapping stays valid for as long as a column holds it, even after the snapshot is replaced.
 //! Where a file cannot be mapped it is read into memory instead.
 //!
-//! One of the two places with `unsafe` code (with [`crate::memory`]): the system calls that map
-//! and unmap, and the buffer made over the mapping.
+//! One of the places with `unsafe` code (with [`crate::memory`] and [`crate::store::room`]): the
+//! system calls that map and unmap, and the buffer made over the mapping.
 #![allow(unsafe_code)]
 
 use arrow::alloc::Allocation;
@@ -19,25 +19,49 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// A read-only mapping of a whole file, unmapped when the last buffer over it is dropped.
-struct Mapping {
-    at: NonNull<u8>,
-    len: usize,
+/// Memory mapped into the process (a file's, read-only; or anonymous, for
+/// [`crate::store::room`]), unmapped when the last buffer over it is dropped.
+pub(super) struct Mapping {
+    pub(super) at: NonNull<u8>,
+    pub(super) len: usize,
 }
 
-// SAFETY: the mapping is read-only and private to this process; the pointer is only read
-// through the buffers that own it.
+// SAFETY: the mapping is private to this process; a file's is read-only, and an anonymous
+// one's bytes are written only where no buffer made over it reaches (see `store::room`).
 unsafe impl Send for Mapping {}
-// SAFETY: as above: shared, read-only memory.
+// SAFETY: as above.
 unsafe impl Sync for Mapping {}
 impl std::panic::RefUnwindSafe for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `at..at + len` is the mapping made in `map`, unmapped once, here.
+        // SAFETY: `at..at + len` is a mapping made here, unmapped once, here.
         unsafe {
             libc::munmap(self.at.as_ptr().cast(), self.len);
         }
+    }
+}
+
+impl Mapping {
+    /// Fresh anonymous memory of `len` bytes (at least one), readable and writable, or `None`
+    /// where the system refuses it; its pages cost memory only once written.
+    pub(super) fn anonymous(len: usize) -> Option<Arc<Mapping>> {
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping; the result is checked before use.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        NonNull::new(at.cast::<u8>()).map(|at| Arc::new(Mapping { at, len }))
     }
 }
 

@@ -14,6 +14,7 @@
 //! files): the mapping, the writes into the room claimed, and the buffers made over an arena.
 #![allow(unsafe_code)]
 
+use super::mapped::Mapping;
 use crate::error::{Error, Result};
 use arrow::alloc::Allocation;
 use arrow::array::BooleanBufferBuilder;
@@ -21,53 +22,13 @@ use arrow::array::{Array, ArrayData, ArrayRef, make_array};
 use arrow::buffer::{Buffer, NullBuffer};
 use arrow::compute;
 use rayon::prelude::*;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Memory mapped for one column, unmapped when the last buffer over it is dropped.
-struct Arena {
-    at: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the arena is private to this process; its bytes are written only past every buffer
-// made over it so far (see the module's text), and read through those buffers.
-unsafe impl Send for Arena {}
-// SAFETY: as above.
-unsafe impl Sync for Arena {}
-impl std::panic::RefUnwindSafe for Arena {}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: `at..at + len` is the mapping made in `Arena::new`, unmapped once, here.
-        unsafe {
-            libc::munmap(self.at.as_ptr().cast(), self.len);
-        }
-    }
-}
+/// Memory mapped for one column (anonymous), unmapped when the last buffer over it is dropped.
+type Arena = Mapping;
 
 impl Arena {
-    /// An arena of `len` bytes (at least one page), or `None` where the system refuses it.
-    fn new(len: usize) -> Option<Arc<Arena>> {
-        let len = len.max(1);
-        // SAFETY: a fresh private anonymous mapping; the result is checked before use.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if at == libc::MAP_FAILED {
-            return None;
-        }
-        NonNull::new(at.cast::<u8>()).map(|at| Arc::new(Arena { at, len }))
-    }
-
     /// Copies `bytes` in at `offset`. The caller has claimed `offset..offset + bytes.len()`,
     /// which no buffer covers yet.
     fn write(&self, offset: usize, bytes: &[u8]) {
@@ -167,8 +128,8 @@ impl Room {
                 let Some(first) = p.first() else {
                     return Err(Error::Internal("a column of no pieces".into()));
                 };
-                let arena =
-                    width_of(first.as_ref()).and_then(|w| Some((Arena::new(capacity * w)?, w)));
+                let arena = width_of(first.as_ref())
+                    .and_then(|w| Some((Arena::anonymous(capacity * w)?, w)));
                 let Some((arena, w)) = arena else {
                     let refs: Vec<&dyn Array> = p.iter().map(|a| a.as_ref()).collect();
                     return Ok((compute::concat(&refs)?, None));
