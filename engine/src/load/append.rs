@@ -73,8 +73,10 @@ pub fn append(served: &Store, batches: &[Added], opts: &LoadOptions) -> Result<O
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
-    // Written after the rows served, in the table's room; or, when it has none left, the
-    // table written anew with the rows added so far and these folded among the sorted ones.
+    let pooled = started.elapsed();
+    // Written after the rows served, in the table's room; into a room of the table's own when
+    // it has none; or, when its room is used up, the table written anew with the rows added so
+    // far and these folded among the sorted ones.
     let in_place = match &old.room {
         Some(room) => room.append(&old_arrays, &new_arrays)?,
         None => None,
@@ -84,7 +86,6 @@ pub fn append(served: &Store, batches: &[Added], opts: &LoadOptions) -> Result<O
         .as_ref()
         .is_none_or(|r| r.left(old.rows) >= new.rows);
     let written_after = in_place.is_some() || grows;
-    let pooled = started.elapsed();
     let (arrays, room) = match in_place {
         Some(a) => (a, old.room.clone()),
         // No room of the table's own (loaded from files, read from a snapshot), or another

@@ -322,15 +322,11 @@ impl StoreTable {
             .into_par_iter()
             .with_min_len(4096)
             .fold(RoaringBitmap::new, |mut acc, b| {
-                let rows = ix.events_of(b);
-                let s = rows.sorted.start;
-                let r = crate::store::index::span(&v[rows.sorted], lo, hi);
-                if !r.is_empty() {
-                    acc.insert_range((s + r.start) as u32..(s + r.end) as u32);
+                let w = ix.events_of(b).within(v, lo, hi);
+                if !w.sorted.is_empty() {
+                    acc.insert_range(w.sorted.start as u32..w.sorted.end as u32);
                 }
-                let times: Vec<i64> = rows.added.iter().map(|&r| v[r as usize]).collect();
-                let r = crate::store::index::span(&times, lo, hi);
-                acc.extend(rows.added[r].iter().copied());
+                acc.extend(w.added.iter().copied());
                 acc
             })
             .collect();

@@ -103,11 +103,21 @@ impl Part {
 
     /// The run's buildings `buildings` as a run of their own.
     fn slice(&self, buildings: Range<usize>) -> Part {
-        Part::of(
-            buildings
-                .map(|b| (self.seen(b).to_vec(), self.nights(b).to_vec()))
-                .collect(),
-        )
+        fn cut<T: Clone>(offsets: &[usize], items: &[T], b: &Range<usize>) -> (Vec<usize>, Vec<T>) {
+            let o = &offsets[b.start..=b.end];
+            (
+                o.iter().map(|&x| x - o[0]).collect(),
+                items[o[0]..o[o.len() - 1]].to_vec(),
+            )
+        }
+        let (seen_offsets, seen) = cut(&self.seen_offsets, &self.seen, &buildings);
+        let (night_offsets, nights) = cut(&self.night_offsets, &self.nights, &buildings);
+        Part {
+            seen_offsets,
+            seen,
+            night_offsets,
+            nights,
+        }
     }
 }
 
@@ -164,14 +174,18 @@ fn residents_of(ix: &Indexes, b: u32, person_ids: &[u32]) -> Vec<u32> {
     residents
 }
 
-/// The nights among some (identity, time) events of identities that are not `residents`
-/// (sorted), with `earlier` nights: sorted by identity and date, each with its first event.
-fn nights_of(
-    events: impl Iterator<Item = (u32, i64)>,
+/// A building's summaries with some of its (identity, time) events taken in: `seen` and
+/// `nights` as they were (empty for none), `residents` the identities of the building's active
+/// records (sorted). Who was seen there and when last, and the nights of identities without an
+/// active record there, each with its first event (sorted by identity and date).
+fn taken_in(
+    seen: &[LastSeen],
+    nights: &[Night],
+    events: impl Iterator<Item = (u32, i64)> + Clone,
     residents: &[u32],
-    earlier: &[Night],
-) -> Vec<Night> {
-    let mut nights: Vec<Night> = earlier.to_vec();
+) -> (Vec<LastSeen>, Vec<Night>) {
+    let seen = latest(seen.iter().copied().chain(events.clone()));
+    let mut nights: Vec<Night> = nights.to_vec();
     nights.extend(
         events
             .filter(|&(id, _)| id != NONE && residents.binary_search(&id).is_err())
@@ -185,11 +199,10 @@ fn nights_of(
     );
     nights.sort_unstable();
     nights.dedup_by_key(|n| (n.identity, n.date));
-    nights
+    (seen, nights)
 }
 
-/// One building's summaries: who was seen there and when last, and the nights of identities
-/// without an active record there.
+/// One building's summaries from all its events.
 fn summary_of(
     ix: &Indexes,
     b: u32,
@@ -201,10 +214,8 @@ fn summary_of(
     if range.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let seen = last_of(range.rows(), ids, ts);
-    let residents = residents_of(ix, b, person_ids);
-    let nights = nights_of(range.rows().map(|r| (ids[r], ts[r])), &residents, &[]);
-    (seen, nights)
+    let events = range.rows().map(|r| (ids[r], ts[r]));
+    taken_in(&[], &[], events, &residents_of(ix, b, person_ids))
 }
 
 impl Doors {
@@ -251,14 +262,12 @@ impl Doors {
                         .map(|b| {
                             let (seen, nights) = (old.seen(b - start), old.nights(b - start));
                             match next.next_if(|e| e[0].0 as usize == b) {
-                                Some(events) => {
-                                    let pairs = events.iter().map(|&(_, id, t)| (id, t));
-                                    let residents = residents_of(ix, b as u32, person_ids);
-                                    (
-                                        latest(seen.iter().copied().chain(pairs.clone())),
-                                        nights_of(pairs, &residents, nights),
-                                    )
-                                }
+                                Some(events) => taken_in(
+                                    seen,
+                                    nights,
+                                    events.iter().map(|&(_, id, t)| (id, t)),
+                                    &residents_of(ix, b as u32, person_ids),
+                                ),
                                 None => (seen.to_vec(), nights.to_vec()),
                             }
                         })
@@ -311,14 +320,14 @@ impl Doors {
 
     /// The parts one after the other, as one run.
     fn whole(&self) -> Part {
+        if self.parts.is_empty() {
+            return Part::default();
+        }
         let mut all = Part {
             seen_offsets: vec![0],
             night_offsets: vec![0],
             ..Part::default()
         };
-        if self.parts.is_empty() {
-            return Part::default();
-        }
         for p in &self.parts {
             let (s0, n0) = (all.seen.len(), all.nights.len());
             all.seen.extend_from_slice(&p.seen);

@@ -8,9 +8,9 @@
 //! folded into the sorted ones when the table's room is used up
 //! ([`crate::load::append`]).
 
-use super::NONE;
 use super::index::Csr;
 use rayon::prelude::*;
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::Range;
 
 /// The door-event rows of one building: a range of the rows sorted by building and time, and
@@ -35,7 +35,7 @@ impl<'a> EventRows<'a> {
     }
 
     /// The rows: the sorted ones, then the added ones (not, as a whole, in time order).
-    pub fn rows(&self) -> impl Iterator<Item = usize> + 'a {
+    pub fn rows(&self) -> impl Iterator<Item = usize> + Clone + 'a {
         self.sorted
             .clone()
             .chain(self.added.iter().map(|&r| r as usize))
@@ -48,26 +48,43 @@ impl<'a> EventRows<'a> {
         a.max(b)
     }
 
+    /// Those of the events whose time lies between `lo` and `hi`: a run of the sorted rows
+    /// and a run of the added ones, found by binary search.
+    pub fn within(&self, ts: &[i64], lo: Bound<i64>, hi: Bound<i64>) -> EventRows<'a> {
+        let before = |t: i64| match lo {
+            Included(v) => t < v,
+            Excluded(v) => t <= v,
+            Unbounded => false,
+        };
+        let not_after = |t: i64| match hi {
+            Included(v) => t <= v,
+            Excluded(v) => t < v,
+            Unbounded => true,
+        };
+        let s = &ts[self.sorted.clone()];
+        let (a, b) = (
+            s.partition_point(|&t| before(t)),
+            s.partition_point(|&t| not_after(t)),
+        );
+        let at = |r: &u32| ts[*r as usize];
+        let (c, d) = (
+            self.added.partition_point(|r| before(at(r))),
+            self.added.partition_point(|r| not_after(at(r))),
+        );
+        EventRows {
+            sorted: self.sorted.start + a..self.sorted.start + b.max(a),
+            added: &self.added[c..d.max(c)],
+        }
+    }
+
     /// Those of the events at or before `t`.
     pub fn up_to(&self, ts: &[i64], t: i64) -> EventRows<'a> {
-        let s = &ts[self.sorted.clone()];
-        let end = self.sorted.start + s.partition_point(|&x| x <= t);
-        let n = self.added.partition_point(|&r| ts[r as usize] <= t);
-        EventRows {
-            sorted: self.sorted.start..end,
-            added: &self.added[..n],
-        }
+        self.within(ts, Unbounded, Included(t))
     }
 
     /// Whether some event lies in `(from, to]`.
     pub fn any_in(&self, ts: &[i64], from: i64, to: i64) -> bool {
-        let s = &ts[self.sorted.clone()];
-        let i = s.partition_point(|&x| x <= from);
-        if i < s.len() && s[i] <= to {
-            return true;
-        }
-        let j = self.added.partition_point(|&r| ts[r as usize] <= from);
-        j < self.added.len() && ts[self.added[j] as usize] <= to
+        !self.within(ts, Excluded(from), Included(to)).is_empty()
     }
 }
 
@@ -122,11 +139,7 @@ pub fn layout(buildings: usize, eb: &[u32], ts: &[i64]) -> (Vec<usize>, Csr) {
 
 /// The rows from `from` on, by building in time order.
 fn added_by_building(buildings: usize, eb: &[u32], ts: &[i64], from: usize) -> Csr {
-    let keys: Vec<u32> = (0..eb.len())
-        .map(|r| if r < from { NONE } else { eb[r] })
-        .collect();
-    let grouped = Csr::build(&keys, buildings, |_| true);
-    let (offsets, mut rows) = grouped.into_parts();
+    let (offsets, mut rows) = Csr::build(eb, buildings, |r| r >= from).into_parts();
     for b in 0..buildings {
         in_time_order(&mut rows[offsets[b] as usize..offsets[b + 1] as usize], ts);
     }
@@ -199,6 +212,9 @@ mod tests {
         );
         assert!(ev(0).any_in(&ts, 2, 3));
         assert!(!ev(0).any_in(&ts, 3, 4));
+        let w = ev(0).within(&ts, Excluded(1), Excluded(5));
+        assert_eq!(w.rows().collect::<Vec<_>>(), vec![5, 7]);
+        assert!(ev(0).within(&ts, Included(5), Excluded(2)).is_empty());
         assert!(ev(1).any_in(&ts, 3, 4));
         // Two more rows: building 0 at time 2, building 2 at time 1.
         let ts2 = [1, 5, 2, 9, 4, 3, 9, 3, 2, 1];

@@ -265,7 +265,7 @@ pub struct Indexes {
     pub active_of_household: Arc<Csr>,
     /// Door events of building `b` among the rows sorted by building and time are rows
     /// `event_offsets[b]..event_offsets[b + 1]` (see [`super::event_rows`]).
-    pub event_offsets: Vec<usize>,
+    pub event_offsets: Arc<Vec<usize>>,
     /// The door-event rows added after the sorted ones, by building in time order.
     pub event_tail: Arc<Csr>,
     /// Buildings with door access.
@@ -367,6 +367,7 @@ impl Indexes {
         } else {
             (vec![0usize; buildings.rows + 1], Csr::default())
         };
+        let event_offsets = Arc::new(event_offsets);
         let n_grids = grids.rows;
         let mut grid_rows = BTreeMap::new();
         grid_rows.insert(TableId::Grids, GridRows::build(0..n_grids as u32, n_grids));
@@ -493,14 +494,14 @@ impl Indexes {
                 "door events added at building row {b}, beyond the {n_buildings} indexed"
             )));
         }
-        let first = table(tables, TableId::AccessEvents).rows - added.buildings.len();
+        let events = table(tables, TableId::AccessEvents);
+        let first = events.rows - added.buildings.len();
         let new: Vec<(u32, u32)> = added
             .buildings
             .iter()
             .enumerate()
             .map(|(i, &b)| ((first + i) as u32, b))
             .collect();
-        let events = table(tables, TableId::AccessEvents);
         let ts = events.timestamps("ts")?.values();
         let building_grid = table(tables, TableId::Buildings).keys("grid_code")?;
         let n_grids = table(tables, TableId::Grids).rows;
@@ -517,7 +518,7 @@ impl Indexes {
                 TableId::AccessEvents,
                 Arc::new(GridRows::of_events(&offsets, &tail, building_grid, n_grids)),
             );
-            (offsets, tail)
+            (Arc::new(offsets), tail)
         };
         let counted = event_offsets.last().copied().unwrap_or(0) + event_tail.parts().1.len();
         if counted != events.rows {
@@ -530,40 +531,11 @@ impl Indexes {
             event_offsets,
             event_tail: Arc::new(event_tail),
             grid_rows,
-            doors: Doors::default(),
-            ..self.clone_shared()
+            ..self.clone()
         };
-        let t = std::time::Instant::now();
         let person_ids = table(tables, TableId::People).keys("id_number")?;
         ix.doors = self.doors.with_added(&ix, &added.events(), person_ids);
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "door summaries of the touched buildings"
-        );
         Ok(ix)
-    }
-
-    /// The indexes that door events do not change, shared; the door events' own left empty.
-    fn clone_shared(&self) -> Indexes {
-        Indexes {
-            active: self.active.clone(),
-            tags: self.tags.clone(),
-            residence: self.residence.clone(),
-            person_building: self.person_building.clone(),
-            room_grid: self.room_grid.clone(),
-            rooms_of_building: self.rooms_of_building.clone(),
-            active_of_room: self.active_of_room.clone(),
-            active_of_identity: self.active_of_identity.clone(),
-            active_of_household: self.active_of_household.clone(),
-            event_offsets: Vec::new(),
-            event_tail: Arc::default(),
-            access_buildings: self.access_buildings.clone(),
-            residential_rooms: self.residential_rooms.clone(),
-            vacant_rooms: self.vacant_rooms.clone(),
-            grid_rows: BTreeMap::new(),
-            grid_parents: self.grid_parents.clone(),
-            doors: Doors::default(),
-        }
     }
 
     /// The door-event rows of a building (see [`EventRows`]).

@@ -223,7 +223,7 @@ pub fn from_arrays(
         active_of_room: Arc::new(csr("active_of_room", rooms, people)?),
         active_of_identity: Arc::new(csr("active_of_identity", identities, people)?),
         active_of_household: Arc::new(csr("active_of_household", households, people)?),
-        event_offsets,
+        event_offsets: Arc::new(event_offsets),
         event_tail: Arc::new(event_tail),
         access_buildings,
         residential_rooms,
