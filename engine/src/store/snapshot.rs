@@ -233,8 +233,25 @@ fn complete(dir: &Path) -> Vec<(u64, PathBuf)> {
 /// Writes a snapshot of `store`, the city made from `source` (see [`fingerprint`]) with the log
 /// `segments` (their names, in order) up to batch `version`, into `dir/<version>/`; then removes
 /// older and unfinished snapshots. Stops, leaving nothing, when `stop` becomes true (checked
-/// between files); returns whether it was written.
+/// between files), and leaves nothing when it fails (a full disk, say: the files written so
+/// far would only take more of it); returns whether it was written.
 pub fn write(
+    store: &Store,
+    dir: &Path,
+    source: &str,
+    version: u64,
+    segments: Vec<String>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<bool> {
+    let written = write_in(store, dir, source, version, segments, stop);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(dir.join(format!("{version:012}")));
+    }
+    written
+}
+
+/// [`write`], which removes what this leaves when it fails.
+fn write_in(
     store: &Store,
     dir: &Path,
     source: &str,
