@@ -147,8 +147,8 @@ fn added_by_building(buildings: usize, eb: &[u32], ts: &[i64], from: usize) -> C
 }
 
 /// The added rows by building after more rows were added (`new`: each new row's number and
-/// building, sorted by building): the touched buildings' lists are worked out again (the new
-/// rows put in time order among the old), every other building's is copied.
+/// building, sorted by building and time, numbered after every row before): the new rows are
+/// merged among the touched buildings' rows in time order, every other building's are copied.
 pub fn with_added(tail: &Csr, buildings: usize, new: &[(u32, u32)], ts: &[i64]) -> Csr {
     let (old_offsets, old_rows) = tail.parts();
     let at = |b: usize| -> usize {
@@ -172,13 +172,20 @@ pub fn with_added(tail: &Csr, buildings: usize, new: &[(u32, u32)], ts: &[i64]) 
             b = touched;
             continue;
         }
-        let start = rows.len();
-        rows.extend_from_slice(&old_rows[at(b)..at(b + 1)]);
+        // The new rows (in time order, numbered after every old one) merged among the old
+        // ones: each goes after the old rows up to its time.
+        let old = &old_rows[at(b)..at(b + 1)];
+        let mut from = 0usize;
         while next < new.len() && new[next].1 as usize == b {
-            rows.push(new[next].0);
+            let r = new[next].0;
+            let t = ts[r as usize];
+            let place = from + old[from..].partition_point(|&o| ts[o as usize] <= t);
+            rows.extend_from_slice(&old[from..place]);
+            rows.push(r);
+            from = place;
             next += 1;
         }
-        in_time_order(&mut rows[start..], ts);
+        rows.extend_from_slice(&old[from..]);
         offsets.push(rows.len() as u32);
         b += 1;
     }
