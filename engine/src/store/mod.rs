@@ -65,6 +65,38 @@ pub enum StoredColumn {
     },
 }
 
+impl StoredColumn {
+    /// Whether `other` holds the very same buffers (one is a clone of the other).
+    pub fn is_shared_with(&self, other: &StoredColumn) -> bool {
+        let same = |a: &dyn Array, b: &dyn Array| a.to_data().ptr_eq(&b.to_data());
+        match (self, other) {
+            (StoredColumn::Array(a), StoredColumn::Array(b)) => {
+                Arc::ptr_eq(a, b) || same(a.as_ref(), b.as_ref())
+            }
+            (StoredColumn::Keys { keys: a, pool: p }, StoredColumn::Keys { keys: b, pool: q }) => {
+                let pools = match (p, q) {
+                    (Pool::Table(x), Pool::Table(y)) => x == y,
+                    (Pool::Identity, Pool::Identity) => true,
+                    (Pool::Local(x), Pool::Local(y)) => Arc::ptr_eq(x, y),
+                    _ => false,
+                };
+                pools && same(a, b)
+            }
+            (
+                StoredColumn::Codes {
+                    codes: a,
+                    values: x,
+                },
+                StoredColumn::Codes {
+                    codes: b,
+                    values: y,
+                },
+            ) => Arc::ptr_eq(x, y) && same(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// Bytes of an array's own values: an array read from a snapshot is a slice of the buffer its
 /// whole table was read into, which [`Array::get_array_memory_size`] would count for each.
 pub fn bytes_of(a: &dyn Array) -> usize {
@@ -158,6 +190,19 @@ impl StoredTable {
             let key = self.id.def().single_key()?;
             self.strings(key).ok().cloned()
         }))
+    }
+
+    /// Whether `other` holds this table's very columns (a later version that left the table
+    /// as it was): the same buffers, not merely equal values. Cheap at any size.
+    pub fn is_shared_with(&self, other: &StoredTable) -> bool {
+        self.id == other.id
+            && self.rows == other.rows
+            && self.columns.len() == other.columns.len()
+            && self
+                .columns
+                .iter()
+                .zip(&other.columns)
+                .all(|(a, b)| a.is_shared_with(b))
     }
 
     /// Whether the table has a key index (built or to be built on first use).

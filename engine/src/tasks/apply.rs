@@ -15,12 +15,13 @@ use super::{
 use crate::contract::TableId;
 use crate::error::Result;
 use crate::rules::{Anomaly, Sweep};
-use crate::store::{NONE, Store};
+use crate::store::{NONE, Store, StoredTable};
 use crate::time;
 use ahash::{AHashMap, AHashSet};
 use arrow::array::Array;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Who takes a grid's tasks: per grid code, the worker and how.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -59,6 +60,15 @@ impl Assigner {
         Ok(Assigner(out))
     }
 
+    /// The grids whose tasks some workers take.
+    fn grids_of<'a>(&'a self, workers: &AHashSet<String>) -> Vec<&'a str> {
+        self.0
+            .iter()
+            .filter(|(_, (w, _))| workers.contains(w))
+            .map(|(g, _)| g.as_str())
+            .collect()
+    }
+
     fn assign(&self, t: &mut Task) {
         (t.worker_id, t.assignment) = match self.0.get(&t.grid_code) {
             Some((w, a)) => (Some(w.clone()), *a),
@@ -73,6 +83,68 @@ fn best<'a>(m: &mut BTreeMap<&'a str, (i8, &'a str)>, grid: &'a str, key: (i8, &
     *e = (*e).min(key);
 }
 
+/// The book's tasks by grid, and its counts, kept between applies: a sweep applied in some
+/// grids looks at their tasks alone.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Index {
+    /// Task ids by grid code.
+    by_grid: AHashMap<String, BTreeSet<String>>,
+    /// Tasks not closed.
+    pub(super) open: usize,
+    /// Tasks not closed that no worker holds.
+    pub(super) unassigned: usize,
+}
+
+impl Index {
+    /// The index of every task.
+    fn of<'a>(tasks: impl Iterator<Item = &'a Task>) -> Index {
+        let mut ix = Index::default();
+        for t in tasks {
+            ix.add(&t.grid_code, &t.task_id);
+            ix.count(Some(t), 1);
+        }
+        ix
+    }
+
+    fn add(&mut self, grid_code: &str, id: &str) {
+        match self.by_grid.get_mut(grid_code) {
+            Some(ids) => {
+                ids.insert(id.to_string());
+            }
+            None => {
+                self.by_grid
+                    .insert(grid_code.to_string(), BTreeSet::from([id.to_string()]));
+            }
+        }
+    }
+
+    fn moved(&mut self, from: &str, to: &str, id: &str) {
+        if let Some(ids) = self.by_grid.get_mut(from) {
+            ids.remove(id);
+        }
+        self.add(to, id);
+    }
+
+    /// Counts a task in (`sign` 1) or out (`sign` -1).
+    pub(super) fn count(&mut self, t: Option<&Task>, sign: isize) {
+        if let Some(t) = t.filter(|t| t.status != Status::Closed) {
+            self.open = self.open.saturating_add_signed(sign);
+            if t.worker_id.is_none() {
+                self.unassigned = self.unassigned.saturating_add_signed(sign);
+            }
+        }
+    }
+
+    /// The ids of the tasks of some grids.
+    fn ids_in<'a>(&self, grids: impl Iterator<Item = &'a str>) -> Vec<String> {
+        grids
+            .filter_map(|g| self.by_grid.get(g))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
 /// What the book keeps of the last sweep applied, for the next one that follows it.
 #[derive(Debug, Clone)]
 pub(super) struct Applied {
@@ -80,10 +152,15 @@ pub(super) struct Applied {
     as_of: i64,
     opts: (usize, i64),
     assigner: Assigner,
+    /// The workers and grids the assigner was made from (held, so that a later version
+    /// sharing them is known by its buffers and the assigner is not made again).
+    made_from: [StoredTable; 2],
     /// Tasks closed as false alarms whose findings were left closed.
     suppressed: AHashSet<String>,
     /// Every worker's list.
-    workers: BTreeMap<String, WorkerSummary>,
+    workers: BTreeMap<String, Arc<WorkerSummary>>,
+    /// The tasks by grid, and the counts (kept up to date by [`TaskBook::close`]).
+    pub(super) index: Index,
 }
 
 /// The grids a sweep is applied in: every one, or some (as rows and as codes).
@@ -121,13 +198,27 @@ impl TaskBook {
         let as_of_s = time::format_timestamp(as_of);
         let swept: BTreeSet<&str> = sweep.runs.iter().map(|r| r.rule.code()).collect();
         let grids = store.table(TableId::Grids).strings("grid_code")?;
-        let assigner = Assigner::of(store)?;
+        let made_from = [
+            store.table(TableId::Workers).clone(),
+            store.table(TableId::Grids).clone(),
+        ];
+        let mut last = self.last.take();
+        // The last apply's assigner, when the workers and grids are those it was made from.
+        let (assigner, reused) = match last.as_mut().filter(|l| {
+            l.made_from
+                .iter()
+                .zip(&made_from)
+                .all(|(a, b)| a.is_shared_with(b))
+        }) {
+            Some(l) => (std::mem::take(&mut l.assigner), true),
+            None => (Assigner::of(store)?, false),
+        };
         let settings = (opts.daily_limit, opts.false_alarm_days);
-        let last = self.last.take().filter(|l| {
+        let last = last.filter(|l| {
             sweep.base.as_ref().is_some_and(|b| b.sweep == l.sweep)
                 && l.as_of == as_of
                 && l.opts == settings
-                && l.assigner == assigner
+                && (reused || l.assigner == assigner)
                 && crate::rules::incremental::is_full(sweep)
         });
         let region = match (&last, &sweep.base) {
@@ -150,11 +241,20 @@ impl TaskBook {
             _ => Region::All,
         };
         let whole = matches!(region, Region::All);
-        let open_before = self
-            .tasks
-            .values()
-            .filter(|t| t.status != Status::Closed)
-            .count();
+        // The last apply's index, lists and false alarms are taken over, not copied (this is
+        // per batch).
+        let (mut index, mut lists_now, kept_suppressed) = match last {
+            Some(l) => (Some(l.index), l.workers, Some(l.suppressed)),
+            None => (None, BTreeMap::new(), None),
+        };
+        let open_before = match &index {
+            Some(ix) => ix.open,
+            None => self
+                .tasks
+                .values()
+                .filter(|t| t.status != Status::Closed)
+                .count(),
+        };
         let mut summary = RunSummary {
             as_of: as_of_s.clone(),
             ..RunSummary::default()
@@ -175,6 +275,9 @@ impl TaskBook {
             keep(self.tasks.get(&id), &id);
             match self.tasks.get_mut(&id) {
                 Some(t) => {
+                    if let Some(ix) = index.as_mut().filter(|_| t.grid_code != grid_code) {
+                        ix.moved(&t.grid_code, grid_code, &id);
+                    }
                     refresh(t, a, grid_code, &as_of_s);
                     match (t.status, t.outcome) {
                         (Status::Open | Status::Backlog, _) => summary.still_open += 1,
@@ -205,19 +308,24 @@ impl TaskBook {
                     }
                 }
                 None => {
+                    if let Some(ix) = index.as_mut() {
+                        ix.add(grid_code, &id);
+                    }
                     self.tasks
                         .insert(id.clone(), new_task(id, a, grid_code, &as_of_s));
                     summary.new += 1;
                 }
             }
         }
+        // The tasks of the region: every task, or those the index holds for its grids.
+        let in_region: Option<Vec<String>> = match (&index, &region) {
+            (Some(ix), Region::Some(_, codes)) => Some(ix.ids_in(codes.iter().map(|c| c.as_str()))),
+            _ => None,
+        };
         // Open tasks whose finding is gone (among the rules this sweep ran) are resolved; the
         // tasks of the region are assigned again, and their workers' lists filled again.
         let mut workers: AHashSet<String> = AHashSet::new();
-        for t in self.tasks.values_mut() {
-            if !region.has(&t.grid_code) {
-                continue;
-            }
+        let mut visit = |t: &mut Task| {
             if matches!(t.status, Status::Open | Status::Backlog)
                 && swept.contains(t.rule.as_str())
                 && !found.contains(&t.task_id)
@@ -238,17 +346,37 @@ impl TaskBook {
                     workers.insert(w.clone());
                 }
             }
-        }
-        let lists = self.fill_lists(opts, (!whole).then_some(&workers), &region, &mut keep);
-        // The last apply's lists and false alarms are taken over, not copied (this is per batch).
-        let (mut lists_now, kept_suppressed) = match last {
-            Some(l) => (l.workers, Some(l.suppressed)),
-            None => (BTreeMap::new(), None),
         };
+        match &in_region {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        visit(t);
+                    }
+                }
+            }
+            None => self
+                .tasks
+                .values_mut()
+                .filter(|t| region.has(&t.grid_code))
+                .for_each(&mut visit),
+        }
+        let lists = self.fill_lists(
+            opts,
+            (!whole).then_some(&workers),
+            &region,
+            index.as_ref().map(|ix| (ix, &assigner)),
+            in_region.as_deref(),
+            &mut keep,
+        );
         for w in &workers {
             lists_now.remove(w);
         }
-        lists_now.extend(lists.into_iter().map(|s| (s.worker_id.clone(), s)));
+        lists_now.extend(
+            lists
+                .into_iter()
+                .map(|s| (s.worker_id.clone(), Arc::new(s))),
+        );
         if let Some(kept) = kept_suppressed {
             // Elsewhere the findings are the last sweep's: its open tasks are all found again,
             // and its false alarms left closed are left closed again.
@@ -264,11 +392,18 @@ impl TaskBook {
             summary.grids_looked_at = Some(rows.len());
         }
         summary.workers = lists_now.values().cloned().collect();
-        summary.unassigned = self
-            .tasks
-            .values()
-            .filter(|t| t.status != Status::Closed && t.worker_id.is_none())
-            .count();
+        // The counts follow the tasks changed; after a whole apply, every task is counted.
+        let index = match index {
+            Some(mut ix) => {
+                for (id, was) in &before {
+                    ix.count(was.as_ref(), -1);
+                    ix.count(self.tasks.get(id), 1);
+                }
+                ix
+            }
+            None => Index::of(self.tasks.values()),
+        };
+        summary.unassigned = index.unassigned;
         self.runs.push(RunSummaryRecord {
             as_of: as_of_s,
             new: summary.new,
@@ -291,24 +426,38 @@ impl TaskBook {
             as_of,
             opts: settings,
             assigner,
+            made_from,
             suppressed,
             workers: lists_now,
+            index,
         });
         Ok(summary)
     }
 
     /// Gives each worker (of `only`, or every one) at most `daily_limit` open tasks, highest
     /// priority first; a task of the region without a worker is open. `keep` is told of each
-    /// task before it changes.
+    /// task before it changes. With the last apply's `index` (the book's tasks by grid, each
+    /// task not closed held by its grid's worker) and the region's tasks `in_region`, only
+    /// those tasks are looked at.
     fn fill_lists(
         &mut self,
         opts: &TaskOptions,
         only: Option<&AHashSet<String>>,
         region: &Region,
+        index: Option<(&Index, &Assigner)>,
+        in_region: Option<&[String]>,
         keep: &mut impl FnMut(Option<&Task>, &str),
     ) -> Vec<WorkerSummary> {
         let mut by_worker: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-        for t in self.tasks.values() {
+        let ids: Vec<String>;
+        let looked_at: Box<dyn Iterator<Item = &Task>> = match (index, only) {
+            (Some((ix, assigner)), Some(only)) => {
+                ids = ix.ids_in(assigner.grids_of(only).into_iter());
+                Box::new(ids.iter().filter_map(|id| self.tasks.get(id)))
+            }
+            _ => Box::new(self.tasks.values()),
+        };
+        for t in looked_at {
             if t.status != Status::Closed
                 && let Some(w) = &t.worker_id
                 && only.is_none_or(|o| o.contains(w))
@@ -353,11 +502,21 @@ impl TaskBook {
                 t.status = status;
             }
         }
-        for t in self.tasks.values_mut() {
+        let mut unheld = |t: &mut Task| {
             if t.status == Status::Backlog && t.worker_id.is_none() && region.has(&t.grid_code) {
                 keep(Some(t), &t.task_id);
                 t.status = Status::Open;
             }
+        };
+        match in_region {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        unheld(t);
+                    }
+                }
+            }
+            None => self.tasks.values_mut().for_each(&mut unheld),
         }
         out
     }

@@ -186,12 +186,22 @@ pub struct RunSummary {
     pub suppressed: usize,
     /// Open and backlog tasks without a worker.
     pub unassigned: usize,
-    /// Per worker: (worker_id, grid_code, open, backlog).
-    pub workers: Vec<WorkerSummary>,
+    /// Per worker: (worker_id, grid_code, open, backlog); shared with the book, which keeps
+    /// them for the next run.
+    #[serde(serialize_with = "shared_summaries")]
+    pub workers: Vec<std::sync::Arc<WorkerSummary>>,
     /// The grids whose tasks the run looked at, when not every grid (a sweep that followed
     /// the one applied before: [`apply`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grids_looked_at: Option<u64>,
+}
+
+/// Shared worker summaries, serialized as the summaries.
+fn shared_summaries<S: serde::Serializer>(
+    v: &[std::sync::Arc<WorkerSummary>],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|w| w.as_ref()))
 }
 
 /// One worker's list after a run.
@@ -449,6 +459,9 @@ impl TaskBook {
                     t.outcome.map_or("", Outcome::as_str)
                 ),
             ));
+        }
+        if let Some(last) = &mut self.last {
+            last.index.count(Some(t), -1);
         }
         t.status = Status::Closed;
         t.outcome = Some(outcome);
