@@ -21,6 +21,7 @@ use crate::contract::TableId;
 use crate::hierarchy::grids_of;
 use crate::rules::Anomaly;
 use crate::store::{NONE, Pool, Store};
+use ahash::AHashSet;
 use arrow::array::{Array, AsArray};
 use roaring::RoaringBitmap;
 
@@ -104,6 +105,27 @@ impl Reach<'_> {
     }
 }
 
+/// The positions, among the columns sent, of those a row's reach is decided by (what
+/// [`Reach::batch_row`] reads): the columns its grid is found by, its references and its key.
+fn deciding_columns(table: TableId, rows: &Rows) -> Vec<usize> {
+    let def = table.def();
+    let decides = |name: &str| {
+        ["grid_code", "building_id", "room_id", "worker_id"]
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(name))
+            || def
+                .single_key()
+                .is_some_and(|k| k.eq_ignore_ascii_case(name))
+            || def
+                .columns
+                .iter()
+                .any(|c| c.references.is_some() && c.name.eq_ignore_ascii_case(name))
+    };
+    (0..rows.names.len())
+        .filter(|&i| decides(&rows.names[i]))
+        .collect()
+}
+
 /// The grids whose anomalies may differ between `old` (served) and `new` (`old` with the batch
 /// `rows` of `table`), given the findings `prev` of `old` (see the module's text).
 pub fn grids(
@@ -115,13 +137,32 @@ pub fn grids(
 ) -> RoaringBitmap {
     let mut grids = RoaringBitmap::new();
     let mut identities: Vec<u32> = Vec::new();
+    let deciding = deciding_columns(table, rows);
     for store in [old, new] {
         let mut reach = Reach {
             store,
             grids: &mut grids,
             identities: &mut identities,
         };
+        // A row's reach depends only on its deciding values: rows that share them (a batch of
+        // door events names a few buildings) are resolved once per version.
+        let mut seen: AHashSet<Vec<u8>> = AHashSet::new();
+        let mut key: Vec<u8> = Vec::new();
         for i in 0..rows.len() {
+            key.clear();
+            for &c in &deciding {
+                match rows.rows[i].get(c).and_then(|v| v.as_deref()) {
+                    Some(v) => {
+                        key.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                        key.extend_from_slice(v.as_bytes());
+                    }
+                    None => key.extend_from_slice(&u64::MAX.to_le_bytes()),
+                }
+            }
+            if seen.contains(key.as_slice()) {
+                continue;
+            }
+            seen.insert(key.clone());
             reach.batch_row(table, rows, i);
         }
         if table == TableId::Deaths {
