@@ -397,37 +397,35 @@ pub fn fill_from_records(
     Ok(())
 }
 
+/// The column a row to be ingested names its grid by, and the table that column's key leads to
+/// (`grids` itself, or a table whose row the hierarchy finds the grid of); none for a table
+/// without grids.
+pub fn grid_column(table: TableId) -> Option<(&'static str, TableId)> {
+    match GridPath::of(table) {
+        GridPath::Itself | GridPath::Own => Some(("grid_code", TableId::Grids)),
+        GridPath::Room if table == TableId::Rooms => Some(("building_id", TableId::Buildings)),
+        GridPath::Room | GridPath::Person => Some(("room_id", TableId::Rooms)),
+        GridPath::Building => Some(("building_id", TableId::Buildings)),
+        GridPath::Worker => Some(("worker_id", TableId::Workers)),
+        GridPath::None => None,
+    }
+}
+
 /// The grid (row of `grids`, [`NONE`] if none is known) a row to be ingested lies in, found
 /// through the references it carries, resolved in the city served.
 pub fn grid_of(store: &Store, table: TableId, rows: &Rows, row: usize) -> u32 {
-    let lookup = |t: TableId, key: Option<&str>| -> u32 {
-        let (Some(key), Some(ix)) = (key, store.table(t).key_index()) else {
-            return NONE;
-        };
-        let Ok(values) = store.pool(&crate::store::Pool::Table(t)) else {
-            return NONE;
-        };
-        ix.get(values.as_string::<i32>(), key).unwrap_or(NONE)
+    let Some((column, to)) = grid_column(table) else {
+        return NONE;
     };
-    // The grid of a row of another table, as the hierarchy finds it.
-    let grid = |t: TableId, r: u32| crate::hierarchy::grids_of(store, t, &[r])[0];
-    let v = |c: &str| rows.value(row, c);
-    match GridPath::of(table) {
-        GridPath::Itself | GridPath::Own => lookup(TableId::Grids, v("grid_code")),
-        GridPath::Room if table == TableId::Rooms => grid(
-            TableId::Buildings,
-            lookup(TableId::Buildings, v("building_id")),
-        ),
-        GridPath::Room | GridPath::Person => {
-            grid(TableId::Rooms, lookup(TableId::Rooms, v("room_id")))
-        }
-        GridPath::Building => grid(
-            TableId::Buildings,
-            lookup(TableId::Buildings, v("building_id")),
-        ),
-        GridPath::Worker => grid(TableId::Workers, lookup(TableId::Workers, v("worker_id"))),
-        GridPath::None => NONE,
-    }
+    let (Some(key), Some(ix)) = (rows.value(row, column), store.table(to).key_index()) else {
+        return NONE;
+    };
+    let Ok(values) = store.pool(&crate::store::Pool::Table(to)) else {
+        return NONE;
+    };
+    let r = ix.get(values.as_string::<i32>(), key).unwrap_or(NONE);
+    // As the hierarchy finds it (a row of `grids` is its own grid).
+    crate::hierarchy::grids_of(store, to, &[r])[0]
 }
 
 /// The rows a sender may not write, with the reason: rows whose grid lies outside the view's

@@ -105,14 +105,14 @@ impl Reach<'_> {
     }
 }
 
-/// The positions, among the columns sent, of those a row's reach is decided by (what
-/// [`Reach::batch_row`] reads): the columns its grid is found by, its references and its key.
-fn deciding_columns(table: TableId, rows: &Rows) -> Vec<usize> {
+/// One row of each set of rows that share the values their reach is decided by (what
+/// [`Reach::batch_row`] reads: the column their grid is found by, their references and their
+/// key): a batch of door events names a few buildings.
+fn distinct_rows(table: TableId, rows: &Rows) -> Vec<usize> {
     let def = table.def();
+    let grid = super::grid_column(table).map(|(c, _)| c);
     let decides = |name: &str| {
-        ["grid_code", "building_id", "room_id", "worker_id"]
-            .iter()
-            .any(|g| g.eq_ignore_ascii_case(name))
+        grid.is_some_and(|c| c.eq_ignore_ascii_case(name))
             || def
                 .single_key()
                 .is_some_and(|k| k.eq_ignore_ascii_case(name))
@@ -121,8 +121,19 @@ fn deciding_columns(table: TableId, rows: &Rows) -> Vec<usize> {
                 .iter()
                 .any(|c| c.references.is_some() && c.name.eq_ignore_ascii_case(name))
     };
-    (0..rows.names.len())
+    let deciding: Vec<usize> = (0..rows.names.len())
         .filter(|&i| decides(&rows.names[i]))
+        .collect();
+    let mut seen: AHashSet<Vec<Option<&str>>> = AHashSet::new();
+    (0..rows.len())
+        .filter(|&i| {
+            seen.insert(
+                deciding
+                    .iter()
+                    .map(|&c| rows.rows[i].get(c).and_then(|v| v.as_deref()))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -137,32 +148,14 @@ pub fn grids(
 ) -> RoaringBitmap {
     let mut grids = RoaringBitmap::new();
     let mut identities: Vec<u32> = Vec::new();
-    let deciding = deciding_columns(table, rows);
+    let distinct = distinct_rows(table, rows);
     for store in [old, new] {
         let mut reach = Reach {
             store,
             grids: &mut grids,
             identities: &mut identities,
         };
-        // A row's reach depends only on its deciding values: rows that share them (a batch of
-        // door events names a few buildings) are resolved once per version.
-        let mut seen: AHashSet<Vec<u8>> = AHashSet::new();
-        let mut key: Vec<u8> = Vec::new();
-        for i in 0..rows.len() {
-            key.clear();
-            for &c in &deciding {
-                match rows.rows[i].get(c).and_then(|v| v.as_deref()) {
-                    Some(v) => {
-                        key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                        key.extend_from_slice(v.as_bytes());
-                    }
-                    None => key.extend_from_slice(&u64::MAX.to_le_bytes()),
-                }
-            }
-            if seen.contains(key.as_slice()) {
-                continue;
-            }
-            seen.insert(key.clone());
+        for &i in &distinct {
             reach.batch_row(table, rows, i);
         }
         if table == TableId::Deaths {

@@ -145,6 +145,22 @@ impl Index {
     }
 }
 
+/// Calls `f` on the tasks of `ids` (those of a region, from the [`Index`]), or on every task.
+fn each_task(
+    tasks: &mut BTreeMap<String, Task>,
+    ids: Option<&[String]>,
+    mut f: impl FnMut(&mut Task),
+) {
+    match ids {
+        Some(ids) => ids.iter().for_each(|id| {
+            if let Some(t) = tasks.get_mut(id) {
+                f(t)
+            }
+        }),
+        None => tasks.values_mut().for_each(f),
+    }
+}
+
 /// What the book keeps of the last sweep applied, for the next one that follows it.
 #[derive(Debug, Clone)]
 pub(super) struct Applied {
@@ -347,20 +363,11 @@ impl TaskBook {
                 }
             }
         };
-        match &in_region {
-            Some(ids) => {
-                for id in ids {
-                    if let Some(t) = self.tasks.get_mut(id) {
-                        visit(t);
-                    }
-                }
+        each_task(&mut self.tasks, in_region.as_deref(), |t| {
+            if region.has(&t.grid_code) {
+                visit(t);
             }
-            None => self
-                .tasks
-                .values_mut()
-                .filter(|t| region.has(&t.grid_code))
-                .for_each(&mut visit),
-        }
+        });
         let lists = self.fill_lists(
             opts,
             (!whole).then_some(&workers),
@@ -508,16 +515,7 @@ impl TaskBook {
                 t.status = Status::Open;
             }
         };
-        match in_region {
-            Some(ids) => {
-                for id in ids {
-                    if let Some(t) = self.tasks.get_mut(id) {
-                        unheld(t);
-                    }
-                }
-            }
-            None => self.tasks.values_mut().for_each(&mut unheld),
-        }
+        each_task(&mut self.tasks, in_region, &mut unheld);
         out
     }
 }
