@@ -276,6 +276,47 @@ fn dynamic_filters_narrow_the_scans() {
     assert!(joined > 0 && joined <= active);
 }
 
+/// A join's dynamic filter that keeps most of the rows it tests (people joined to themselves
+/// on their identity numbers) is given up after its first rows, and the answer is the same as
+/// counted another way; one that drops most rows (a street's) is kept to the end.
+#[test]
+fn dynamic_filters_keeping_most_rows_are_given_up() {
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let engine = SqlEngine::new(store);
+    let sql = "SELECT count(*) FROM people a JOIN people b ON a.id_number = b.id_number";
+    let want = count(
+        &engine,
+        "SELECT sum(n * n) FROM (SELECT count(*) AS n FROM people WHERE id_number IS NOT NULL \
+         GROUP BY id_number) t",
+    );
+    assert_eq!(count(&engine, sql), want);
+    let analyzed = |sql: &str| {
+        common::row_lines(
+            &engine
+                .query_blocking(&format!("EXPLAIN ANALYZE {sql}"))
+                .unwrap(),
+        )
+        .join("\n")
+    };
+    let given_up = |plan: &str| -> usize {
+        plan.split("dynamic_filters_given_up=")
+            .skip(1)
+            .map(|s| {
+                s.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let plan = analyzed(sql);
+    assert!(given_up(&plan) >= 1, "{plan}");
+    let plan = analyzed("SELECT count(*) FROM people a JOIN deaths d ON a.id_number = d.id_number");
+    assert_eq!(given_up(&plan), 0, "{plan}");
+}
+
 /// The scan of a table among those [`scans_after_run`] found.
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()

@@ -89,6 +89,55 @@ fn truncate(local: i64, unit: Unit) -> i64 {
     start * DAY
 }
 
+/// `truncate` for every local instant of a batch, through a table of each day's start of unit
+/// when the batch spans few days for its length (a calendar unit depends on the day alone): a
+/// column of dates, or of a year's timestamps, is truncated by a look-up per row rather than a
+/// calendar conversion.
+struct Truncator {
+    unit: Unit,
+    first_day: i64,
+    starts: Vec<i64>,
+}
+
+impl Truncator {
+    /// A truncator for local instants between `lo` and `hi` (microseconds), `rows` of them.
+    fn new(unit: Unit, lo: i64, hi: i64, rows: usize) -> Truncator {
+        let (first_day, last_day) = (lo.div_euclid(DAY), hi.div_euclid(DAY));
+        let days = last_day.saturating_sub(first_day).saturating_add(1);
+        let tabled = !matches!(unit, Unit::Fixed(_)) && days > 0 && (days as u64) <= rows as u64;
+        let starts = if tabled {
+            (first_day..=last_day)
+                .map(|d| truncate(d * DAY, unit))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Truncator {
+            unit,
+            first_day,
+            starts,
+        }
+    }
+
+    fn truncate(&self, local: i64) -> i64 {
+        let day = local.div_euclid(DAY) - self.first_day;
+        match usize::try_from(day).ok().and_then(|d| self.starts.get(d)) {
+            Some(&start) => start,
+            None => truncate(local, self.unit),
+        }
+    }
+}
+
+/// The smallest and largest value of a batch (`(0, 0)` when all are null).
+fn extent<T>(a: &arrow::array::PrimitiveArray<T>) -> (i64, i64)
+where
+    T: arrow::datatypes::ArrowPrimitiveType<Native = i64>,
+{
+    let lo = arrow::compute::min(a).unwrap_or(0);
+    let hi = arrow::compute::max(a).unwrap_or(0);
+    (lo, hi)
+}
+
 impl ScalarUDFImpl for DateTrunc {
     fn name(&self) -> &str {
         self.inner.name()
@@ -138,12 +187,19 @@ impl ScalarUDFImpl for DateTrunc {
         let out: DfResult<ArrayRef> = match time_unit {
             TimeUnit::Nanosecond => {
                 let values = array.as_primitive::<TimestampNanosecondType>();
+                let (lo, hi) = extent(values);
+                let t = Truncator::new(
+                    unit,
+                    lo.div_euclid(1_000).saturating_add(offset),
+                    hi.div_euclid(1_000).saturating_add(offset),
+                    values.len(),
+                );
                 // Every unit of the fast path is whole microseconds: truncating the microsecond
                 // part is truncating the value. Only an instant near the year 1677 can leave
                 // the nanosecond range on its way down; those go to DataFusion.
                 values
                     .try_unary::<_, TimestampNanosecondType, ()>(|v| {
-                        (truncate(v.div_euclid(1_000) + offset, unit) - offset)
+                        (t.truncate(v.div_euclid(1_000) + offset) - offset)
                             .checked_mul(1_000)
                             .ok_or(())
                     })
@@ -158,8 +214,15 @@ impl ScalarUDFImpl for DateTrunc {
             }
             _ => {
                 let values = array.as_primitive::<TimestampMicrosecondType>();
+                let (lo, hi) = extent(values);
+                let t = Truncator::new(
+                    unit,
+                    lo.saturating_add(offset),
+                    hi.saturating_add(offset),
+                    values.len(),
+                );
                 let out: TimestampMicrosecondArray = values
-                    .unary::<_, TimestampMicrosecondType>(|v| truncate(v + offset, unit) - offset)
+                    .unary::<_, TimestampMicrosecondType>(|v| t.truncate(v + offset) - offset)
                     .with_timezone_opt(values.timezone().map(Arc::<str>::from));
                 Ok(Arc::new(out))
             }
@@ -226,6 +289,26 @@ mod tests {
                 ]
             })
             .chain([
+                (
+                    // Many instants a day: truncated through the table of days.
+                    "µs +08:00, two years every 5 hours".to_string(),
+                    Arc::new(
+                        TimestampMicrosecondArray::from(
+                            (0..3504)
+                                .map(|h| 19_000 * DAY + h * 5 * HOUR)
+                                .collect::<Vec<_>>(),
+                        )
+                        .with_timezone("+08:00"),
+                    ) as ArrayRef,
+                ),
+                (
+                    "ns, dates, four a day".to_string(),
+                    Arc::new(TimestampNanosecondArray::from(
+                        (0..2920)
+                            .map(|i| (19_000 + i / 4) * DAY * 1_000)
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
                 (
                     "µs, no zone".to_string(),
                     Arc::new(TimestampMicrosecondArray::from(instants.clone())) as ArrayRef,

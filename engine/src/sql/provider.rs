@@ -286,7 +286,8 @@ impl StoreTable {
         let i = self.unmasked(col)?;
         let by = self.date_rows(i)?;
         let (lo, hi) = bounds(op, d)?;
-        Some(by.range(lo, hi))
+        let column = self.stored().dates(col).ok()?;
+        Some(by.range(lo, hi, column))
     }
 
     /// The position of a column the caller sees unmasked, the only kind an index may answer
@@ -415,7 +416,7 @@ impl Rows {
 
 /// The rows that pass the dynamic filters, evaluated on their own columns only (`keys`: their
 /// positions in the projection; `loose`: the scan's schema with every column nullable), or
-/// `None` when no filter is filled in yet or every row passes.
+/// `None` when no filter is filled in yet.
 fn dynamic_keep(
     table: &StoreTable,
     loose: &SchemaRef,
@@ -429,8 +430,7 @@ fn dynamic_keep(
         return Ok(None);
     }
     let partial = table.batch(loose, projection, rows, Some(keys))?;
-    let keep = passing(live, &partial)?;
-    Ok((keep.true_count() < rows.len()).then_some(keep))
+    passing(live, &partial).map(Some)
 }
 
 /// The rows of a batch that pass every filter (a null counts as not passing).
@@ -850,6 +850,10 @@ impl ExecutionPlan for StoreScan {
             size,
             baseline: BaselineMetrics::new(&self.metrics, partition),
             dropped: MetricBuilder::new(&self.metrics).counter("dynamic_filtered_rows", partition),
+            tested: 0,
+            kept_rows: 0,
+            given_up: MetricBuilder::new(&self.metrics)
+                .counter("dynamic_filters_given_up", partition),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -931,6 +935,25 @@ struct PartitionReader {
     size: usize,
     baseline: BaselineMetrics,
     dropped: datafusion::physical_plan::metrics::Count,
+    /// Rows tested by the dynamic filters one by one, and how many of them they kept.
+    tested: usize,
+    kept_rows: usize,
+    /// Partitions whose dynamic filters were given up as keeping most rows.
+    given_up: datafusion::physical_plan::metrics::Count,
+}
+
+/// Rows a partition tests by its dynamic filters before it judges them: filters that keep more
+/// than half of them (a join whose other side holds most keys) cost more, tested row by row,
+/// than the rows they drop save the join above, which checks every row itself; they are then
+/// no longer tested. Only a filter that is complete is given up (a join's, once its side is
+/// built), never one still narrowing (a `LIMIT`'s).
+const JUDGE_ROWS: usize = 1 << 13;
+
+/// Whether a dynamic filter is complete (will not change again).
+fn complete(f: &Arc<dyn PhysicalExpr>) -> bool {
+    use futures::FutureExt;
+    f.downcast_ref::<DynamicFilterPhysicalExpr>()
+        .is_none_or(|d| d.wait_complete().now_or_never().is_some())
 }
 
 impl PartitionReader {
@@ -1053,11 +1076,31 @@ impl PartitionReader {
         )?;
         Ok(Some(match keep {
             Some(keep) => {
-                self.dropped.add(rows.len() - keep.true_count());
-                rows.keep(&keep)?
+                let kept = keep.true_count();
+                self.judge(rows.len(), kept);
+                if kept == rows.len() {
+                    rows
+                } else {
+                    self.dropped.add(rows.len() - kept);
+                    rows.keep(&keep)?
+                }
             }
             None => rows,
         }))
+    }
+
+    /// Counts what the dynamic filters kept of some rows tested one by one, and stops testing
+    /// once they are seen to keep most rows (see [`JUDGE_ROWS`]).
+    fn judge(&mut self, tested: usize, kept: usize) {
+        self.tested += tested;
+        self.kept_rows += kept;
+        if self.tested >= JUDGE_ROWS
+            && self.kept_rows * 2 > self.tested
+            && self.dynamic.iter().all(complete)
+        {
+            self.dynamic.clear();
+            self.given_up.add(1);
+        }
     }
 
     fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {

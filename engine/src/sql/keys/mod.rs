@@ -13,6 +13,9 @@
 //!   column; `PARTITION BY`; the argument of `count` and `count(DISTINCT …)`; `=`, `<>` and
 //!   `IN` against literals (each literal looked up once) or against a key of the same space;
 //!   `IS NULL`;
+//! - a part of an expression that reads one key column alone and whose space is small
+//!   (`substr(month, 1, 4)`, `CASE WHEN district_code = … END`, `name LIKE '%x%'` over a
+//!   column's own pool) is worked out once per key and looked up by key ([`per_key`]);
 //! - anywhere else (a sort, `min`, `LIKE`, a function, a `UNION`) the key column is first
 //!   turned back into its values by `key_text(column)`, in a projection placed just below the
 //!   node that needs them, and so are the key columns the query returns, at its top.
@@ -22,6 +25,7 @@
 //! subquery it does not follow), the plan is run as DataFusion made it. `EXPLAIN` shows the
 //! scans' `keys=[…]` and each `key_text`.
 
+pub mod per_key;
 pub mod space;
 
 use crate::scope::View;
@@ -43,6 +47,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use per_key::PerKey;
 use space::{KEY_META, KeySpace};
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,8 +168,49 @@ impl KeyPlanner {
         let Some(input) = inputs.into_iter().next() else {
             return plan.with_new_exprs(plan.expressions(), Vec::new());
         };
-        let exprs = plan.expressions();
-        let mut enc = encoded(input.schema());
+        let all = encoded(input.schema());
+        let named = matches!(plan, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+        // Columns some expression needs as values are decoded below the node; a function of
+        // one key column is worked out per key only over a column that stays a key.
+        let mut values_only = BTreeSet::new();
+        let (exprs, enc, decoded) = loop {
+            let per_key_over: Enc = all
+                .iter()
+                .filter(|(c, _)| !values_only.contains(*c))
+                .map(|(c, s)| (c.clone(), s.clone()))
+                .collect();
+            let exprs = match plan {
+                // A window's expressions keep their own names: left as they are.
+                LogicalPlan::Window(_) => plan.expressions(),
+                _ => plan
+                    .expressions()
+                    .into_iter()
+                    .map(|e| self.per_key(e, &per_key_over, named))
+                    .collect::<DfResult<Vec<_>>>()?,
+            };
+            let (enc, decoded) = self.needed_values(&exprs, pass, all.clone());
+            // Each turn adds a column not excluded before: the loop ends.
+            if !exprs.iter().any(|e| reads_per_key(e, &decoded)) {
+                break (exprs, enc, decoded);
+            }
+            values_only.extend(decoded);
+        };
+        let input = self.decode(input, &decoded)?;
+        let exprs = exprs
+            .into_iter()
+            .map(|e| self.keyed(e, &enc))
+            .collect::<DfResult<Vec<_>>>()?;
+        plan.with_new_exprs(exprs, vec![input])
+    }
+
+    /// The key columns that a node's expressions need as values (`pass[i]`: expression `i`
+    /// may pass a key column through), and the key columns left.
+    fn needed_values(
+        &self,
+        exprs: &[Expr],
+        pass: &[bool],
+        mut enc: Enc,
+    ) -> (Enc, BTreeSet<Column>) {
         let mut decoded = BTreeSet::new();
         loop {
             let mut d = BTreeSet::new();
@@ -177,19 +223,13 @@ impl KeyPlanner {
                 }
             }
             if d.is_empty() {
-                break;
+                return (enc, decoded);
             }
             for c in &d {
                 enc.remove(c);
             }
             decoded.extend(d);
         }
-        let input = self.decode(input, &decoded)?;
-        let exprs = exprs
-            .into_iter()
-            .map(|e| self.keyed(e, &enc))
-            .collect::<DfResult<Vec<_>>>()?;
-        plan.with_new_exprs(exprs, vec![input])
     }
 
     fn join(
@@ -254,6 +294,52 @@ impl KeyPlanner {
         plan.with_new_exprs(exprs, vec![l, r])
     }
 
+    /// An expression with its parts that read one key column alone (`substr(month, 1, 4)`)
+    /// worked out once per key ([`PerKey`]); with `named`, under the expression's own name.
+    fn per_key(&self, e: Expr, enc: &Enc, named: bool) -> DfResult<Expr> {
+        if enc.is_empty() {
+            return Ok(e);
+        }
+        let name = named.then(|| e.schema_name().to_string());
+        let out = e.transform_down(|x| {
+            if matches!(x, Expr::Column(_) | Expr::Literal(..) | Expr::Alias(_)) {
+                return Ok(Transformed::no(x));
+            }
+            let on_keys = match &x {
+                Expr::IsNull(c) | Expr::IsNotNull(c) => key_column(c, enc).is_some(),
+                _ => key_column(&x, enc).is_some() || self.comparison(&x, enc).is_some(),
+            };
+            if on_keys {
+                return Ok(Transformed::new(x, false, TreeNodeRecursion::Jump));
+            }
+            let cols = x.column_refs();
+            let made = match cols.iter().next() {
+                Some(&c) if cols.len() == 1 => enc
+                    .get(c)
+                    .and_then(|space| PerKey::new(&self.store, space, c, &x))
+                    .map(|udf| (c.clone(), udf)),
+                _ => None,
+            };
+            Ok(match made {
+                Some((c, udf)) => Transformed::new(
+                    Expr::ScalarFunction(ScalarFunction::new_udf(
+                        Arc::new(ScalarUDF::new_from_impl(udf)),
+                        vec![Expr::Column(c)],
+                    )),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ),
+                None => Transformed::no(x),
+            })
+        })?;
+        Ok(match name {
+            Some(n) if out.transformed && out.data.schema_name().to_string() != n => {
+                out.data.alias(n)
+            }
+            _ => out.data,
+        })
+    }
+
     /// Adds to `d` the key columns an expression needs as values.
     fn flag(&self, e: &Expr, enc: &Enc, d: &mut BTreeSet<Column>) {
         match e {
@@ -263,6 +349,7 @@ impl KeyPlanner {
                 }
             }
             _ if self.comparison(e, enc).is_some() => {}
+            Expr::ScalarFunction(f) if per_key::is_per_key(&f.func) => {}
             Expr::IsNull(x) | Expr::IsNotNull(x) if key_column(x, enc).is_some() => {}
             Expr::AggregateFunction(AggregateFunction { func, params }) => {
                 let counts = func.name() == "count";
@@ -435,6 +522,20 @@ fn encoded(schema: &DFSchema) -> Enc {
             (f.data_type() == &DataType::UInt32).then(|| (Column::new(q.cloned(), f.name()), s))
         })
         .collect()
+}
+
+/// Whether an expression works out something per key over one of these columns.
+fn reads_per_key(e: &Expr, cols: &BTreeSet<Column>) -> bool {
+    e.exists(|x| {
+        Ok(match x {
+            Expr::ScalarFunction(f) if per_key::is_per_key(&f.func) => f
+                .args
+                .iter()
+                .any(|a| bare(a).is_some_and(|c| cols.contains(c))),
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
 }
 
 /// The column an expression is, possibly under aliases.

@@ -196,6 +196,17 @@ impl KeySpace {
         }
     }
 
+    /// How many keys the space has (keys run from 0 to one less).
+    pub fn len(&self, store: &Store) -> DfResult<usize> {
+        Ok(match self {
+            KeySpace::Rows(t) => store.table(*t).rows,
+            KeySpace::Identity => store.identities.len(),
+            KeySpace::Local(t, c) => local(store, *t, *c)?.len(),
+            KeySpace::Codes(t, c) => codes(store, *t, *c)?.len(),
+            KeySpace::Dictionary(t, c) => dictionary(store, *t, *c)?.values().len(),
+        })
+    }
+
     /// The SQL type the keys decode to.
     pub fn value_type(&self, store: &Store) -> DataType {
         match self {
