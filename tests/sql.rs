@@ -317,6 +317,55 @@ fn dynamic_filters_keeping_most_rows_are_given_up() {
     assert_eq!(given_up(&plan), 0, "{plan}");
 }
 
+/// `CAST(date_trunc(unit, d) AS DATE)` over a date is worked out on day numbers
+/// (`date_trunc_days`): each month's and week's count equals the count of its range of days,
+/// nulls stay null, and the names and types are the query's own.
+#[test]
+fn dates_truncated_on_day_numbers() {
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let engine = SqlEngine::new(store);
+    for (unit, step) in [("month", "1 month"), ("week", "7 days"), ("year", "1 year")] {
+        let sql = format!(
+            "SELECT CAST(date_trunc('{unit}', registered_on) AS DATE) AS start, count(*) AS n \
+             FROM people GROUP BY 1 ORDER BY 1"
+        );
+        let r = engine.query_blocking(&sql).unwrap();
+        assert_eq!(
+            r.schema.field(0).data_type(),
+            &arrow::datatypes::DataType::Date32
+        );
+        assert_eq!(r.schema.field(0).name(), "start");
+        let lines = common::row_lines(&r);
+        assert!(lines.len() > 1, "{unit}: {lines:?}");
+        let mut total = 0;
+        for line in &lines {
+            let (start, n) = line.split_once('|').unwrap();
+            let n: i64 = n.parse().unwrap();
+            total += n;
+            let want = if start == "NULL" {
+                count(
+                    &engine,
+                    "SELECT count(*) FROM people WHERE registered_on IS NULL",
+                )
+            } else {
+                count(
+                    &engine,
+                    &format!(
+                        "SELECT count(*) FROM people WHERE registered_on >= DATE '{start}' \
+                         AND registered_on < DATE '{start}' + INTERVAL '{step}'"
+                    ),
+                )
+            };
+            assert_eq!(n, want, "{unit} starting {start}");
+        }
+        assert_eq!(total, count(&engine, "SELECT count(*) FROM people"));
+        let plan = common::row_lines(&engine.query_blocking(&format!("EXPLAIN {sql}")).unwrap())
+            .join("\n");
+        assert!(plan.contains("date_trunc_days"), "{plan}");
+    }
+}
+
 /// The scan of a table among those [`scans_after_run`] found.
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()

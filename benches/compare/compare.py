@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -568,8 +569,10 @@ def serve_and_run(a, outdir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([a.serve, "serve", "--data", a.data, "--state", state, "--listen", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = os.path.join(state, "serve.log")
+    with open(log, "w") as out:
+        server = subprocess.Popen([a.serve, "serve", "--data", a.data, "--state", state, "--listen", f"127.0.0.1:{port}"],
+                                  stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, GRIDLENS_LOG="info"))
     try:
         deadline = time.time() + 600
         while True:
@@ -580,11 +583,21 @@ def serve_and_run(a, outdir):
                 if server.poll() is not None or time.time() > deadline:
                     raise RuntimeError("gridlens serve did not start")
                 time.sleep(0.5)
+        # A first start writes a snapshot of the city in the background (10 GB at scale 1.0):
+        # queries are timed once it is written, in the server's steady state.
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            with open(log) as f:
+                text = f.read()
+            if "snapshot written" in text or "snapshot was not written" in text:
+                break
+            time.sleep(1)
         return run_json([a.bench, "queries", "--url", url, "--token", token, "--queries", a.queries,
                          "--repeat", str(a.repeat), "--results", outdir])
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def compare_queries(a, me):

@@ -245,6 +245,164 @@ impl ScalarUDFImpl for DateTrunc {
     }
 }
 
+/// `date_trunc` of a date, as a date: what `CAST(date_trunc('month', d) AS DATE)` asks, worked
+/// out on day numbers. DataFusion answers it by casting each date to nanoseconds and the
+/// truncated instant back to a date through a calendar library, row by row; [`DatesTruncated`]
+/// puts this in its place.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DateTruncDays {
+    signature: Signature,
+}
+
+impl DateTruncDays {
+    /// The function.
+    pub fn new() -> DateTruncDays {
+        DateTruncDays {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Date32],
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl Default for DateTruncDays {
+    fn default() -> Self {
+        DateTruncDays::new()
+    }
+}
+
+impl ScalarUDFImpl for DateTruncDays {
+    fn name(&self) -> &str {
+        "date_trunc_days"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Date32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use arrow::array::Date32Array;
+        use arrow::datatypes::Date32Type;
+        let granularity = match args.args.first() {
+            Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(g)))) => unit(g),
+            _ => None,
+        };
+        let Some(u) = granularity else {
+            return Err(datafusion::error::DataFusionError::Execution(
+                "date_trunc_days takes a granularity of year, quarter, month, week, day or finer"
+                    .into(),
+            ));
+        };
+        let days = match args.args.get(1) {
+            Some(ColumnarValue::Array(a)) => a.clone(),
+            Some(ColumnarValue::Scalar(s)) => s.to_array()?,
+            None => {
+                return Err(datafusion::error::DataFusionError::Execution(
+                    "date_trunc_days takes two arguments".into(),
+                ));
+            }
+        };
+        let days = days.as_primitive::<Date32Type>();
+        let lo = arrow::compute::min(days).unwrap_or(0) as i64;
+        let hi = arrow::compute::max(days).unwrap_or(0) as i64;
+        let t = Truncator::new(u, lo * DAY, hi * DAY, days.len());
+        // A day's start of unit is a whole day: back to a day number exactly.
+        let out: Date32Array =
+            days.unary::<_, Date32Type>(|d| (t.truncate(d as i64 * DAY).div_euclid(DAY)) as i32);
+        Ok(match args.args.get(1) {
+            Some(ColumnarValue::Scalar(_)) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+            _ => ColumnarValue::Array(Arc::new(out)),
+        })
+    }
+}
+
+/// Puts [`DateTruncDays`] in the place of `CAST(date_trunc(unit, CAST(d AS TIMESTAMP)) AS DATE)`
+/// when `d` is a date, under the expression's own name.
+#[derive(Debug, Default)]
+pub struct DatesTruncated;
+
+impl datafusion::optimizer::OptimizerRule for DatesTruncated {
+    fn name(&self) -> &str {
+        "gridlens_dates_truncated"
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> DfResult<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>>
+    {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::expr_rewriter::NamePreserver;
+        let schema = match plan.inputs().as_slice() {
+            [input] => input.schema().clone(),
+            _ => return Ok(Transformed::no(plan)),
+        };
+        let names = NamePreserver::new(&plan);
+        plan.map_expressions(|e| {
+            let saved = names.save(&e);
+            let t = e.transform_up(|x| {
+                Ok(match as_days(&x, &schema) {
+                    Some(y) => Transformed::yes(y),
+                    None => Transformed::no(x),
+                })
+            })?;
+            Ok(t.update_data(|e| saved.restore(e)))
+        })
+    }
+}
+
+/// `date_trunc_days(unit, d)` for `CAST(date_trunc(unit, CAST(d AS TIMESTAMP)) AS DATE)` over a
+/// date `d`.
+fn as_days(
+    e: &datafusion::logical_expr::Expr,
+    schema: &datafusion::common::DFSchema,
+) -> Option<datafusion::logical_expr::Expr> {
+    use datafusion::logical_expr::expr::ScalarFunction;
+    use datafusion::logical_expr::{Expr, ExprSchemable};
+    let Expr::Cast(outer) = e else { return None };
+    if outer.field.data_type() != &DataType::Date32 {
+        return None;
+    }
+    let Expr::ScalarFunction(f) = outer.expr.as_ref() else {
+        return None;
+    };
+    if f.func.name() != "date_trunc" || f.args.len() != 2 {
+        return None;
+    }
+    let Expr::Literal(ScalarValue::Utf8(Some(g)), _) = &f.args[0] else {
+        return None;
+    };
+    unit(g)?;
+    let Expr::Cast(inner) = &f.args[1] else {
+        return None;
+    };
+    if !matches!(inner.field.data_type(), DataType::Timestamp(_, None))
+        || inner.expr.get_type(schema).ok()? != DataType::Date32
+    {
+        return None;
+    }
+    Some(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(DateTruncDays::new())),
+        vec![f.args[0].clone(), inner.expr.as_ref().clone()],
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +551,45 @@ mod tests {
         assert_eq!(fixed_offset("Asia/Shanghai"), None);
         assert_eq!(fixed_offset("+8"), None);
         assert_eq!(fixed_offset("+15:00"), None);
+    }
+
+    /// Dates truncated on day numbers against DataFusion's casts around its own `date_trunc`.
+    #[test]
+    fn dates_truncated_agree_with_datafusion() {
+        use arrow::array::Date32Array;
+        let dense: Vec<i32> = (19_000..19_800).collect();
+        let sparse: Vec<i32> = (-60_000..60_000).step_by(13).collect();
+        let theirs = datafusion::functions::datetime::date_trunc();
+        let ours = DateTruncDays::new();
+        for days in [dense, sparse] {
+            let dates: ArrayRef = Arc::new(Date32Array::from(days));
+            let nanos =
+                arrow::compute::cast(&dates, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+                    .unwrap();
+            for g in ["year", "quarter", "month", "week", "day", "hour"] {
+                let arg = |a: &ArrayRef| ScalarFunctionArgs {
+                    args: vec![
+                        ColumnarValue::Scalar(ScalarValue::Utf8(Some(g.into()))),
+                        ColumnarValue::Array(a.clone()),
+                    ],
+                    arg_fields: vec![
+                        Arc::new(Field::new("g", DataType::Utf8, false)),
+                        Arc::new(Field::new("d", a.data_type().clone(), true)),
+                    ],
+                    number_rows: a.len(),
+                    return_field: Arc::new(Field::new("r", a.data_type().clone(), true)),
+                    config_options: Arc::new(ConfigOptions::default()),
+                };
+                let want = match theirs.invoke_with_args(arg(&nanos)).unwrap() {
+                    ColumnarValue::Array(a) => arrow::compute::cast(&a, &DataType::Date32).unwrap(),
+                    ColumnarValue::Scalar(_) => panic!("an array"),
+                };
+                let got = match ours.invoke_with_args(arg(&dates)).unwrap() {
+                    ColumnarValue::Array(a) => a,
+                    ColumnarValue::Scalar(_) => panic!("an array"),
+                };
+                assert_eq!(got.as_ref(), want.as_ref(), "{g}");
+            }
+        }
     }
 }

@@ -219,6 +219,7 @@ impl SqlEngine {
             .with_default_features()
             .with_optimizer_rule(Arc::new(join_order::JoinOrder))
             .with_optimizer_rule(Arc::new(distinct::SplitDistinct))
+            .with_optimizer_rule(Arc::new(date_trunc::DatesTruncated))
             .with_physical_optimizer_rule(Arc::new(StopRule));
         if self.dialect == Dialect::Postgres {
             builder = postgres::with_types(builder);
