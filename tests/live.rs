@@ -1186,3 +1186,54 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
     assert_eq!(h["dataset"]["version"], 2, "{h}");
     assert_eq!(fingerprint(&server, &admin), seen);
 }
+
+/// A server gone quiet after batches that came too soon after its last snapshot writes one of
+/// what it serves once `--snapshot-every` has passed (on its timer, no batch needed), so that a
+/// restart reads it instead of replaying the batches.
+#[test]
+fn a_quiet_server_snapshots_what_it_serves() {
+    let data = common::scratch("live-quiet-city");
+    common::copy_dataset(
+        &common::city(gridlens_datasets::OutputFormat::Parquet, false),
+        &data,
+    );
+    let state = common::server::state_dir("live-quiet");
+    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--snapshot-every",
+        "3",
+    ];
+    let snap = |v: u64| state.join("snapshots").join(format!("{v:012}"));
+    let server = Server::start(&args);
+    wait_for(&snap(0).join("meta.json"));
+    let b = one(
+        &server,
+        &admin,
+        "SELECT building_id FROM buildings ORDER BY building_id LIMIT 1",
+    )["building_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Two batches in a row: at most the first is snapshotted after it (the second comes less
+    // than three seconds after that snapshot began).
+    for minute in ["10", "11"] {
+        let csv = format!(
+            "ts,building_id,id_number,direction,device_id\n2026-10-30 21:{minute}:00,{b},,in,dev-quiet\n"
+        );
+        let (status, r) = ingest(&server, &admin, "access_events", "text/csv", csv.as_bytes());
+        assert_eq!(status, 200, "{r}");
+    }
+    let seen = fingerprint(&server, &admin);
+    // No more batches: the timer writes a snapshot of version 2.
+    wait_for(&snap(2).join("meta.json"));
+    drop(server);
+    let server = Server::start(&args);
+    let h = server.get("/v1/health", None).json();
+    assert_eq!(h["dataset"]["snapshot"], 2, "{h}");
+    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    assert_eq!(fingerprint(&server, &admin), seen);
+}

@@ -71,7 +71,8 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     max_ingest_mb: usize,
     /// Seconds between snapshots of the served city after ingested batches (0: only at start
-    /// and reload). A restart reads the newest snapshot and loads only the batches after it.
+    /// and reload); a version left without one when batches stop gets one once the last is
+    /// this old. A restart reads the newest snapshot and loads only the batches after it.
     #[arg(long, default_value_t = 60.0)]
     snapshot_every: f64,
     /// Open tasks a worker sees at most a day.

@@ -493,6 +493,11 @@ impl App {
             Ok(mut w) => Some(std::mem::replace(&mut *w, s)),
             Err(_) => None,
         };
+        if !shares {
+            // A snapshot the timer began of the old version since the stop above.
+            let app = self.clone();
+            let _ = tokio::task::spawn_blocking(move || app.snapshots.stop()).await;
+        }
         // The version replaced is freed (when no request holds it any more) on a thread of its
         // own: its findings and caches take a while to free, and the batch's answer need not
         // wait for that.
@@ -834,9 +839,11 @@ impl App {
             ),
             _lock: lock,
         };
-        if snapshot != Some(served.version) {
-            app.snapshots
-                .write(&served, app.segments_of(served.version));
+        match snapshot {
+            Some(v) if v == served.version => app.snapshots.mark(v),
+            _ => app
+                .snapshots
+                .write(&served, app.segments_of(served.version)),
         }
         Ok((app, made))
     }
@@ -946,6 +953,27 @@ pub async fn serve(app: Arc<App>, config: &Config) -> Result<()> {
         if tls.is_some() { "https" } else { "http" }
     );
     drop(served);
+    // A snapshot of the served version once the last is old enough, batches or not.
+    if let Some(tick) = app.snapshots.tick() {
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let version = app.served().version;
+                if !app.snapshots.is_stale(version) {
+                    continue;
+                }
+                let segments = app.segments_of(version);
+                // Begun while the version is served (the lock held), so that a swap's stop
+                // after it catches this snapshot of a version it replaces.
+                if let Ok(current) = app.served.read()
+                    && current.version == version
+                {
+                    app.snapshots.write_if_stale(&current, segments);
+                }
+            }
+        });
+    }
     // SIGHUP reloads the dataset.
     #[cfg(unix)]
     {

@@ -1,7 +1,7 @@
 //! Snapshots of the served city, written in the background (see
 //! [`gridlens_engine::store::snapshot`]): after a start that did not come from a snapshot of the
 //! version served, after a reload, and after an ingested batch when the last one is older than
-//! `--snapshot-every`. One is written at a time; a version replaced by a reload or by a batch
+//! `--snapshot-every` — or, when no batch follows, once it is, on a timer. One is written at a time; a version replaced by a reload or by a batch
 //! that loads tables again stops its snapshot first, so that no whole version outlives its turn
 //! in memory; one replaced by merged door events (which shares all else with the next) lets it
 //! finish.
@@ -26,6 +26,8 @@ pub struct Snapshots {
     busy: Arc<AtomicBool>,
     /// When the last one began.
     last: Mutex<Option<Instant>>,
+    /// The version of the last one begun, or read at start.
+    of: Mutex<Option<u64>>,
 }
 
 impl Snapshots {
@@ -38,6 +40,36 @@ impl Snapshots {
             stop: Arc::default(),
             busy: Arc::default(),
             last: Mutex::default(),
+            of: Mutex::default(),
+        }
+    }
+
+    /// Notes that the snapshot of a version is on disk already (the one a start read).
+    pub fn mark(&self, version: u64) {
+        if let Ok(mut o) = self.of.lock() {
+            *o = Some(version);
+        }
+    }
+
+    /// How often a server looks whether its served version needs a snapshot (see
+    /// [`Snapshots::write_if_stale`]); `None` when snapshots follow only starts and reloads.
+    pub fn tick(&self) -> Option<Duration> {
+        self.every
+            .map(|e| (e / 2).clamp(Duration::from_millis(100), Duration::from_secs(10)))
+    }
+
+    /// Whether a version has no snapshot begun or read (see [`Snapshots::write_if_stale`]).
+    pub fn is_stale(&self, version: u64) -> bool {
+        self.of.lock().map(|o| *o != Some(version)).unwrap_or(false)
+    }
+
+    /// Writes one of the served version if it has none and the last is older than
+    /// `--snapshot-every`: called on a timer, so that a server gone quiet after a burst of
+    /// batches (whose last ones came too soon after a snapshot) still gets a snapshot of what
+    /// it serves, and a restart need not replay them.
+    pub fn write_if_stale(&self, served: &Arc<Served>, segments: Vec<String>) {
+        if self.is_stale(served.version) {
+            self.write_if_due(served, segments);
         }
     }
 
@@ -53,6 +85,7 @@ impl Snapshots {
         if let Ok(mut l) = self.last.lock() {
             *l = Some(Instant::now());
         }
+        self.mark(served.version);
         let (store, version) = (served.store.clone(), served.version);
         let (data, state) = (self.data.clone(), self.state.clone());
         let (stop, busy) = (self.stop.clone(), self.busy.clone());
