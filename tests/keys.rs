@@ -168,6 +168,30 @@ fn bench_queries_answer_the_same_on_keys() {
     );
 }
 
+/// A function worked out per key meets every value of its space, other streets' too: one that
+/// fails only on values outside the caller's street answers the street caller as it does
+/// without keys, and no error tells the other streets' values.
+#[test]
+fn per_key_failures_outside_the_scope_tell_nothing() {
+    let (fk, _, sk, sv, street) = engines();
+    let sql = format!(
+        "SELECT count(*) FROM buildings b JOIN grids g ON b.grid_code = g.grid_code \
+         WHERE CAST(CASE WHEN g.street_code = '{street}' THEN '1' ELSE g.street_code || 'x' END AS INT) = 1"
+    );
+    let rows = same(sk, sv, &sql);
+    let want = common::count(
+        sk,
+        &format!(
+            "SELECT count(*) FROM buildings b JOIN grids g ON b.grid_code = g.grid_code \
+             WHERE g.street_code = '{street}'"
+        ),
+    );
+    assert_eq!(rows, vec![want.to_string()]);
+    // The whole city holds other streets: there the cast fails, for a value it sees.
+    let e = fk.query_blocking(&sql).unwrap_err().to_string();
+    assert!(e.contains('x'), "{e}");
+}
+
 #[test]
 fn planted_answers_on_keys() {
     let (fk, _, sk, _, street) = engines();

@@ -5,7 +5,9 @@
 //! the expression over every value of the space (and over a null, for rows without a value),
 //! with DataFusion's own physical expressions; every batch after that is a `take` by key.
 //! The answer is the expression's answer on each row's value, since the expression reads that
-//! value alone and every function in it is immutable.
+//! value alone and every function in it is immutable. The space holds values the caller may not
+//! see (another street's grids); when the expression fails on any of them, nothing of that is
+//! told: each batch is then worked out on its own rows' values, as without keys.
 
 use super::space::KeySpace;
 use crate::store::Store;
@@ -44,8 +46,9 @@ pub struct PerKey {
     input: Arc<DFSchema>,
     out: DataType,
     signature: Signature,
-    /// The expression's value for each key, and at the end for a null.
-    table: OnceLock<Result<ArrayRef, String>>,
+    /// The expression's value for each key, and at the end for a null (`None`: it fails on
+    /// some value).
+    table: OnceLock<Option<ArrayRef>>,
 }
 
 impl PerKey {
@@ -88,18 +91,21 @@ impl PerKey {
         })
     }
 
-    /// The expression's value for every key, then for a null.
-    fn table(&self) -> DfResult<&ArrayRef> {
+    /// The expression's value for every key, then for a null; `None` when it fails on some
+    /// value of the space.
+    fn table(&self) -> Option<&ArrayRef> {
         self.table
-            .get_or_init(|| self.work_out().map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                let n = self.space.len(&self.store).ok()? as u32;
+                let keys: UInt32Array = (0..n).map(Some).chain([None]).collect();
+                self.evaluate(&keys).ok()
+            })
             .as_ref()
-            .map_err(|e| DataFusionError::Execution(e.clone()))
     }
 
-    fn work_out(&self) -> DfResult<ArrayRef> {
-        let n = self.space.len(&self.store)? as u32;
-        let keys: UInt32Array = (0..n).map(Some).chain([None]).collect();
-        let values = self.space.decode(&self.store, &keys)?;
+    /// The expression over the values behind some keys.
+    fn evaluate(&self, keys: &UInt32Array) -> DfResult<ArrayRef> {
+        let values = self.space.decode(&self.store, keys)?;
         let batch = RecordBatch::try_new(Arc::new(self.input.as_arrow().clone()), vec![values])?;
         let physical = create_physical_expr(
             &self.expr,
@@ -171,7 +177,28 @@ impl ScalarUDFImpl for PerKey {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let table = self.table()?;
+        let Some(table) = self.table() else {
+            // It fails on some value of the space: worked out on the rows' own values, so that
+            // it fails (and says why) only for a value the caller sees.
+            let (keys, scalar) = match args.args.into_iter().next() {
+                Some(ColumnarValue::Array(a)) => (a, false),
+                Some(ColumnarValue::Scalar(s)) => (s.to_array()?, true),
+                None => {
+                    return Err(DataFusionError::Internal(
+                        "per_key takes one argument".into(),
+                    ));
+                }
+            };
+            let keys = keys
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| DataFusionError::Internal("per_key takes keys".into()))?;
+            let out = self.evaluate(keys)?;
+            return Ok(if scalar {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
+            } else {
+                ColumnarValue::Array(out)
+            });
+        };
         let null = (table.len() - 1) as u32;
         let at = |k: Option<u32>| k.filter(|&k| k < null).unwrap_or(null);
         match args.args.into_iter().next() {
