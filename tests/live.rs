@@ -292,8 +292,73 @@ fn ingest_appends_and_upserts_in_every_format_and_survives_a_restart() {
         server.get("/v1/health", None).json()["dataset"]["version"],
         4
     );
+    // A value over two lines moves the rows after it down a line of the log's file: rejects
+    // are named by their place as sent, whether the batch is loaded from its rows as parsed
+    // (all of one length) or read back from the file (a row of the wrong length); after the
+    // restart below, the rejects table names the same lines of the same files. Each batch
+    // has one row accepted.
+    let rejected = |body: &str| -> Vec<(u64, String)> {
+        let (s, r) = ingest(
+            &server,
+            &admin,
+            "access_events",
+            "text/csv",
+            body.as_bytes(),
+        );
+        assert_eq!((s, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+        r["rejects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["row"].as_u64().unwrap(),
+                    x["reason"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let two_lines = format!(
+        "ts,building_id,id_number,direction,device_id\n\
+         2026-11-30 09:00:00,{building},,in,\"dev\nlive\"\n\
+         never,{building},,in,dev-live\n"
+    );
+    assert_eq!(rejected(&two_lines), vec![(2, "bad_value".to_string())]);
+    let ragged = format!(
+        "ts,building_id,id_number,direction,device_id\n\
+         2026-11-30 09:01:00,{building},,in,\"dev\nlive\"\n\
+         2026-11-30 09:02:00,{building},in\n\
+         never,{building},,in,dev-live\n"
+    );
+    assert_eq!(
+        rejected(&ragged),
+        vec![
+            (2, "wrong_field_count".to_string()),
+            (3, "bad_value".to_string())
+        ]
+    );
+    assert_eq!(
+        server.rows(
+            &admin,
+            "SELECT source_file, row_number FROM rejects \
+             WHERE source_file >= 'ingest/000000000005' ORDER BY 1, 2"
+        ),
+        vec![
+            json!({"source_file": "ingest/000000000005.access_events.csv", "row_number": 4}),
+            json!({"source_file": "ingest/000000000006.access_events.csv", "row_number": 4}),
+            json!({"source_file": "ingest/000000000006.access_events.csv", "row_number": 5}),
+        ]
+    );
+    assert_eq!(
+        count(
+            &server,
+            &admin,
+            "SELECT count(*) AS n FROM access_events WHERE device_id = 'dev\nlive'"
+        ),
+        2
+    );
     let segments = std::fs::read_dir(state.join("ingest")).unwrap().count();
-    assert_eq!(segments, 4, "only committed batches are in the log");
+    assert_eq!(segments, 6, "only committed batches are in the log");
     // What the versions built from the served one hold, to compare with a whole load.
     let seen = fingerprint(&server, &admin);
 
@@ -309,7 +374,7 @@ fn ingest_appends_and_upserts_in_every_format_and_survives_a_restart() {
     ]);
     assert_eq!(
         server.get("/v1/health", None).json()["dataset"]["version"],
-        4
+        6
     );
     let whole = fingerprint(&server, &admin);
     for (q, (a, b)) in FINGERPRINT.iter().zip(seen.iter().zip(&whole)) {
@@ -320,7 +385,7 @@ fn ingest_appends_and_upserts_in_every_format_and_survives_a_restart() {
     }
     assert_eq!(
         count(&server, &admin, "SELECT count(*) AS n FROM access_events"),
-        events + 3
+        events + 5
     );
     assert_eq!(
         count(&server, &admin, "SELECT count(*) AS n FROM people"),

@@ -16,6 +16,7 @@ use crate::load::read::{Format, SourceFile};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The log's folder inside the state folder.
 pub const FOLDER: &str = "ingest";
@@ -53,6 +54,7 @@ impl Segment {
                 name: self.name(),
                 format: Format::Csv,
                 replaces: kind == Kind::Upsert,
+                read: None,
             },
         })
     }
@@ -62,8 +64,9 @@ fn file_name(seq: u64, table: TableId) -> String {
     format!("{seq:012}.{}.csv", table.name())
 }
 
-/// A batch written and flushed, not yet committed.
-#[derive(Debug)]
+/// A batch's place in the log, its file written and flushed ([`Staged::write`]) but not yet
+/// committed.
+#[derive(Debug, Clone)]
 pub struct Staged {
     /// The segment it becomes.
     pub segment: Segment,
@@ -74,6 +77,23 @@ impl Staged {
     /// The staged batch as a file for the loader (read from its temporary file).
     pub fn added(&self) -> Result<Added> {
         self.segment.added(&self.tmp)
+    }
+
+    /// The staged batch as a file for the loader, its rows taken as `rows` holds them (what
+    /// the file holds once written): nothing is read back from the disk.
+    pub fn added_from(&self, rows: &super::Rows) -> Result<Added> {
+        let mut a = self.added()?;
+        let batch_rows = crate::load::LoadOptions::default().batch_rows;
+        a.file.read = rows.read_back(batch_rows).map(Arc::new);
+        Ok(a)
+    }
+
+    /// Writes the batch's CSV to its temporary file and flushes it to disk.
+    pub fn write(&self, csv: &[u8]) -> Result<()> {
+        let mut f = File::create(&self.tmp).map_err(io(&self.tmp))?;
+        f.write_all(csv)
+            .and_then(|_| f.sync_all())
+            .map_err(io(&self.tmp))
     }
 }
 
@@ -149,8 +169,8 @@ impl Log {
         Ok(self.segments()?.last().map_or(0, |s| s.seq))
     }
 
-    /// Writes a batch's CSV to a temporary file and flushes it to disk.
-    pub fn stage(&self, table: TableId, csv: &[u8]) -> Result<Staged> {
+    /// The next batch's place in the log, nothing written yet: [`Staged::write`] writes it.
+    pub fn next(&self, table: TableId) -> Result<Staged> {
         let seq = self.version()? + 1;
         let segment = Segment {
             seq,
@@ -158,11 +178,14 @@ impl Log {
             path: self.dir.join(file_name(seq, table)),
         };
         let tmp = self.dir.join(format!("{}.tmp", file_name(seq, table)));
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(csv)
-            .and_then(|_| f.sync_all())
-            .map_err(io(&tmp))?;
         Ok(Staged { segment, tmp })
+    }
+
+    /// Writes a batch's CSV to a temporary file and flushes it to disk.
+    pub fn stage(&self, table: TableId, csv: &[u8]) -> Result<Staged> {
+        let staged = self.next(table)?;
+        staged.write(csv)?;
+        Ok(staged)
     }
 
     /// Commits a staged batch: renamed into place and the folder flushed. From here on it is

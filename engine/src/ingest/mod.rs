@@ -3,8 +3,9 @@
 //! [`log`] and loaded, by the loader's own rules, as a new version of the city.
 //!
 //! ```text
-//! body (CSV / NDJSON / Arrow IPC) ──parse──▶ Rows ──scope──▶ staged CSV ──load (base + log + it)──▶ new Store
-//!                                                                 └──fsync, rename──▶ log segment (acknowledged)
+//! body (CSV / NDJSON / Arrow IPC) ──parse──▶ Rows (a text column a field) ──scope──▶ kept Rows
+//!     kept Rows ──read back as the log's file reads (Rows::read_back)──▶ load (base + log + it) ──▶ new Store
+//!     kept Rows ──CSV, fsync (beside the load)──▶ staged file ──rename once both are done──▶ log segment (acknowledged)
 //! ```
 //!
 //! Appends (`access_events`, `visits`, `utility_readings`, `deaths`) add rows; upserts (`people`,
@@ -19,10 +20,13 @@ pub mod touched;
 use crate::contract::TableId;
 use crate::error::{Error, Result};
 use crate::hierarchy::GridPath;
+use crate::load::read::{RawBatch, header_name};
 use crate::scope::View;
 use crate::store::{NONE, Store};
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
 use arrow::datatypes::DataType;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How a table takes ingested rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,20 +144,75 @@ impl Format {
     }
 }
 
-/// Rows as text, before the loader's checks: column names and, per row, each column's value
-/// (`None`: empty).
+/// Rows as text, before the loader's checks: column names and each column's values (null:
+/// empty), held as columns: a batch of half a million door events is seven arrays, not three
+/// million strings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rows {
     /// Column names, as sent.
     pub names: Vec<String>,
-    /// The rows, each as long as `names`.
-    pub rows: Vec<Vec<Option<String>>>,
+    /// Each name's values, one a row (null where the row gives none, and for a ragged row).
+    columns: Vec<StringArray>,
+    /// Rows sent with more or fewer values than there are names, by their place: kept as sent,
+    /// for the loader to reject (wrong field count).
+    ragged: BTreeMap<usize, Vec<Option<String>>>,
+    /// Number of rows.
+    len: usize,
 }
 
 fn bad_body(what: &str, message: String) -> Error {
     Error::Param {
         name: what.into(),
         message,
+    }
+}
+
+/// Rows as they are read, a row at a time, into columns.
+struct Builder {
+    names: Vec<String>,
+    columns: Vec<StringBuilder>,
+    ragged: BTreeMap<usize, Vec<Option<String>>>,
+    len: usize,
+}
+
+impl Builder {
+    /// Room for about `rows` rows of `bytes` bytes of values.
+    fn new(names: Vec<String>, rows: usize, bytes: usize) -> Builder {
+        let per = bytes / names.len().max(1);
+        let columns = names
+            .iter()
+            .map(|_| StringBuilder::with_capacity(rows, per))
+            .collect();
+        Builder {
+            names,
+            columns,
+            ragged: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    /// Adds a row of `count` values (empty ones: none).
+    fn push<'a>(&mut self, count: usize, values: impl Iterator<Item = Option<&'a str>>) {
+        let values = values.map(|v| v.filter(|v| !v.is_empty()));
+        if count == self.names.len() {
+            for (b, v) in self.columns.iter_mut().zip(values) {
+                b.append_option(v);
+            }
+        } else {
+            self.ragged
+                .insert(self.len, values.map(|v| v.map(str::to_string)).collect());
+            self.columns.iter_mut().for_each(|b| b.append_null());
+        }
+        self.len += 1;
+    }
+
+    fn finish(mut self) -> Rows {
+        Rows {
+            columns: self.columns.iter_mut().map(|b| b.finish()).collect(),
+            names: self.names,
+            ragged: self.ragged,
+            len: self.len,
+        }
     }
 }
 
@@ -195,17 +254,22 @@ impl Rows {
         if names.iter().all(String::is_empty) {
             return Err(bad_body(what, "has no CSV header".into()));
         }
-        let mut rows = Vec::new();
-        for (i, rec) in r.records().enumerate() {
-            let rec = rec.map_err(|e| bad_body(what, format!("row {}: {e}", i + 1)))?;
+        // Room for the rows the first one's length foretells (no more than a row of empty
+        // values would take, and at most a million: the columns grow past that as needed).
+        let line = text.lines().nth(1).map_or(1, |l| l.len() + 1);
+        let rows = (text.len() / line.max(names.len())).min(1 << 20) + 1;
+        let mut b = Builder::new(names, rows, text.len());
+        let mut rec = csv::StringRecord::new();
+        let mut i = 0;
+        while r
+            .read_record(&mut rec)
+            .map_err(|e| bad_body(what, format!("row {}: {e}", i + 1)))?
+        {
             // A short or long record is kept as sent: the loader rejects it (wrong field count).
-            rows.push(
-                rec.iter()
-                    .map(|v| (!v.is_empty()).then(|| v.to_string()))
-                    .collect(),
-            );
+            b.push(rec.len(), rec.iter().map(Some));
+            i += 1;
         }
-        Ok(Rows { names, rows })
+        Ok(b.finish())
     }
 
     fn ndjson(body: &[u8], what: &str) -> Result<Rows> {
@@ -245,13 +309,13 @@ impl Rows {
                 }
             }
         }
-        let mut rows = Vec::with_capacity(objects.len());
+        let mut b = Builder::new(names.clone(), objects.len(), 0);
         for (i, o) in objects.iter().enumerate() {
-            let mut row = Vec::with_capacity(names.len());
+            let mut row: Vec<Option<String>> = Vec::with_capacity(names.len());
             for n in &names {
                 row.push(match o.get(n) {
                     None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
                     Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
                     Some(serde_json::Value::Number(x)) => Some(x.to_string()),
                     Some(_) => {
@@ -262,9 +326,9 @@ impl Rows {
                     }
                 });
             }
-            rows.push(row);
+            b.push(row.len(), row.iter().map(Option::as_deref));
         }
-        Ok(Rows { names, rows })
+        Ok(b.finish())
     }
 
     fn arrow(body: &[u8], what: &str) -> Result<Rows> {
@@ -276,7 +340,7 @@ impl Rows {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let mut rows = Vec::new();
+        let mut b = Builder::new(names, 0, 0);
         for batch in reader {
             let batch = batch.map_err(|e| bad_body(what, format!("holds a damaged batch: {e}")))?;
             let cols = batch
@@ -285,19 +349,15 @@ impl Rows {
                 .map(|c| arrow::compute::cast(c, &DataType::Utf8))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| bad_body(what, format!("has a column that is not text: {e}")))?;
+            let cols: Vec<&StringArray> = cols.iter().map(|c| c.as_string::<i32>()).collect();
             for r in 0..batch.num_rows() {
-                rows.push(
-                    cols.iter()
-                        .map(|c| {
-                            let s = c.as_string::<i32>();
-                            (!s.is_null(r) && !s.value(r).is_empty())
-                                .then(|| s.value(r).to_string())
-                        })
-                        .collect(),
+                b.push(
+                    cols.len(),
+                    cols.iter().map(|c| (!c.is_null(r)).then(|| c.value(r))),
                 );
             }
         }
-        Ok(Rows { names, rows })
+        Ok(b.finish())
     }
 
     /// The rows as a CSV file (UTF-8, a header, then the rows), as the log keeps them, and the
@@ -305,55 +365,149 @@ impl Rows {
     pub fn to_csv(&self) -> Result<(Vec<u8>, Vec<u64>)> {
         let mut w = csv::WriterBuilder::new()
             .flexible(true)
-            .from_writer(Vec::new());
+            .from_writer(Vec::with_capacity(
+                self.columns
+                    .iter()
+                    .map(|c| c.value_data().len())
+                    .sum::<usize>()
+                    + self.len * (self.names.len() + 1),
+            ));
         let io = |e: csv::Error| Error::Internal(format!("writing rows as CSV: {e}"));
         w.write_record(&self.names).map_err(io)?;
-        let mut lines = Vec::with_capacity(self.rows.len());
-        let mut line = 2u64;
-        for row in &self.rows {
-            lines.push(line);
-            w.write_record(row.iter().map(|v| v.as_deref().unwrap_or("")))
-                .map_err(io)?;
-            line += 1 + row
-                .iter()
-                .flatten()
-                .map(|v| v.matches('\n').count() as u64)
-                .sum::<u64>();
+        for i in 0..self.len {
+            match self.ragged.get(&i) {
+                Some(row) => w.write_record(row.iter().map(|v| v.as_deref().unwrap_or(""))),
+                None => w.write_record(
+                    self.columns
+                        .iter()
+                        .map(|c| if c.is_null(i) { "" } else { c.value(i) }),
+                ),
+            }
+            .map_err(io)?;
         }
         let bytes = w
             .into_inner()
             .map_err(|e| Error::Internal(format!("writing rows as CSV: {e}")))?;
-        Ok((bytes, lines))
+        Ok((bytes, self.lines()))
+    }
+
+    /// The line each row starts on in [`Rows::to_csv`]'s file (the header is line 1): a row
+    /// whose values hold line breaks takes more than one.
+    pub fn lines(&self) -> Vec<u64> {
+        let breaks = |v: Option<&str>| v.map_or(0, |v| v.matches('\n').count() as u64);
+        let broken =
+            !self.ragged.is_empty() || self.columns.iter().any(|c| c.value_data().contains(&b'\n'));
+        if !broken {
+            return (2..self.len as u64 + 2).collect();
+        }
+        let mut lines = Vec::with_capacity(self.len);
+        let mut line = 2u64;
+        for i in 0..self.len {
+            lines.push(line);
+            line += 1 + match self.ragged.get(&i) {
+                Some(row) => row.iter().map(|v| breaks(v.as_deref())).sum::<u64>(),
+                None => (0..self.names.len()).map(|c| breaks(self.get(i, c))).sum(),
+            };
+        }
+        lines
+    }
+
+    /// The rows as the loader reads them back from [`Rows::to_csv`]'s file, in batches of
+    /// `batch_rows` (the same columns, not copied), so that a batch just sent is not written
+    /// and parsed again before it is loaded; `None` when the file's own reading must decide
+    /// (a row of the wrong length, a header without names).
+    pub fn read_back(&self, batch_rows: usize) -> Option<Vec<RawBatch>> {
+        if !self.ragged.is_empty() || self.names.iter().all(|n| header_name(n).is_empty()) {
+            return None;
+        }
+        let names = Arc::new(
+            self.names
+                .iter()
+                .map(|n| header_name(n))
+                .collect::<Vec<_>>(),
+        );
+        let lines = self.lines();
+        let step = batch_rows.max(1);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < self.len || out.is_empty() {
+            let n = step.min(self.len - at);
+            out.push(RawBatch {
+                names: names.clone(),
+                columns: self
+                    .columns
+                    .iter()
+                    .map(|c| Arc::new(c.slice(at, n)) as ArrayRef)
+                    .collect(),
+                rows: lines[at..at + n].to_vec(),
+                csv: true,
+            });
+            at += n;
+        }
+        Some(out)
     }
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.len
     }
 
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len == 0
+    }
+
+    /// The place of a column among the names (case-insensitive), if sent.
+    pub fn position(&self, column: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(column))
+    }
+
+    /// A row's value of the column at place `column`, if it has one.
+    pub fn get(&self, row: usize, column: usize) -> Option<&str> {
+        if let Some(r) = self.ragged.get(&row) {
+            return r.get(column)?.as_deref();
+        }
+        let c = self.columns.get(column)?;
+        (row < c.len() && c.is_valid(row)).then(|| c.value(row))
     }
 
     /// A row's value of a column (by name, case-insensitive), if sent.
     pub fn value(&self, row: usize, column: &str) -> Option<&str> {
-        let ci = self
-            .names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(column))?;
-        self.rows.get(row)?.get(ci)?.as_deref()
+        self.get(row, self.position(column)?)
     }
 
     /// The rows with some taken out (`drop[i]`: row `i` goes).
-    pub fn without(mut self, drop: &[bool]) -> Rows {
-        let mut i = 0;
-        self.rows.retain(|_| {
-            let keep = !drop.get(i).copied().unwrap_or(false);
-            i += 1;
-            keep
-        });
-        self
+    pub fn without(self, drop: &[bool]) -> Result<Rows> {
+        if !drop.iter().any(|&d| d) {
+            return Ok(self);
+        }
+        let keep: Vec<bool> = (0..self.len)
+            .map(|i| !drop.get(i).copied().unwrap_or(false))
+            .collect();
+        let mask = arrow::array::BooleanArray::from(keep.clone());
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Ok(arrow::compute::filter(c, &mask)?.as_string::<i32>().clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ragged = BTreeMap::new();
+        let mut kept = 0;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                if let Some(r) = self.ragged.get(&i) {
+                    ragged.insert(kept, r.clone());
+                }
+                kept += 1;
+            }
+        }
+        Ok(Rows {
+            names: self.names,
+            columns,
+            ragged,
+            len: kept,
+        })
     }
 }
 
@@ -468,4 +622,134 @@ pub fn outside_scope(view: &View, table: TableId, kind: Kind, rows: &Rows) -> Ve
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::read::{self, Encoding, SourceFile};
+
+    /// Column names, and each row's line and values.
+    type Read = (Vec<String>, Vec<(u64, Vec<Option<String>>)>);
+
+    /// Every value of some raw batches, row by row.
+    fn values(batches: &[RawBatch]) -> Read {
+        let names = batches
+            .first()
+            .map(|b| (*b.names).clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for b in batches {
+            for r in 0..b.len() {
+                let row = b
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        c.is_valid(r).then(|| c.value(r).to_string())
+                    })
+                    .collect();
+                out.push((b.rows[r], row));
+            }
+        }
+        (names, out)
+    }
+
+    /// What the loader reads from the rows' log file.
+    fn from_file(rows: &Rows) -> Read {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.csv");
+        let (csv, lines) = rows.to_csv().unwrap();
+        std::fs::write(&path, csv).unwrap();
+        let file = SourceFile {
+            path,
+            name: "batch.csv".into(),
+            format: read::Format::Csv,
+            replaces: false,
+            read: None,
+        };
+        let mut batches = Vec::new();
+        let (_, rejects) = read::read_csv(&file, TableId::AccessEvents, Encoding::Auto, 3, |b| {
+            batches.push(b);
+            Ok(())
+        })
+        .unwrap();
+        assert!(rejects.is_empty());
+        let got = values(&batches);
+        assert_eq!(got.1.iter().map(|r| r.0).collect::<Vec<_>>(), lines);
+        got
+    }
+
+    #[test]
+    fn rows_read_back_as_their_log_file_reads() {
+        let bodies: [(&[u8], Format); 4] = [
+            (
+                "\u{feff} ts ,building_id,id_number,note\n\
+                 2026-10-31 08:00:00,B1,,\"two\nlines\"\n\
+                 2026-10-31 08:00:01,B2,440104199001011234,\n\
+                 ,,,\"a, \"\"quoted\"\" one\"\n\
+                 2026-10-31 08:00:02,B3,X,\"\n\n\"\n\
+                 2026-10-31 08:00:03,B4,Y,last\n"
+                    .as_bytes(),
+                Format::Csv,
+            ),
+            (
+                "{\" ts \": \"2026-10-31 08:00:00\", \"n\": 3, \"ok\": true}\n\
+                 {\"n\": null, \"note\": \"x\\ny\"}\n\n\
+                 {\"note\": \"\", \" ts \": \"t\"}\n"
+                    .as_bytes(),
+                Format::Ndjson,
+            ),
+            ("a,b\n".as_bytes(), Format::Csv),
+            ("a,b\n1,2\n3,4\n5,6\n7,8\n".as_bytes(), Format::Csv),
+        ];
+        for (body, format) in bodies {
+            let rows = Rows::parse(body, format, "the body").unwrap();
+            for batch_rows in [1, 2, 3, 100] {
+                let back = rows.read_back(batch_rows).expect("rows read back");
+                assert_eq!(
+                    values(&back),
+                    from_file(&rows),
+                    "{format:?} by {batch_rows}"
+                );
+            }
+            // With some rows taken out.
+            let drop: Vec<bool> = (0..rows.len()).map(|i| i % 2 == 0).collect();
+            let kept = rows.clone().without(&drop).unwrap();
+            assert_eq!(kept.len(), rows.len() / 2);
+            for i in 0..kept.len() {
+                for c in 0..kept.names.len() {
+                    assert_eq!(kept.get(i, c), rows.get(2 * i + 1, c));
+                }
+            }
+            assert_eq!(values(&kept.read_back(2).unwrap()), from_file(&kept));
+        }
+    }
+
+    #[test]
+    fn ragged_rows_are_kept_as_sent_for_the_loader() {
+        let body = b"a,b\n1,2\n3\n4,5,6\n\"x\ny\",7\n";
+        let rows = Rows::parse(body, Format::Csv, "the body").unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows.value(1, "A"), Some("3"));
+        assert_eq!(rows.value(1, "b"), None);
+        assert_eq!(rows.value(2, "b"), Some("5"));
+        assert_eq!(rows.get(2, 2), Some("6"));
+        assert_eq!(rows.value(3, "a"), Some("x\ny"));
+        // The file's reader decides them (a wrong field count), so none is read back.
+        assert!(rows.read_back(10).is_none());
+        let (csv, lines) = rows.to_csv().unwrap();
+        assert_eq!(
+            String::from_utf8(csv).unwrap(),
+            "a,b\n1,2\n3\n4,5,6\n\"x\ny\",7\n"
+        );
+        assert_eq!(lines, vec![2, 3, 4, 5]);
+        let kept = rows.without(&[true, false, true, false]).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept.value(0, "a"), Some("3"));
+        assert_eq!(kept.get(0, 1), None);
+        assert_eq!(kept.value(1, "b"), Some("7"));
+        assert_eq!(kept.lines(), vec![2, 3]);
+        assert!(kept.read_back(10).is_none());
+    }
 }

@@ -126,14 +126,7 @@ fn distinct_rows(table: TableId, rows: &Rows) -> Vec<usize> {
         .collect();
     let mut seen: AHashSet<Vec<Option<&str>>> = AHashSet::new();
     (0..rows.len())
-        .filter(|&i| {
-            seen.insert(
-                deciding
-                    .iter()
-                    .map(|&c| rows.rows[i].get(c).and_then(|v| v.as_deref()))
-                    .collect(),
-            )
-        })
+        .filter(|&i| seen.insert(deciding.iter().map(|&c| rows.get(i, c)).collect()))
         .collect()
 }
 

@@ -615,6 +615,16 @@ fn load_table(
             continue;
         }
         let mut outs: Vec<BatchOut> = Vec::new();
+        if let Some(read) = file.read.as_ref().filter(|r| !r.is_empty()) {
+            // Rows at hand already (a batch just ingested): converted as read from the file.
+            let map = ColumnMap::new(def, &read[0].names, &file.name)?;
+            for part in read.chunks(group) {
+                outs.extend(convert_group(def, &map, part.to_vec(), fi, file, cx, opts)?);
+            }
+            encodings.insert(file.name.clone(), "UTF-8".to_string());
+            per_file[fi] = outs;
+            continue;
+        }
         let mut pending: Vec<RawBatch> = Vec::new();
         let mut map: Option<ColumnMap> = None;
         let (enc, rej) = read::read_csv(file, table, opts.encoding, opts.batch_rows, |raw| {

@@ -69,6 +69,9 @@ pub struct SourceFile {
     /// Whether its rows replace earlier rows with the same key (an ingested upsert) instead of
     /// being rejected as duplicates.
     pub replaces: bool,
+    /// The file's rows as [`read_csv`] reads them, when they are at hand already (a batch just
+    /// ingested, parsed from its body): the loader takes these instead of reading the file.
+    pub read: Option<Arc<Vec<RawBatch>>>,
 }
 
 /// What a dataset folder holds.
@@ -145,6 +148,7 @@ pub fn discover(dir: &Path) -> Result<Discovery> {
                         name: format!("{name}/{fname}"),
                         format,
                         replaces: false,
+                        read: None,
                     }),
                     _ => d.ignored.push(format!("{name}/{fname}")),
                 }
@@ -164,6 +168,7 @@ pub fn discover(dir: &Path) -> Result<Discovery> {
                     name,
                     format,
                     replaces: false,
+                    read: None,
                 };
                 add(&mut d, table, vec![file])?
             }
@@ -371,6 +376,11 @@ pub fn detect_encoding(file: &SourceFile, wanted: Encoding) -> Result<(Encoding,
     }
 }
 
+/// A CSV header's name as the loader reads it: without a byte-order mark or spaces around it.
+pub fn header_name(h: &str) -> String {
+    h.trim_start_matches('\u{feff}').trim().to_string()
+}
+
 /// Reads a CSV file in batches of `batch_rows`, calling `on_batch` for each. Records whose number
 /// of fields differs from the header's are rejected here. Returns the encoding used and those
 /// rejects.
@@ -411,12 +421,7 @@ pub fn read_csv(
             file.name
         )));
     }
-    let names: Arc<Vec<String>> = Arc::new(
-        headers
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
-            .collect(),
-    );
+    let names: Arc<Vec<String>> = Arc::new(headers.iter().map(header_name).collect());
     let width = names.len();
     let mut rejects = Vec::new();
     let mut record = csv::StringRecord::new();

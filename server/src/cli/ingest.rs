@@ -62,7 +62,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (csv, lines) = rows.to_csv()?;
     let staged = log.stage(table, &csv)?;
     let mut added = log.added()?;
-    added.push(staged.added()?);
+    added.push(staged.added_from(&rows)?);
     let name = staged.segment.name();
     let store = match dataset::load_store_with(&data, &added) {
         Ok(s) => s,

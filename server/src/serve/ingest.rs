@@ -113,7 +113,7 @@ impl App {
             }
         }
         let outside_rows: Vec<bool> = outside.iter().map(Option::is_some).collect();
-        let rows = rows.without(&outside_rows);
+        let rows = Arc::new(rows.without(&outside_rows)?);
         let answer = |rejects: Vec<IngestReject>, version, anomalies, tasks| Ingested {
             table: table.name(),
             kind: kind.as_str(),
@@ -144,21 +144,38 @@ impl App {
             return Ok(answer(rejects, served.version, anomalies, None));
         }
         self.room_for_a_version(Some(table))?;
-        let (csv, lines) = rows.to_csv()?;
         let log = &self.log;
-        let staged = log.stage(table, &csv)?;
+        let staged = log.next(table)?;
+        let lines = rows.lines();
         let mut added = log.added()?;
-        added.push(staged.added()?);
+        // The new version is made from the rows as parsed, while the batch is written to the
+        // log and flushed beside it; it is served only once both are done.
+        added.push(staged.added_from(&rows)?);
         let name = staged.segment.name();
         let version = staged.segment.seq;
         let changed = Some(super::Change {
             served: served.clone(),
             table,
-            rows,
+            rows: rows.clone(),
         });
-        let next = match self.clone().load_version(added, version, changed).await {
-            Ok(n) => n,
-            Err(e) => {
+        let writing = {
+            let (staged, rows) = (staged.clone(), rows.clone());
+            tokio::task::spawn_blocking(move || staged.write(&rows.to_csv()?.0))
+        };
+        let loading = self.clone().load_version(added, version, changed);
+        let (written, loaded) = tokio::join!(writing, loading);
+        let next = match (written.map_err(ApiError::internal)?, loaded) {
+            (Ok(()), Ok(n)) => n,
+            (Err(e), _) => {
+                log.discard(staged);
+                return Err(ApiError::internal(format!(
+                    "the batch for {} could not be written to the log, and the data served is \
+                     unchanged: {}",
+                    table.name(),
+                    self.without_paths(&e.to_string())
+                )));
+            }
+            (_, Err(e)) => {
                 log.discard(staged);
                 return Err(ApiError::bad_request(format!(
                     "the batch for {} was not taken, and the data served is unchanged: {}",

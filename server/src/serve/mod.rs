@@ -544,7 +544,7 @@ pub struct Change {
     /// The batch's table.
     pub table: TableId,
     /// The batch's rows that may be written (before the loader's checks).
-    pub rows: gridlens_engine::ingest::Rows,
+    pub rows: Arc<gridlens_engine::ingest::Rows>,
 }
 
 /// Loads the dataset (or generates the default city) with the ingested batches on top, and
@@ -597,8 +597,8 @@ fn change_tasks<T>(
 }
 
 /// A loaded version made ready to serve: its known scopes written, its sweep (incremental
-/// after a batch), SLA clocks and grid counts worked out (`at_start`: the clocks and grid
-/// counts beside the first requests).
+/// after a batch), SLA clocks and grid counts worked out (`at_start`: the sweep, the clocks
+/// and the grid counts beside the first requests).
 fn served_from(
     data: &DataArgs,
     state: &std::path::Path,
@@ -619,11 +619,28 @@ fn served_from(
     // KPI request is then as fast as the rest.
     let t = Instant::now();
     match changed {
-        Some(c) => city.sweep_after(&c.served.city, c.table, &c.rows)?,
+        Some(c) => {
+            city.sweep_after(&c.served.city, c.table, &c.rows)?;
+        }
+        // At start the sweep is worked out beside the first requests, as the clocks below: a
+        // request that reads the anomalies (or the task lists, which follow them) waits for
+        // it; the rest are answered at once.
+        None if at_start => {
+            let c = city.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                match c.latest() {
+                    Ok(sweep) => {
+                        c.set_latest(sweep);
+                        tracing::info!("anomalies ready in {:.1} s", t.elapsed().as_secs_f64())
+                    }
+                    Err(e) => tracing::error!("the anomalies could not be worked out: {e}"),
+                }
+            });
+        }
         None => {
             let sweep = city.sweep(store.as_of, &[])?;
-            city.set_latest(sweep.clone());
-            sweep
+            city.set_latest(sweep);
         }
     };
     let swept = t.elapsed();
