@@ -696,7 +696,10 @@ mod tests {
             (
                 "{\" ts \": \"2026-10-31 08:00:00\", \"n\": 3, \"ok\": true}\n\
                  {\"n\": null, \"note\": \"x\\ny\"}\n\n\
-                 {\"note\": \"\", \" ts \": \"t\"}\n"
+                 {\"note\": \"\", \" ts \": \"t\"}\n\
+                 {\"note\": \"carriage\\rreturn\", \"n\": 1}\n\
+                 {\"note\": \"both\\r\\nends\", \"n\": 2}\n\
+                 {\"n\": 3}\n"
                     .as_bytes(),
                 Format::Ndjson,
             ),
