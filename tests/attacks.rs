@@ -194,6 +194,11 @@ fn battery(c: &City) -> Vec<String> {
             "EXPLAIN VERBOSE SELECT * FROM anomalies",
             "SELECT max(id_number), min(name), max(phone), min(birth_date) FROM people",
             "SELECT (SELECT count(*) FROM people) AS n, (SELECT max(person_id) FROM people) AS p",
+            // Worked out once per key over every value of the key's space, other scopes' too
+            // (`per_key`): the answer, and an error the function meets, hold the caller's own.
+            "SELECT substr(grid_code, 1, 9) || ' ' || grid_code AS g, count(*) FROM people GROUP BY 1",
+            "SELECT count(*) FROM rooms WHERE CAST(grid_code || ' x' AS INT) = 1",
+            "SELECT CAST(date_trunc('month', registered_on) AS DATE) AS m, grid_code, count(*) FROM people GROUP BY 1, 2",
         ]
         .iter()
         .map(|s| s.to_string()),

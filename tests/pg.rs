@@ -704,6 +704,9 @@ fn every_way_in_holds_the_scope_for_street_and_grid_tokens() {
         "SELECT person_id, id_number, name, phone, birth_date FROM people ORDER BY person_id LIMIT 30",
         "SELECT e.id_number, count(*) AS n FROM access_events e GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
         "SELECT subject_id, rule, grid_code FROM anomalies ORDER BY 1, 2 LIMIT 20",
+        // Worked out once per key over every grid and month (`per_key`, `date_trunc_days`).
+        "SELECT substr(grid_code, 1, 9) || ' ' || grid_code AS g, count(*) AS n FROM rooms GROUP BY 1 ORDER BY 1",
+        "SELECT CAST(date_trunc('month', registered_on) AS DATE) AS m, count(*) AS n FROM people GROUP BY 1 ORDER BY 1",
     ];
     for (token, scope) in [(&f.analyst, &f.street), (&grid_analyst, &grid)] {
         let c = f.connect(token).unwrap();
@@ -775,6 +778,21 @@ fn every_way_in_holds_the_scope_for_street_and_grid_tokens() {
                 .collect();
             assert_eq!(text, http, "COPY text: {sql} for {scope}");
         }
+        // A function worked out per key fails on the first grid it meets: one of the scope's.
+        let e =
+            f.rt.block_on(c.simple_query(
+                "SELECT count(*) FROM rooms WHERE CAST(grid_code || ' x' AS INT) = 1",
+            ))
+            .unwrap_err();
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        let named = message
+            .split(|ch: char| !ch.is_ascii_digit())
+            .find(|t| t.len() >= 9)
+            .unwrap_or_else(|| panic!("no grid in {message:?}"));
+        assert!(named.starts_with(scope.as_str()), "{message} for {scope}");
         // Nothing of the scope's outside, and masks in every result.
         for r in f.simple(&c, "SELECT DISTINCT grid_code FROM people") {
             assert!(r[0].as_deref().unwrap().starts_with(scope.as_str()));
