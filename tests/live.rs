@@ -1148,17 +1148,18 @@ fn wait_for(path: &std::path::Path) {
     }
 }
 
-/// A restart reads the newest snapshot made from the same dataset and log, loads only the
-/// batches after it, and serves exactly what was served; an unfinished snapshot is ignored, and
-/// a snapshot of a dataset that has changed since is not used.
-#[test]
-fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
-    let data = common::scratch("live-snapshot-city");
+/// A copy of the small city and a state folder (`name`) with an admin token, and the
+/// arguments that serve them with a snapshot every `every` seconds.
+fn snapshotting(
+    name: &str,
+    every: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String, Vec<String>) {
+    let data = common::scratch(&format!("{name}-city"));
     common::copy_dataset(
         &common::city(gridlens_datasets::OutputFormat::Parquet, false),
         &data,
     );
-    let state = common::server::state_dir("live-snapshot");
+    let state = common::server::state_dir(name);
     let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
     let args = [
         "--data",
@@ -1166,12 +1167,32 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
         "--state",
         state.to_str().unwrap(),
         "--snapshot-every",
-        "3600",
-    ];
-    let snap = |v: u64| state.join("snapshots").join(format!("{v:012}"));
+        every,
+    ]
+    .map(String::from)
+    .to_vec();
+    (data, state, admin, args)
+}
+
+/// A server started with `args` that serves `version` from the snapshot `snapshot` (`null`:
+/// from the dataset), as its health says.
+fn serving(args: &[String], snapshot: Value, version: u64) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args);
     let h = server.get("/v1/health", None).json();
-    assert_eq!(h["dataset"]["snapshot"], Value::Null, "{h}");
+    assert_eq!(h["dataset"]["snapshot"], snapshot, "{h}");
+    assert_eq!(h["dataset"]["version"], version, "{h}");
+    server
+}
+
+/// A restart reads the newest snapshot made from the same dataset and log, loads only the
+/// batches after it, and serves exactly what was served; an unfinished snapshot is ignored, and
+/// a snapshot of a dataset that has changed since is not used.
+#[test]
+fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
+    let (data, state, admin, args) = snapshotting("live-snapshot", "3600");
+    let snap = |v: u64| state.join("snapshots").join(format!("{v:012}"));
+    let server = serving(&args, Value::Null, 0);
     // The first start writes a snapshot of what it loaded, in the background.
     wait_for(&snap(0).join("meta.json"));
 
@@ -1207,10 +1228,7 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
     drop(server);
     std::fs::create_dir_all(snap(9)).unwrap(); // an unfinished snapshot (no meta.json)
     std::fs::write(snap(9).join("people.arrow"), b"half written").unwrap();
-    let server = Server::start(&args);
-    let h = server.get("/v1/health", None).json();
-    assert_eq!(h["dataset"]["snapshot"], 0, "{h}");
-    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    let server = serving(&args, 0.into(), 2);
     for (q, (a, b)) in FINGERPRINT
         .iter()
         .zip(seen.iter().zip(&fingerprint(&server, &admin)))
@@ -1233,10 +1251,7 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
 
     // Restart: the snapshot alone.
     drop(server);
-    let server = Server::start(&args);
-    let h = server.get("/v1/health", None).json();
-    assert_eq!(h["dataset"]["snapshot"], 2, "{h}");
-    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    let server = serving(&args, 2.into(), 2);
     assert_eq!(fingerprint(&server, &admin), seen);
 
     // The dataset changes (a file rewritten): the snapshot no longer stands for it.
@@ -1245,10 +1260,7 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
     let text = std::fs::read(&manifest).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&manifest, text).unwrap();
-    let server = Server::start(&args);
-    let h = server.get("/v1/health", None).json();
-    assert_eq!(h["dataset"]["snapshot"], Value::Null, "{h}");
-    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    let server = serving(&args, Value::Null, 2);
     assert_eq!(fingerprint(&server, &admin), seen);
 }
 
@@ -1257,23 +1269,9 @@ fn a_restart_reads_the_snapshot_and_loads_only_the_batches_after_it() {
 /// restart reads it instead of replaying the batches.
 #[test]
 fn a_quiet_server_snapshots_what_it_serves() {
-    let data = common::scratch("live-quiet-city");
-    common::copy_dataset(
-        &common::city(gridlens_datasets::OutputFormat::Parquet, false),
-        &data,
-    );
-    let state = common::server::state_dir("live-quiet");
-    let admin = add_token(&state, &["--name", "ada", "--role", "admin", "--pii"]);
-    let args = [
-        "--data",
-        data.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--snapshot-every",
-        "3",
-    ];
+    let (_data, state, admin, args) = snapshotting("live-quiet", "3");
     let snap = |v: u64| state.join("snapshots").join(format!("{v:012}"));
-    let server = Server::start(&args);
+    let server = serving(&args, Value::Null, 0);
     wait_for(&snap(0).join("meta.json"));
     let b = one(
         &server,
@@ -1296,9 +1294,6 @@ fn a_quiet_server_snapshots_what_it_serves() {
     // No more batches: the timer writes a snapshot of version 2.
     wait_for(&snap(2).join("meta.json"));
     drop(server);
-    let server = Server::start(&args);
-    let h = server.get("/v1/health", None).json();
-    assert_eq!(h["dataset"]["snapshot"], 2, "{h}");
-    assert_eq!(h["dataset"]["version"], 2, "{h}");
+    let server = serving(&args, 2.into(), 2);
     assert_eq!(fingerprint(&server, &admin), seen);
 }
