@@ -26,7 +26,7 @@ use crate::store::{NONE, Store};
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
 use arrow::datatypes::DataType;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How a table takes ingested rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,8 @@ pub struct Rows {
     ragged: BTreeMap<usize, Vec<Option<String>>>,
     /// Number of rows.
     len: usize,
+    /// The line each row starts on in the log's file, worked out once ([`Rows::lines`]).
+    lines: OnceLock<Vec<u64>>,
 }
 
 fn bad_body(what: &str, message: String) -> Error {
@@ -212,6 +214,7 @@ impl Builder {
             names: self.names,
             ragged: self.ragged,
             len: self.len,
+            lines: OnceLock::new(),
         }
     }
 }
@@ -388,12 +391,16 @@ impl Rows {
         let bytes = w
             .into_inner()
             .map_err(|e| Error::Internal(format!("writing rows as CSV: {e}")))?;
-        Ok((bytes, self.lines()))
+        Ok((bytes, self.lines().to_vec()))
     }
 
     /// The line each row starts on in [`Rows::to_csv`]'s file (the header is line 1): a row
     /// whose values hold line breaks takes more than one.
-    pub fn lines(&self) -> Vec<u64> {
+    pub fn lines(&self) -> &[u64] {
+        self.lines.get_or_init(|| self.count_lines())
+    }
+
+    fn count_lines(&self) -> Vec<u64> {
         let breaks = |v: Option<&str>| v.map_or(0, |v| v.matches('\n').count() as u64);
         let broken =
             !self.ragged.is_empty() || self.columns.iter().any(|c| c.value_data().contains(&b'\n'));
@@ -507,6 +514,7 @@ impl Rows {
             columns,
             ragged,
             len: kept,
+            lines: OnceLock::new(),
         })
     }
 }

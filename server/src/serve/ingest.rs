@@ -185,7 +185,7 @@ impl App {
             }
         };
         let made = started.elapsed();
-        let mut loaded = rejects_of(&next.store, &name, &lines, &kept_rows)?;
+        let mut loaded = rejects_of(&next.store, &name, lines, &kept_rows)?;
         let checked = started.elapsed();
         if view.grids().is_some() {
             // A repeated key may repeat a row outside the sender's scope: say that it repeats,
