@@ -15,9 +15,23 @@ use gridlens_engine::scope::Scope;
 use gridlens_engine::sql::{QueryResult, SqlEngine};
 use std::sync::{Arc, OnceLock};
 
-/// (full on keys, full on values, street on keys, street on values, the street's code).
-fn engines() -> &'static (SqlEngine, SqlEngine, SqlEngine, SqlEngine, String) {
-    static E: OnceLock<(SqlEngine, SqlEngine, SqlEngine, SqlEngine, String)> = OnceLock::new();
+/// The engines a query is compared on.
+struct Engines {
+    /// The full city on keys, and on values.
+    full_keys: SqlEngine,
+    full_values: SqlEngine,
+    /// The full city on keys, planned as a large city's queries are: three partitions, every
+    /// join hashed into them on both sides (the small city's sides would be built once).
+    full_large: SqlEngine,
+    /// A street-scoped caller without `pii`, on keys and on values.
+    street_keys: SqlEngine,
+    street_values: SqlEngine,
+    /// That street's code.
+    street: String,
+}
+
+fn engines() -> &'static Engines {
+    static E: OnceLock<Engines> = OnceLock::new();
     E.get_or_init(|| {
         let data = common::city(OutputFormat::Parquet, false);
         let store = Arc::new(load(&data, &LoadOptions::default()).expect("load"));
@@ -27,13 +41,14 @@ fn engines() -> &'static (SqlEngine, SqlEngine, SqlEngine, SqlEngine, String) {
             .clone()
             .scoped(Scope::parse(&street, false).unwrap())
             .unwrap();
-        (
-            full.clone(),
-            full.on_keys(false),
-            scoped.clone(),
-            scoped.on_keys(false),
+        Engines {
+            full_keys: full.clone(),
+            full_values: full.clone().on_keys(false),
+            full_large: full.with_plan_sizes(3, 0),
+            street_keys: scoped.clone(),
+            street_values: scoped.on_keys(false),
             street,
-        )
+        }
     })
 }
 
@@ -129,21 +144,41 @@ const EDGES: &[&str] = &[
     "SELECT count(*) FROM utility_readings a JOIN utility_readings b ON a.room_id = b.room_id AND CAST(substr(b.month, 6, 2) AS INTEGER) = CAST(substr(a.month, 6, 2) AS INTEGER) + 1 AND substr(a.month, 1, 4) = substr(b.month, 1, 4)",
     "SELECT substr(b.grid_code, 1, 9) AS street, count(*) FROM rooms r JOIN buildings b ON r.building_id = b.building_id WHERE substr(r.room_id, 1, 1) <> 'x' GROUP BY 1 ORDER BY 1",
     "SELECT grid_code, rule, count(*) FROM anomalies GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 10",
+    // Group-bys counted in arrays indexed by key: null keys, several key columns, counts of
+    // nullable columns, sums of integers and floats with nulls, groups with no value to sum,
+    // and their groups joined, filtered and grouped again.
+    "SELECT household_id, count(*) AS n, count(room_id) AS r FROM people GROUP BY household_id ORDER BY n DESC, household_id NULLS FIRST LIMIT 7",
+    "SELECT status, residence_kind, count(*), count(household_id) FROM people GROUP BY 1, 2 ORDER BY 1, 2",
+    "SELECT building_id, usage, sum(floor) AS f, count(floor) AS c, sum(area_m2) AS a, count(*) FROM rooms GROUP BY 1, 2 ORDER BY 3 DESC NULLS FIRST, 1, 2 LIMIT 9",
+    "SELECT grid_code, urgency, sum(satisfaction), count(satisfaction), sum(reopened), count(*) FROM incidents GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 40",
+    "SELECT reporter_worker_id, sum(satisfaction) AS s FROM incidents GROUP BY 1 HAVING sum(satisfaction) IS NULL OR count(*) > 3 ORDER BY 2 DESC NULLS FIRST, 1 NULLS FIRST LIMIT 9",
+    "SELECT n, count(*) FROM (SELECT room_id, count(*) AS n FROM people GROUP BY room_id) t GROUP BY n ORDER BY n",
+    "WITH x AS (SELECT room_id, count(*) AS n, sum(floor) AS f FROM people JOIN rooms USING (room_id) GROUP BY room_id) SELECT r.usage, count(*), sum(x.n), sum(x.f) FROM x JOIN rooms r ON r.room_id = x.room_id GROUP BY 1 ORDER BY 1",
+    "WITH x AS (SELECT tenant_id_number AS id_number, count(*) AS n FROM leases GROUP BY 1) SELECT count(*), sum(n) FROM x JOIN people p ON p.id_number = x.id_number",
+    "SELECT tenant_id_number, room_id, count(*) FROM leases GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT 9",
+    "SELECT room_id, count(*) FROM people WHERE room_id IS NULL OR status = 'moved_out' GROUP BY room_id ORDER BY 2 DESC, 1 NULLS FIRST LIMIT 5",
+    // A join's side of few keys: the other side's rows found from them (own keys, identity
+    // numbers, references), inside the caller's scope.
+    "SELECT r.room_id, r.building_id, r.floor FROM (SELECT room_id FROM people ORDER BY person_id LIMIT 5) p JOIN rooms r ON r.room_id = p.room_id ORDER BY 1",
+    "SELECT p.person_id, p.room_id FROM deaths d JOIN people p ON p.id_number = d.id_number ORDER BY 1",
+    "SELECT count(*), count(DISTINCT v.visit_id) FROM (SELECT worker_id FROM workers ORDER BY worker_id LIMIT 2) w JOIN visits v ON v.worker_id = w.worker_id",
+    "SELECT b.building_id, count(*) FROM (SELECT room_id FROM leases ORDER BY lease_id LIMIT 40) l JOIN rooms r ON r.room_id = l.room_id JOIN buildings b ON b.building_id = r.building_id GROUP BY 1 ORDER BY 1",
     "SELECT g.street_name, count(*) FROM anomalies a JOIN grids g ON a.grid_code = g.grid_code GROUP BY 1 ORDER BY 1",
 ];
 
 #[test]
 fn edges_answer_the_same_on_keys() {
-    let (fk, fv, sk, sv, _) = engines();
+    let e = engines();
     for sql in EDGES {
-        same(fk, fv, sql);
-        same(sk, sv, sql);
+        same(&e.full_keys, &e.full_values, sql);
+        same(&e.full_large, &e.full_values, sql);
+        same(&e.street_keys, &e.street_values, sql);
     }
 }
 
 #[test]
 fn bench_queries_answer_the_same_on_keys() {
-    let (fk, fv, sk, sv, _) = engines();
+    let e = engines();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/queries");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("benches/queries")
@@ -155,10 +190,11 @@ fn bench_queries_answer_the_same_on_keys() {
     let mut answered = 0;
     for f in &files {
         let sql = std::fs::read_to_string(f).expect("read");
-        if !same(fk, fv, &sql).is_empty() {
+        if !same(&e.full_keys, &e.full_values, &sql).is_empty() {
             answered += 1;
         }
-        same(sk, sv, &sql);
+        same(&e.full_large, &e.full_values, &sql);
+        same(&e.street_keys, &e.street_values, &sql);
     }
     // The test city answers most of them with rows (a check that the comparison compares).
     assert!(
@@ -173,7 +209,8 @@ fn bench_queries_answer_the_same_on_keys() {
 /// without keys, and no error tells the other streets' values.
 #[test]
 fn per_key_failures_outside_the_scope_tell_nothing() {
-    let (fk, _, sk, sv, street) = engines();
+    let e = engines();
+    let (fk, sk, sv, street) = (&e.full_keys, &e.street_keys, &e.street_values, &e.street);
     let sql = format!(
         "SELECT count(*) FROM buildings b JOIN grids g ON b.grid_code = g.grid_code \
          WHERE CAST(CASE WHEN g.street_code = '{street}' THEN '1' ELSE g.street_code || 'x' END AS INT) = 1"
@@ -194,7 +231,8 @@ fn per_key_failures_outside_the_scope_tell_nothing() {
 
 #[test]
 fn planted_answers_on_keys() {
-    let (fk, _, sk, _, street) = engines();
+    let e = engines();
+    let (fk, sk, street) = (&e.full_keys, &e.street_keys, &e.street);
     // Counts against the store's own figures, on keys.
     let active = common::count(fk, "SELECT count(*) FROM people WHERE status = 'active'");
     let by_street: i64 = fk
@@ -236,7 +274,8 @@ fn planted_answers_on_keys() {
 fn distinct_counts_beside_other_aggregates() {
     // Split into two group-bys (engine/src/sql/distinct.rs): the same as counting the
     // distinct pairs by hand.
-    let (fk, _, sk, _, _) = engines();
+    let e = engines();
+    let (fk, sk) = (&e.full_keys, &e.street_keys);
     for e in [fk, sk] {
         let split = e
             .query_blocking(
@@ -272,7 +311,8 @@ fn distinct_counts_beside_other_aggregates() {
 
 #[test]
 fn explain_shows_keys() {
-    let (fk, _, sk, _, _) = engines();
+    let e = engines();
+    let (fk, sk) = (&e.full_keys, &e.street_keys);
     let sql = "EXPLAIN SELECT g.street_code, count(*) FROM people p JOIN rooms r ON p.room_id = r.room_id \
                JOIN buildings b ON r.building_id = b.building_id JOIN grids g ON b.grid_code = g.grid_code \
                GROUP BY g.street_code ORDER BY 1";
@@ -297,4 +337,62 @@ fn explain_shows_keys() {
     )
     .join("\n");
     assert!(!plan.contains("keys=[id_number"), "{plan}");
+    // A group-by on keys is counted in arrays indexed by key; one on values is hashed.
+    let explain =
+        |engine: &SqlEngine, sql: &str| rows(&engine.query_blocking(sql).unwrap(), true).join("\n");
+    let sql =
+        "EXPLAIN SELECT building_id, count(*), sum(floor) FROM rooms GROUP BY building_id, usage";
+    let plan = explain(fk, sql);
+    assert!(
+        plan.contains("DenseGroupsExec: gby=[building_id@"),
+        "{plan}"
+    );
+    assert!(!plan.contains("AggregateExec"), "{plan}");
+    let plan = explain(
+        fk,
+        "EXPLAIN SELECT area_m2, count(*) FROM rooms GROUP BY area_m2",
+    );
+    assert!(!plan.contains("DenseGroupsExec"), "{plan}");
+    assert!(plan.contains("AggregateExec"), "{plan}");
+    // A join's side of few keys gives the other side's scan the rows holding them: by an
+    // index of identity numbers, and by a table's own key.
+    let found = |engine: &SqlEngine, sql: &str| -> u64 {
+        let plan = explain(engine, &format!("EXPLAIN ANALYZE {sql}"));
+        plan.split("rows_from_keys=")
+            .skip(1)
+            .filter_map(|t| {
+                t.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let deaths = "SELECT count(*) FROM deaths d JOIN people p ON p.id_number = d.id_number";
+    assert!(
+        found(fk, deaths) > 0,
+        "{}",
+        explain(fk, &format!("EXPLAIN ANALYZE {deaths}"))
+    );
+    let rooms = "SELECT count(*) FROM deaths d JOIN people p ON p.id_number = d.id_number \
+                 JOIN rooms r ON r.room_id = p.room_id JOIN buildings b ON b.building_id = r.building_id";
+    assert!(
+        found(fk, rooms) > 0,
+        "{}",
+        explain(fk, &format!("EXPLAIN ANALYZE {rooms}"))
+    );
+    // … and the same for a street's caller (its rooms only).
+    let few = "SELECT count(*) FROM (SELECT room_id FROM people ORDER BY person_id LIMIT 5) p \
+               JOIN rooms r ON r.room_id = p.room_id";
+    assert!(
+        found(sk, few) > 0,
+        "{}",
+        explain(sk, &format!("EXPLAIN ANALYZE {few}"))
+    );
+    // … and so is one whose aggregate the arrays do not add up.
+    let plan = explain(
+        fk,
+        "EXPLAIN SELECT room_id, max(floor) FROM rooms GROUP BY room_id",
+    );
+    assert!(!plan.contains("DenseGroupsExec"), "{plan}");
 }

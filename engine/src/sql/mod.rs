@@ -97,6 +97,10 @@ pub struct SqlEngine {
     bounds: SqlBounds,
     on_keys: bool,
     dialect: Dialect,
+    /// Partitions a query is planned for (`None`: one a core).
+    partitions: Option<usize>,
+    /// The most rows a join's side may have to be built once for every partition.
+    collect_rows: usize,
 }
 
 impl SqlEngine {
@@ -117,6 +121,8 @@ impl SqlEngine {
             bounds: SqlBounds::default(),
             on_keys: true,
             dialect: Dialect::Generic,
+            partitions: None,
+            collect_rows: COLLECT_ROWS,
         }
     }
 
@@ -156,6 +162,16 @@ impl SqlEngine {
     /// columns' values throughout, as a reference for tests and benchmarks.
     pub fn on_keys(mut self, on: bool) -> SqlEngine {
         self.on_keys = on;
+        self
+    }
+
+    /// Plans queries for `partitions` partitions (one a core by default), building a join's
+    /// side once for every partition only up to `collect_rows` rows (a million by default).
+    /// Tests set them to plan a small city's queries as a large city's are planned: hashed
+    /// into partitions on both sides of a join.
+    pub fn with_plan_sizes(mut self, partitions: usize, collect_rows: usize) -> SqlEngine {
+        self.partitions = Some(partitions.max(1));
+        self.collect_rows = collect_rows;
         self
     }
 
@@ -208,9 +224,22 @@ impl SqlEngine {
             // deaths are probed where they are read.
             .set_usize(
                 "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-                COLLECT_ROWS,
+                self.collect_rows,
             )
-            .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+            // A join's side of up to 131,072 distinct keys is pushed to the other side's scan
+            // as a list of them, from which the scan finds its rows (`keys::listed`).
+            .set_usize(
+                "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+                keys::listed::LISTED_KEYS,
+            )
+            .set_usize(
+                "datafusion.optimizer.hash_join_inlist_pushdown_max_size",
+                keys::listed::LISTED_BYTES,
+            )
+            .with_target_partitions(
+                self.partitions
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            );
         if let Some(c) = &control {
             config = config.with_extension(c.clone());
         }
@@ -219,14 +248,19 @@ impl SqlEngine {
             .with_default_features()
             .with_optimizer_rule(Arc::new(join_order::JoinOrder))
             .with_optimizer_rule(Arc::new(distinct::SplitDistinct))
-            .with_optimizer_rule(Arc::new(date_trunc::DatesTruncated))
-            .with_physical_optimizer_rule(Arc::new(StopRule));
+            .with_optimizer_rule(Arc::new(date_trunc::DatesTruncated));
         if self.dialect == Dialect::Postgres {
             builder = postgres::with_types(builder);
         }
         if self.on_keys {
-            builder = builder.with_query_planner(Arc::new(keys::KeyPlanner::new(&self.view)));
+            builder = builder
+                .with_query_planner(Arc::new(keys::KeyPlanner::new(&self.view)))
+                .with_physical_optimizer_rule(Arc::new(keys::dense::DenseGroups::new(
+                    self.view.store().clone(),
+                )));
         }
+        // Last, so that no other rule looks through its wrappers.
+        builder = builder.with_physical_optimizer_rule(Arc::new(StopRule));
         if let Some(bytes) = self.memory_limit {
             // No spilling: a query past its memory stops, it does not fill the disk.
             let pool = memory::QueryMemory::new(bytes, self.shared_memory.clone(), control);

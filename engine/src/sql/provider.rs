@@ -11,6 +11,7 @@
 //! and the rows it will read.
 
 use super::control::{QueryControl, control_of};
+use super::keys::listed;
 use super::keys::space::{KEY_META, KeySpace};
 use crate::contract::{ColumnType, TableId};
 use crate::hierarchy::{self, GridPath, Level};
@@ -854,6 +855,7 @@ impl ExecutionPlan for StoreScan {
             kept_rows: 0,
             given_up: MetricBuilder::new(&self.metrics)
                 .counter("dynamic_filters_given_up", partition),
+            from_keys: MetricBuilder::new(&self.metrics).counter("rows_from_keys", partition),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -940,6 +942,8 @@ struct PartitionReader {
     kept_rows: usize,
     /// Partitions whose dynamic filters were given up as keeping most rows.
     given_up: datafusion::physical_plan::metrics::Count,
+    /// Rows found from the keys a dynamic filter lists.
+    from_keys: datafusion::physical_plan::metrics::Count,
 }
 
 /// Rows a partition tests by its dynamic filters before it judges them: filters that keep more
@@ -948,6 +952,10 @@ struct PartitionReader {
 /// no longer tested. Only a filter that is complete is given up (a join's, once its side is
 /// built), never one still narrowing (a `LIMIT`'s).
 const JUDGE_ROWS: usize = 1 << 13;
+
+/// Rows found from the keys a dynamic filter lists may be at most this share of the rows a
+/// scan reads (1/8): more, and testing every row costs less than sorting them.
+const LISTED_SHARE: usize = 8;
 
 /// Whether a dynamic filter is complete (will not change again).
 fn complete(f: &Arc<dyn PhysicalExpr>) -> bool {
@@ -1046,26 +1054,67 @@ impl PartitionReader {
         })))
     }
 
+    /// The partition's rows holding one of the keys a complete dynamic filter lists, found
+    /// from the keys ([`listed`]), where a filter lists keys of a column the scan reads as keys.
+    fn listed_rows(&self) -> Option<Vec<u32>> {
+        for f in self.dynamic.iter().filter(|f| !is_true(f) && complete(f)) {
+            let Some((col, keys)) = listed::key_list(&current_of(f)) else {
+                continue;
+            };
+            let field = self.schema.fields().get(col)?;
+            let Some(space) = field
+                .metadata()
+                .get(KEY_META)
+                .and_then(|m| KeySpace::parse(m))
+            else {
+                continue;
+            };
+            let c = *self.projection.get(col)?;
+            let t = &self.table;
+            // Found from the keys only where they are few of the rows read.
+            let most = self.total / LISTED_SHARE;
+            let Some(rows) = listed::rows_of_keys(t.store(), t.table, c, &space, &keys, most)
+            else {
+                continue;
+            };
+            return Some(match &self.picked {
+                Some(p) => rows
+                    .into_iter()
+                    .filter(|r| p.binary_search(r).is_ok())
+                    .collect(),
+                None => {
+                    let (lo, hi) = (self.start as u32, (self.start + self.len) as u32);
+                    rows.into_iter().filter(|r| (lo..hi).contains(r)).collect()
+                }
+            });
+        }
+        None
+    }
+
     /// The next rows to read, or `None` at the end.
     fn next_rows(&mut self) -> DfResult<Option<Rows>> {
-        if let Some(kept) = &self.kept {
+        let rows = if let Some(kept) = &self.kept {
             if self.pos >= kept.len() {
                 return Ok(None);
             }
             let hi = (self.pos + self.size).min(kept.len());
             let rows = Rows::Take(UInt32Array::from(kept[self.pos..hi].to_vec()));
             self.pos = hi;
+            rows
+        } else {
+            if self.pos >= self.len {
+                return Ok(None);
+            }
+            let (lo, hi) = (self.pos, (self.pos + self.size).min(self.len));
+            self.pos = hi;
+            match &self.picked {
+                None => Rows::Range(self.start + lo, hi - lo),
+                Some(p) => Rows::Take(UInt32Array::from(p[lo..hi].to_vec())),
+            }
+        };
+        if self.dynamic.is_empty() {
             return Ok(Some(rows));
         }
-        if self.pos >= self.len {
-            return Ok(None);
-        }
-        let (lo, hi) = (self.pos, (self.pos + self.size).min(self.len));
-        self.pos = hi;
-        let rows = match &self.picked {
-            None => Rows::Range(self.start + lo, hi - lo),
-            Some(p) => Rows::Take(UInt32Array::from(p[lo..hi].to_vec())),
-        };
         let keep = dynamic_keep(
             &self.table,
             &self.loose,
@@ -1111,13 +1160,21 @@ impl PartitionReader {
         let _timer = elapsed.timer();
         if !self.decided {
             self.decided = true;
-            match self.by_value_rows()? {
-                Some(Passing::Rows(kept)) => {
-                    self.dropped.add(self.len - kept.len());
-                    self.kept = Some(kept);
+            if let Some(listed) = self.listed_rows() {
+                // Still tested by every filter, the rows found from the keys are few.
+                self.dropped.add(self.len - listed.len());
+                self.from_keys.add(listed.len());
+                self.kept = Some(listed);
+            } else {
+                match self.by_value_rows()? {
+                    Some(Passing::Rows(kept)) => {
+                        self.dropped.add(self.len - kept.len());
+                        self.kept = Some(kept);
+                        self.dynamic.clear();
+                    }
+                    Some(Passing::All) => self.dynamic.clear(),
+                    None => {}
                 }
-                Some(Passing::All) => self.dynamic.clear(),
-                None => {}
             }
         }
         while let Some(rows) = self.next_rows()? {

@@ -711,6 +711,7 @@ pub struct ColumnIndexes {
     enums: std::sync::Mutex<BTreeMap<ColumnKey, EnumRows>>,
     dates: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<DateIndex>>>,
     dictionaries: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<Dictionary>>>,
+    keys: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<Csr>>>,
 }
 
 /// The dictionary of a text column: each row's key, the distinct values in order of first
@@ -781,6 +782,7 @@ impl ColumnIndexes {
             enums: keep(&self.enums, changed),
             dates: keep(&self.dates, changed),
             dictionaries: keep(&self.dictionaries, changed),
+            keys: keep(&self.keys, changed),
         }
     }
 
@@ -818,6 +820,23 @@ impl ColumnIndexes {
         build: impl FnOnce() -> Dictionary,
     ) -> Option<std::sync::Arc<Dictionary>> {
         let mut cache = self.dictionaries.lock().ok()?;
+        Some(
+            cache
+                .entry((table, column))
+                .or_insert_with(|| std::sync::Arc::new(build()))
+                .clone(),
+        )
+    }
+
+    /// The rows of each key of a key column (an identity number, a reference), built on first
+    /// use.
+    pub fn key_rows(
+        &self,
+        table: TableId,
+        column: usize,
+        build: impl FnOnce() -> Csr,
+    ) -> Option<std::sync::Arc<Csr>> {
+        let mut cache = self.keys.lock().ok()?;
         Some(
             cache
                 .entry((table, column))

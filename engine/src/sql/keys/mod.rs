@@ -16,6 +16,10 @@
 //! - a part of an expression that reads one key column alone and whose space is small
 //!   (`substr(month, 1, 4)`, `CASE WHEN district_code = … END`, `name LIKE '%x%'` over a
 //!   column's own pool) is worked out once per key and looked up by key ([`per_key`]);
+//! - a group-by whose columns are all keys of spaces small enough is counted in arrays indexed
+//!   by key, not hashed ([`dense`]: `count` and `sum`);
+//! - a join's side of few keys is pushed to the other side's scan as a list, and the rows
+//!   holding them are found from the keys, not by testing every row ([`listed`]);
 //! - anywhere else (a sort, `min`, `LIKE`, a function, a `UNION`) the key column is first
 //!   turned back into its values by `key_text(column)`, in a projection placed just below the
 //!   node that needs them, and so are the key columns the query returns, at its top.
@@ -25,6 +29,8 @@
 //! subquery it does not follow), the plan is run as DataFusion made it. `EXPLAIN` shows the
 //! scans' `keys=[…]` and each `key_text`.
 
+pub mod dense;
+pub mod listed;
 pub mod per_key;
 pub mod space;
 
