@@ -49,6 +49,10 @@ use std::sync::{Arc, Mutex};
 /// The most places a dense group-by may have (its arrays hold 4–12 bytes a place).
 const MAX_PLACES: usize = 1 << 25;
 
+/// The most bytes the arrays of a dense group-by may take, every input partition's together
+/// (on a machine of many cores, many partitions each hold arrays of their own).
+const MAX_BYTES: usize = 1 << 30;
+
 /// Places a group-by may have whatever its input: a few pages of memory.
 const SMALL_PLACES: usize = 1 << 16;
 
@@ -230,6 +234,10 @@ impl DenseGroups {
                 name: a.name().to_string(),
             });
         }
+        let parts = input.output_partitioning().partition_count().max(1);
+        if Sums::bytes(places, &aggs).saturating_mul(parts) > MAX_BYTES {
+            return Ok(None);
+        }
         let props = if matters || partitioning.partition_count() == 1 {
             top.properties().clone()
         } else {
@@ -334,16 +342,21 @@ enum AggSums {
 }
 
 impl Sums {
+    /// The bytes of one partition's arrays.
+    fn bytes(places: usize, aggs: &[Agg]) -> usize {
+        let per_place: usize = 4 + aggs
+            .iter()
+            .map(|a| match a.kind {
+                Kind::Rows => 0,
+                Kind::Count => 4,
+                Kind::SumInt | Kind::SumFloat => 9,
+            })
+            .sum::<usize>();
+        places.saturating_mul(per_place)
+    }
+
     fn new(places: usize, aggs: &[Agg], ctx: &TaskContext) -> DfResult<Sums> {
-        let mut bytes = places * 4;
-        for a in aggs {
-            bytes += places
-                * match a.kind {
-                    Kind::Rows => 0,
-                    Kind::Count => 4,
-                    Kind::SumInt | Kind::SumFloat => 9,
-                };
-        }
+        let bytes = Sums::bytes(places, aggs);
         let memory = MemoryConsumer::new("DenseGroups").register(ctx.memory_pool());
         memory.try_grow(bytes)?;
         Ok(Sums {
