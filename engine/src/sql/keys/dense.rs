@@ -572,7 +572,11 @@ impl DenseGroupsExec {
                 }
             }
             let _t = merge_time.timer();
-            let sums = total.ok_or_else(|| Arc::new(internal("a dense group-by has no input")))?;
+            let sums = match total {
+                Some(s) => s,
+                // An input of no partitions has no rows.
+                None => Sums::new(places, &aggs, &ctx).map_err(Arc::new)?,
+            };
             let used = (0..sums.rows.len() as u32)
                 .filter(|&p| sums.rows[p as usize] > 0)
                 .collect();
