@@ -145,7 +145,7 @@ impl Chain {
     /// and checks the incremental sweep against a full one. Returns the grids it touched.
     fn batch(&mut self, what: &str, table: TableId, csv: &str) -> u64 {
         let sent = Rows::parse(csv.as_bytes(), Format::Csv, what).expect("a batch");
-        let (bytes, _) = sent.to_csv().unwrap();
+        let bytes = sent.to_csv().unwrap();
         let staged = self.log.stage(table, &bytes).unwrap();
         self.log.commit(staged).unwrap();
         let added = self.log.added().unwrap();
@@ -952,7 +952,7 @@ fn door_events_merged_into_a_version_equal_a_whole_load() {
 fn logged(log: &Log, csv: &str) -> Vec<gridlens_engine::load::Added> {
     let sent = Rows::parse(csv.as_bytes(), Format::Csv, "events").unwrap();
     let staged = log
-        .stage(TableId::AccessEvents, &sent.to_csv().unwrap().0)
+        .stage(TableId::AccessEvents, &sent.to_csv().unwrap())
         .unwrap();
     log.commit(staged).unwrap();
     log.added().unwrap()

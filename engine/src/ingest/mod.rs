@@ -363,9 +363,9 @@ impl Rows {
         Ok(b.finish())
     }
 
-    /// The rows as a CSV file (UTF-8, a header, then the rows), as the log keeps them, and the
-    /// line each row starts on (the header is line 1), as the loader names rows.
-    pub fn to_csv(&self) -> Result<(Vec<u8>, Vec<u64>)> {
+    /// The rows as a CSV file (UTF-8, a header, then the rows), as the log keeps them; the line
+    /// each row starts on in it, as the loader names rows, is [`Rows::lines`].
+    pub fn to_csv(&self) -> Result<Vec<u8>> {
         let mut w = csv::WriterBuilder::new()
             .flexible(true)
             .from_writer(Vec::with_capacity(
@@ -391,7 +391,7 @@ impl Rows {
         let bytes = w
             .into_inner()
             .map_err(|e| Error::Internal(format!("writing rows as CSV: {e}")))?;
-        Ok((bytes, self.lines().to_vec()))
+        Ok(bytes)
     }
 
     /// The line each row starts on in [`Rows::to_csv`]'s file (the header is line 1): a row
@@ -667,7 +667,7 @@ mod tests {
     fn from_file(rows: &Rows) -> Read {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batch.csv");
-        let (csv, lines) = rows.to_csv().unwrap();
+        let (csv, lines) = (rows.to_csv().unwrap(), rows.lines());
         std::fs::write(&path, csv).unwrap();
         let file = SourceFile {
             path,
@@ -749,7 +749,7 @@ mod tests {
         assert_eq!(rows.value(3, "a"), Some("x\ny"));
         // The file's reader decides them (a wrong field count), so none is read back.
         assert!(rows.read_back(10).is_none());
-        let (csv, lines) = rows.to_csv().unwrap();
+        let (csv, lines) = (rows.to_csv().unwrap(), rows.lines());
         assert_eq!(
             String::from_utf8(csv).unwrap(),
             "a,b\n1,2\n3\n4,5,6\n\"x\ny\",7\n"

@@ -1073,20 +1073,17 @@ impl PartitionReader {
             let t = &self.table;
             // Found from the keys only where they are few of the rows read.
             let most = self.total / LISTED_SHARE;
-            let Some(rows) = listed::rows_of_keys(t.store(), t.table, c, &space, &keys, most)
-            else {
-                continue;
+            // Each partition sorts only its own rows.
+            let (lo, hi) = (self.start as u32, (self.start + self.len) as u32);
+            let picked = self.picked.as_deref();
+            let mine = |r: u32| match picked {
+                Some(p) => p.binary_search(&r).is_ok(),
+                None => (lo..hi).contains(&r),
             };
-            return Some(match &self.picked {
-                Some(p) => rows
-                    .into_iter()
-                    .filter(|r| p.binary_search(r).is_ok())
-                    .collect(),
-                None => {
-                    let (lo, hi) = (self.start as u32, (self.start + self.len) as u32);
-                    rows.into_iter().filter(|r| (lo..hi).contains(r)).collect()
-                }
-            });
+            match listed::rows_of_keys(t.store(), t.table, c, &space, &keys, most, mine) {
+                Some(rows) => return Some(rows),
+                None => continue,
+            }
         }
         None
     }

@@ -794,22 +794,16 @@ impl ColumnIndexes {
         n_codes: usize,
         codes: impl Iterator<Item = Option<i8>>,
     ) -> Option<EnumRows> {
-        let mut cache = self.enums.lock().ok()?;
-        Some(
-            cache
-                .entry((table, column))
-                .or_insert_with(|| {
-                    let mut by = vec![RoaringBitmap::new(); n_codes];
-                    for (i, c) in codes.enumerate() {
-                        if let Some(b) = c.and_then(|c| by.get_mut(c as usize)) {
-                            // Rows come in order: appending is constant time.
-                            let _ = b.try_push(i as u32);
-                        }
-                    }
-                    std::sync::Arc::new(by)
-                })
-                .clone(),
-        )
+        cached(&self.enums, (table, column), || {
+            let mut by = vec![RoaringBitmap::new(); n_codes];
+            for (i, c) in codes.enumerate() {
+                if let Some(b) = c.and_then(|c| by.get_mut(c as usize)) {
+                    // Rows come in order: appending is constant time.
+                    let _ = b.try_push(i as u32);
+                }
+            }
+            by
+        })
     }
 
     /// The dictionary of a text column, built on first use.
@@ -819,13 +813,7 @@ impl ColumnIndexes {
         column: usize,
         build: impl FnOnce() -> Dictionary,
     ) -> Option<std::sync::Arc<Dictionary>> {
-        let mut cache = self.dictionaries.lock().ok()?;
-        Some(
-            cache
-                .entry((table, column))
-                .or_insert_with(|| std::sync::Arc::new(build()))
-                .clone(),
-        )
+        cached(&self.dictionaries, (table, column), build)
     }
 
     /// The rows of each key of a key column (an identity number, a reference), built on first
@@ -836,13 +824,7 @@ impl ColumnIndexes {
         column: usize,
         build: impl FnOnce() -> Csr,
     ) -> Option<std::sync::Arc<Csr>> {
-        let mut cache = self.keys.lock().ok()?;
-        Some(
-            cache
-                .entry((table, column))
-                .or_insert_with(|| std::sync::Arc::new(build()))
-                .clone(),
-        )
+        cached(&self.keys, (table, column), build)
     }
 
     /// A date column in date order.
@@ -852,14 +834,23 @@ impl ColumnIndexes {
         column: usize,
         values: impl Iterator<Item = Option<i32>>,
     ) -> Option<std::sync::Arc<DateIndex>> {
-        let mut cache = self.dates.lock().ok()?;
-        Some(
-            cache
-                .entry((table, column))
-                .or_insert_with(|| std::sync::Arc::new(DateIndex::build(values)))
-                .clone(),
-        )
+        cached(&self.dates, (table, column), || DateIndex::build(values))
     }
+}
+
+/// A column's index from a cache, built on first use (`None`: the cache is poisoned).
+fn cached<V>(
+    cache: &std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<V>>>,
+    key: ColumnKey,
+    build: impl FnOnce() -> V,
+) -> Option<std::sync::Arc<V>> {
+    let mut cache = cache.lock().ok()?;
+    Some(
+        cache
+            .entry(key)
+            .or_insert_with(|| std::sync::Arc::new(build()))
+            .clone(),
+    )
 }
 
 #[cfg(test)]

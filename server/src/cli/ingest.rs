@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let log = Log::open(&a.state)?;
     let received = rows.len();
-    let (csv, lines) = rows.to_csv()?;
+    let (csv, lines) = (rows.to_csv()?, rows.lines());
     let staged = log.stage(table, &csv)?;
     let mut added = log.added()?;
     added.push(staged.added_from(&rows)?);
@@ -73,7 +73,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let sent: Vec<usize> = (0..received).collect();
     let rejects =
-        rejects_of(&store, &name, &lines, &sent).map_err(|e| anyhow::anyhow!(e.message))?;
+        rejects_of(&store, &name, lines, &sent).map_err(|e| anyhow::anyhow!(e.message))?;
     let accepted = received - rejects.len();
     let version = if accepted > 0 {
         Some(log.commit(staged)?.seq)

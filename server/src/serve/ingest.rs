@@ -160,7 +160,7 @@ impl App {
         });
         let writing = {
             let (staged, rows) = (staged.clone(), rows.clone());
-            tokio::task::spawn_blocking(move || staged.write(&rows.to_csv()?.0))
+            tokio::task::spawn_blocking(move || staged.write(&rows.to_csv()?))
         };
         let loading = self.clone().load_version(added, version, changed);
         let (written, loaded) = tokio::join!(writing, loading);

@@ -16,7 +16,10 @@
 use super::space::{KEY_META, KeySpace};
 use crate::sql::control::control_of;
 use crate::store::Store;
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, AsArray, Int64Array, PrimitiveArray,
+    RecordBatch, UInt32Array,
+};
 use arrow::buffer::NullBuffer;
 use arrow::compute;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, UInt32Type};
@@ -33,7 +36,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -268,16 +271,13 @@ impl DenseGroups {
                     .with_partitioning(Partitioning::UnknownPartitioning(n)),
             )
         };
-        Ok(Some(Arc::new(DenseGroupsExec {
-            input,
+        let spec = Arc::new(Spec {
             groups,
             aggs,
             places,
             schema: out,
-            props,
-            state: Arc::new(Mutex::new(None)),
-            metrics: ExecutionPlanMetricsSet::new(),
-        })))
+        });
+        Ok(Some(Arc::new(DenseGroupsExec::new(input, spec, props))))
     }
 }
 
@@ -356,8 +356,53 @@ struct Sums {
 enum AggSums {
     Rows,
     Count(Vec<u32>),
-    Int(Vec<i64>, Vec<bool>),
-    Float(Vec<f64>, Vec<bool>),
+    Int(Summed<Int64Type>),
+    Float(Summed<Float64Type>),
+}
+
+/// A sum's values by place, and whether any value was summed there (else the sum is null).
+struct Summed<T: ArrowPrimitiveType> {
+    sums: Vec<T::Native>,
+    seen: Vec<bool>,
+}
+
+impl<T: ArrowPrimitiveType> Summed<T> {
+    fn new(places: usize) -> Summed<T> {
+        Summed {
+            sums: vec![T::Native::ZERO; places],
+            seen: vec![false; places],
+        }
+    }
+
+    /// Adds a batch's values (cast to `T`, as DataFusion's `sum` does) at their rows' places.
+    fn add(&mut self, values: &ArrayRef, place: &[u32]) -> DfResult<()> {
+        let v = compute::cast(values, &T::DATA_TYPE)?;
+        let v = v.as_primitive::<T>();
+        for (i, &p) in place.iter().enumerate() {
+            if v.is_valid(i) {
+                let p = p as usize;
+                self.sums[p] = self.sums[p].add_wrapping(v.value(i));
+                self.seen[p] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds another partition's sum at place `p`.
+    fn merge_at(&mut self, other: &Summed<T>, p: usize) {
+        self.sums[p] = self.sums[p].add_wrapping(other.sums[p]);
+        self.seen[p] |= other.seen[p];
+    }
+
+    /// The sums of some places.
+    fn column(&self, places: &[u32]) -> ArrayRef {
+        Arc::new(
+            places
+                .iter()
+                .map(|&p| self.seen[p as usize].then_some(self.sums[p as usize]))
+                .collect::<PrimitiveArray<T>>(),
+        )
+    }
 }
 
 impl Sums {
@@ -397,8 +442,8 @@ impl Sums {
                 .map(|a| match a.kind {
                     Kind::Rows => AggSums::Rows,
                     Kind::Count => AggSums::Count(vec![0; places]),
-                    Kind::SumInt => AggSums::Int(vec![0; places], vec![false; places]),
-                    Kind::SumFloat => AggSums::Float(vec![0.0; places], vec![false; places]),
+                    Kind::SumInt => AggSums::Int(Summed::new(places)),
+                    Kind::SumFloat => AggSums::Float(Summed::new(places)),
                 })
                 .collect(),
             _memory: memory,
@@ -446,28 +491,8 @@ impl Sums {
                         }
                     }
                 }
-                AggSums::Int(s, seen) => {
-                    let v = compute::cast(&values, &DataType::Int64)?;
-                    let v = v.as_primitive::<Int64Type>();
-                    for (i, &p) in place.iter().enumerate() {
-                        if v.is_valid(i) {
-                            let p = p as usize;
-                            s[p] = s[p].wrapping_add(v.value(i));
-                            seen[p] = true;
-                        }
-                    }
-                }
-                AggSums::Float(s, seen) => {
-                    let v = compute::cast(&values, &DataType::Float64)?;
-                    let v = v.as_primitive::<Float64Type>();
-                    for (i, &p) in place.iter().enumerate() {
-                        if v.is_valid(i) {
-                            let p = p as usize;
-                            s[p] += v.value(i);
-                            seen[p] = true;
-                        }
-                    }
-                }
+                AggSums::Int(s) => s.add(&values, &place)?,
+                AggSums::Float(s) => s.add(&values, &place)?,
             }
         }
         Ok(())
@@ -484,14 +509,8 @@ impl Sums {
             for (a, b) in self.aggs.iter_mut().zip(&other.aggs) {
                 match (a, b) {
                     (AggSums::Count(a), AggSums::Count(b)) => a[p] += b[p],
-                    (AggSums::Int(a, sa), AggSums::Int(b, sb)) => {
-                        a[p] = a[p].wrapping_add(b[p]);
-                        sa[p] |= sb[p];
-                    }
-                    (AggSums::Float(a, sa), AggSums::Float(b, sb)) => {
-                        a[p] += b[p];
-                        sa[p] |= sb[p];
-                    }
+                    (AggSums::Int(a), AggSums::Int(b)) => a.merge_at(b, p),
+                    (AggSums::Float(a), AggSums::Float(b)) => a.merge_at(b, p),
                     _ => {}
                 }
             }
@@ -499,97 +518,64 @@ impl Sums {
     }
 }
 
-/// All partitions' sums, and the places that saw a row.
-struct Totals {
-    sums: Sums,
-    used: Vec<u32>,
-}
-
-type SharedTotals = Shared<BoxFuture<'static, Result<Arc<Totals>, Arc<DataFusionError>>>>;
-
-/// A group-by on keys counted in arrays indexed by key (see the module's documentation).
+/// What a dense group-by reads, keeps and gives: the same for all its partitions.
 #[derive(Debug)]
-pub struct DenseGroupsExec {
-    input: Arc<dyn ExecutionPlan>,
+struct Spec {
     groups: Vec<GroupColumn>,
     aggs: Vec<Agg>,
     places: usize,
     schema: SchemaRef,
-    props: Arc<PlanProperties>,
-    /// The totals, worked out once by whichever output partition asks first.
-    state: Arc<Mutex<Option<SharedTotals>>>,
-    metrics: ExecutionPlanMetricsSet,
 }
 
-impl DenseGroupsExec {
-    /// The totals' future, shared by the output partitions.
-    fn totals(&self, ctx: &Arc<TaskContext>) -> DfResult<SharedTotals> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| internal("a dense group-by's state is poisoned"))?;
-        if let Some(s) = state.as_ref() {
-            return Ok(s.clone());
-        }
-        let (input, ctx) = (self.input.clone(), ctx.clone());
-        let (groups, aggs, places) = (self.groups.clone(), self.aggs.clone(), self.places);
-        // The time spent adding rows up (`add_time`) and adding the partitions' arrays
-        // together (`merge_time`), beside the time handing groups out (`elapsed_compute`).
-        let add_time = MetricBuilder::new(&self.metrics).subset_time("add_time", 0);
-        let merge_time = MetricBuilder::new(&self.metrics).subset_time("merge_time", 0);
-        let fut = async move {
-            // Every input partition adds into arrays of its own, on its own task.
-            let parts = input.output_partitioning().partition_count();
-            let mut tasks = Vec::with_capacity(parts);
-            for p in 0..parts {
-                let mut stream = input.execute(p, ctx.clone()).map_err(Arc::new)?;
-                let (groups, aggs, ctx) = (groups.clone(), aggs.clone(), ctx.clone());
-                let add_time = add_time.clone();
-                tasks.push(SpawnedTask::spawn(async move {
-                    let mut sums = {
-                        let _t = add_time.timer();
-                        Sums::new(places, &aggs, &ctx)?
-                    };
-                    while let Some(batch) = stream.next().await {
-                        let batch = batch?;
-                        let _t = add_time.timer();
-                        sums.add(&batch, &groups, &aggs)?;
-                    }
-                    Ok::<_, DataFusionError>(sums)
-                }));
-            }
-            let mut total: Option<Sums> = None;
-            for t in tasks {
-                let sums = t
-                    .join()
-                    .await
-                    .map_err(|e| Arc::new(internal(&format!("a dense group-by failed: {e}"))))?
-                    .map_err(Arc::new)?;
-                let _t = merge_time.timer();
-                match &mut total {
-                    None => total = Some(sums),
-                    Some(t) => t.merge(sums),
+impl Spec {
+    /// Every input partition's rows added up, on a task each, and the partitions' arrays added
+    /// together.
+    async fn add_up(
+        self: Arc<Self>,
+        input: Arc<dyn ExecutionPlan>,
+        ctx: Arc<TaskContext>,
+        add_time: Time,
+        merge_time: Time,
+    ) -> DfResult<Sums> {
+        let parts = input.output_partitioning().partition_count();
+        let mut tasks = Vec::with_capacity(parts);
+        for p in 0..parts {
+            let mut stream = input.execute(p, ctx.clone())?;
+            let (spec, ctx, add_time) = (self.clone(), ctx.clone(), add_time.clone());
+            tasks.push(SpawnedTask::spawn(async move {
+                let mut sums = {
+                    let _t = add_time.timer();
+                    Sums::new(spec.places, &spec.aggs, &ctx)?
+                };
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    let _t = add_time.timer();
+                    sums.add(&batch, &spec.groups, &spec.aggs)?;
                 }
-            }
-            let _t = merge_time.timer();
-            let sums = match total {
-                Some(s) => s,
-                // An input of no partitions has no rows.
-                None => Sums::new(places, &aggs, &ctx).map_err(Arc::new)?,
-            };
-            let used = (0..sums.rows.len() as u32)
-                .filter(|&p| sums.rows[p as usize] > 0)
-                .collect();
-            Ok(Arc::new(Totals { sums, used }))
+                Ok::<_, DataFusionError>(sums)
+            }));
         }
-        .boxed()
-        .shared();
-        *state = Some(fut.clone());
-        Ok(fut)
+        let mut total: Option<Sums> = None;
+        for t in tasks {
+            let sums = t
+                .join()
+                .await
+                .map_err(|e| internal(&format!("a dense group-by failed: {e}")))??;
+            let _t = merge_time.timer();
+            match &mut total {
+                None => total = Some(sums),
+                Some(t) => t.merge(sums),
+            }
+        }
+        match total {
+            Some(s) => Ok(s),
+            // An input of no partitions has no rows.
+            None => Sums::new(self.places, &self.aggs, &ctx),
+        }
     }
 
     /// A batch of groups: their keys, then their aggregates.
-    fn batch(&self, totals: &Totals, places: &[u32]) -> DfResult<RecordBatch> {
+    fn batch(&self, sums: &Sums, places: &[u32]) -> DfResult<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         let mut stride = 1u32;
         for g in &self.groups {
@@ -601,57 +587,136 @@ impl DenseGroupsExec {
             columns.push(Arc::new(UInt32Array::new(keys.into(), nulls)));
             stride *= width;
         }
-        let sums = &totals.sums;
+        let counts = |c: &[u32]| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                places.iter().map(|&p| c[p as usize] as i64),
+            ))
+        };
         for s in &sums.aggs {
-            let at = |p: &u32| *p as usize;
             columns.push(match s {
-                AggSums::Rows => Arc::new(Int64Array::from_iter_values(
-                    places.iter().map(|p| sums.rows[at(p)] as i64),
-                )),
-                AggSums::Count(c) => Arc::new(Int64Array::from_iter_values(
-                    places.iter().map(|p| c[at(p)] as i64),
-                )),
-                AggSums::Int(v, seen) => Arc::new(
-                    places
-                        .iter()
-                        .map(|p| seen[at(p)].then_some(v[at(p)]))
-                        .collect::<Int64Array>(),
-                ),
-                AggSums::Float(v, seen) => Arc::new(
-                    places
-                        .iter()
-                        .map(|p| seen[at(p)].then_some(v[at(p)]))
-                        .collect::<Float64Array>(),
-                ),
+                AggSums::Rows => counts(&sums.rows),
+                AggSums::Count(c) => counts(c),
+                AggSums::Int(v) => v.column(places),
+                AggSums::Float(v) => v.column(places),
             });
         }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 
+/// All partitions' sums, the places that saw a row, and, where the groups go out hashed into
+/// partitions, each partition's batches (hashed once, for all of them).
+struct Totals {
+    sums: Sums,
+    used: Vec<u32>,
+    hashed: Option<Vec<Mutex<Vec<RecordBatch>>>>,
+}
+
+type SharedTotals = Shared<BoxFuture<'static, Result<Arc<Totals>, Arc<DataFusionError>>>>;
+
+/// A group-by on keys counted in arrays indexed by key (see the module's documentation).
+#[derive(Debug)]
+pub struct DenseGroupsExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: Arc<Spec>,
+    props: Arc<PlanProperties>,
+    /// The totals, worked out once by whichever output partition asks first.
+    state: Arc<Mutex<Option<SharedTotals>>>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DenseGroupsExec {
+    fn new(input: Arc<dyn ExecutionPlan>, spec: Arc<Spec>, props: Arc<PlanProperties>) -> Self {
+        DenseGroupsExec {
+            input,
+            spec,
+            props,
+            state: Arc::new(Mutex::new(None)),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The totals' future, shared by the output partitions.
+    fn totals(&self, ctx: &Arc<TaskContext>) -> DfResult<SharedTotals> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| internal("a dense group-by's state is poisoned"))?;
+        if let Some(s) = state.as_ref() {
+            return Ok(s.clone());
+        }
+        let (input, ctx, spec) = (self.input.clone(), ctx.clone(), self.spec.clone());
+        // The time spent adding rows up (`add_time`), adding the partitions' arrays together
+        // (`merge_time`) and hashing groups into partitions (`hash_time`), beside the time
+        // handing groups out (`elapsed_compute`).
+        let metric = |name| MetricBuilder::new(&self.metrics).subset_time(name, 0);
+        let (add_time, merge_time) = (metric("add_time"), metric("merge_time"));
+        let hash_time = metric("hash_time");
+        let partitioning = self.props.output_partitioning().clone();
+        let fut = async move {
+            let sums = spec
+                .clone()
+                .add_up(input, ctx.clone(), add_time, merge_time.clone())
+                .await?;
+            let used: Vec<u32> = {
+                let _t = merge_time.timer();
+                (0..sums.rows.len() as u32)
+                    .filter(|&p| sums.rows[p as usize] > 0)
+                    .collect()
+            };
+            let hashed = match &partitioning {
+                Partitioning::Hash(_, n) if *n > 1 => {
+                    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); *n];
+                    let mut partitioner =
+                        BatchPartitioner::try_new(partitioning.clone(), hash_time, 0, 1)?;
+                    let control = control_of(&ctx);
+                    for chunk in used.chunks(ctx.session_config().batch_size().max(1)) {
+                        if let Some(c) = &control {
+                            c.check()?;
+                        }
+                        partitioner.partition(spec.batch(&sums, chunk)?, |i, b| {
+                            parts[i].push(b);
+                            Ok(())
+                        })?;
+                    }
+                    Some(parts.into_iter().map(Mutex::new).collect())
+                }
+                _ => None,
+            };
+            Ok(Arc::new(Totals { sums, used, hashed }))
+        }
+        .map(|r: DfResult<Arc<Totals>>| r.map_err(Arc::new))
+        .boxed()
+        .shared();
+        *state = Some(fut.clone());
+        Ok(fut)
+    }
+}
+
 impl DisplayAs for DenseGroupsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let groups: Vec<String> = self
+        let spec = &self.spec;
+        let groups: Vec<String> = spec
             .groups
             .iter()
             .enumerate()
             .map(|(i, g)| {
                 format!(
                     "{}@{} ({}, {} keys)",
-                    self.schema.field(i).name(),
+                    spec.schema.field(i).name(),
                     g.column,
                     g.space,
                     g.keys
                 )
             })
             .collect();
-        let aggs: Vec<&str> = self.aggs.iter().map(|a| a.name.as_str()).collect();
+        let aggs: Vec<&str> = spec.aggs.iter().map(|a| a.name.as_str()).collect();
         write!(
             f,
             "DenseGroupsExec: gby=[{}], aggr=[{}], places={}",
             groups.join(", "),
             aggs.join(", "),
-            self.places
+            spec.places
         )
     }
 }
@@ -673,7 +738,7 @@ impl ExecutionPlan for DenseGroupsExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        for a in &self.aggs {
+        for a in &self.spec.aggs {
             if f(&a.arg)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -690,16 +755,11 @@ impl ExecutionPlan for DenseGroupsExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match children.pop() {
-            Some(input) if children.is_empty() => Ok(Arc::new(DenseGroupsExec {
+            Some(input) if children.is_empty() => Ok(Arc::new(DenseGroupsExec::new(
                 input,
-                groups: self.groups.clone(),
-                aggs: self.aggs.clone(),
-                places: self.places,
-                schema: self.schema.clone(),
-                props: self.props.clone(),
-                state: Arc::new(Mutex::new(None)),
-                metrics: ExecutionPlanMetricsSet::new(),
-            })),
+                self.spec.clone(),
+                self.props.clone(),
+            ))),
             _ => Err(internal("DenseGroupsExec takes one input")),
         }
     }
@@ -710,59 +770,39 @@ impl ExecutionPlan for DenseGroupsExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let totals = self.totals(&context)?;
-        let me = Arc::new(DenseGroupsExec {
-            input: self.input.clone(),
-            groups: self.groups.clone(),
-            aggs: self.aggs.clone(),
-            places: self.places,
-            schema: self.schema.clone(),
-            props: self.props.clone(),
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-        });
+        let spec = self.spec.clone();
         let control = control_of(&context);
         let size = context.session_config().batch_size().max(1);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let partitioning = self.props.output_partitioning().clone();
+        let n = self.props.output_partitioning().partition_count().max(1);
         let stream = futures::stream::once(async move {
             let totals = totals.await.map_err(DataFusionError::Shared)?;
-            let mut partitioner = match &partitioning {
-                Partitioning::Hash(_, n) if *n > 1 => Some(BatchPartitioner::try_new(
-                    partitioning.clone(),
-                    baseline.elapsed_compute().clone(),
-                    0,
-                    1,
-                )?),
-                _ => None,
-            };
-            // Unless hashed, the groups are handed out in ranges, one a partition.
-            let used: &[u32] = match &partitioner {
-                Some(_) => &totals.used,
+            let out = match &totals.hashed {
+                // Hashed once for every partition: this one's batches.
+                Some(parts) => {
+                    let mut part = parts
+                        .get(partition)
+                        .ok_or_else(|| internal("a dense group-by has no such partition"))?
+                        .lock()
+                        .map_err(|_| internal("a dense group-by's state is poisoned"))?;
+                    std::mem::take(&mut *part)
+                }
+                // Else a range of the groups, one a partition.
                 None => {
-                    let n = partitioning.partition_count().max(1);
-                    let per = totals.used.len().div_ceil(n);
-                    let lo = (partition * per).min(totals.used.len());
-                    &totals.used[lo..(lo + per).min(totals.used.len())]
+                    let used = &totals.used;
+                    let per = used.len().div_ceil(n);
+                    let lo = (partition * per).min(used.len());
+                    let mut out = Vec::new();
+                    for chunk in used[lo..(lo + per).min(used.len())].chunks(size) {
+                        if let Some(c) = &control {
+                            c.check()?;
+                        }
+                        let _t = baseline.elapsed_compute().timer();
+                        out.push(spec.batch(&totals.sums, chunk)?);
+                    }
+                    out
                 }
             };
-            let mut out = Vec::new();
-            for chunk in used.chunks(size) {
-                if let Some(c) = &control {
-                    c.check()?;
-                }
-                let timer = baseline.elapsed_compute().timer();
-                let batch = me.batch(&totals, chunk)?;
-                timer.done();
-                match &mut partitioner {
-                    Some(p) => p.partition(batch, |i, b| {
-                        if i == partition {
-                            out.push(b);
-                        }
-                        Ok(())
-                    })?,
-                    None => out.push(batch),
-                }
-            }
             for b in &out {
                 baseline.record_output(b.num_rows());
             }
@@ -771,7 +811,7 @@ impl ExecutionPlan for DenseGroupsExec {
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.spec.schema.clone(),
             stream,
         )))
     }

@@ -80,9 +80,10 @@ pub fn key_list(e: &Arc<dyn PhysicalExpr>) -> Option<(usize, Vec<u32>)> {
     Some((column.index(), keys))
 }
 
-/// The rows of `table` whose stored column `column` (keys of `space`) holds one of `keys`, in
-/// order; `None` where the column has no way from keys to rows, or where they would be more
-/// than `most` rows (a join's side holding most keys: testing the rows costs less).
+/// The rows of `table` that `keep` keeps (a scan's partition) and whose stored column `column`
+/// (keys of `space`) holds one of `keys`, in order; `None` where the column has no way from
+/// keys to rows, or where all its rows holding them would be more than `most` (a join's side
+/// holding most keys: testing the rows costs less).
 pub fn rows_of_keys(
     store: &Store,
     table: TableId,
@@ -90,6 +91,7 @@ pub fn rows_of_keys(
     space: &KeySpace,
     keys: &[u32],
     most: usize,
+    keep: impl Fn(u32) -> bool,
 ) -> Option<Vec<u32>> {
     let t = store.table(table);
     let mut rows: Vec<u32> = match t.columns.get(column)? {
@@ -100,7 +102,7 @@ pub fn rows_of_keys(
             }
             keys.iter()
                 .copied()
-                .filter(|&k| (k as usize) < t.rows)
+                .filter(|&k| (k as usize) < t.rows && keep(k))
                 .collect()
         }
         StoredColumn::Keys { keys: stored, .. } if t.rows <= INDEXED_ROWS => {
@@ -118,6 +120,7 @@ pub fn rows_of_keys(
             }
             keys.iter()
                 .flat_map(|&k| index.get(k).iter().copied())
+                .filter(|&r| keep(r))
                 .collect()
         }
         _ => return None,
