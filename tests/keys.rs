@@ -164,6 +164,17 @@ const EDGES: &[&str] = &[
     "SELECT count(*), count(DISTINCT v.visit_id) FROM (SELECT worker_id FROM workers ORDER BY worker_id LIMIT 2) w JOIN visits v ON v.worker_id = w.worker_id",
     "SELECT b.building_id, count(*) FROM (SELECT room_id FROM leases ORDER BY lease_id LIMIT 40) l JOIN rooms r ON r.room_id = l.room_id JOIN buildings b ON b.building_id = r.building_id GROUP BY 1 ORDER BY 1",
     "SELECT g.street_name, count(*) FROM anomalies a JOIN grids g ON a.grid_code = g.grid_code GROUP BY 1 ORDER BY 1",
+    // Scalar subqueries that read nothing of the query around them, beside keys; and one that
+    // does (run on values).
+    "SELECT room_id, sum(electricity_kwh) AS kwh, count(*) FROM utility_readings WHERE month = (SELECT max(month) FROM utility_readings) GROUP BY room_id ORDER BY 2 DESC, 1 LIMIT 9",
+    "SELECT room_id, (SELECT count(*) FROM grids) AS g FROM rooms WHERE building_id = (SELECT min(building_id) FROM rooms) ORDER BY 1",
+    "SELECT b.grid_code, count(*) FROM rooms r JOIN buildings b ON b.building_id = r.building_id WHERE r.floor > (SELECT avg(floor) FROM rooms WHERE room_id LIKE 'R44%') GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 9",
+    "SELECT count(*) FROM people WHERE room_id = (SELECT room_id FROM rooms WHERE room_id > 'R4' ORDER BY room_id LIMIT 1)",
+    "SELECT count(*) FROM people WHERE household_id = (SELECT household_id FROM households WHERE household_id = 'no-such-household')",
+    "SELECT r.building_id, (SELECT count(*) FROM people p WHERE p.room_id = r.room_id) AS n FROM rooms r ORDER BY 2 DESC, 1 LIMIT 5",
+    // Filters on a column null in most rows, which the scan reads only where it holds values.
+    "SELECT room_id, care_tags FROM people WHERE care_tags LIKE '%elderly_alone%' ORDER BY 1, 2 LIMIT 20",
+    "SELECT b.grid_code, count(*) FROM people p JOIN rooms r ON p.room_id = r.room_id JOIN buildings b ON r.building_id = b.building_id WHERE p.care_tags IS NOT NULL AND p.care_tags <> 'housebound' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 9",
 ];
 
 #[test]
@@ -389,6 +400,13 @@ fn explain_shows_keys() {
         "{}",
         explain(sk, &format!("EXPLAIN ANALYZE {few}"))
     );
+    // A scalar subquery that reads nothing around it leaves the query on keys.
+    let plan = explain(
+        fk,
+        "EXPLAIN SELECT room_id, sum(electricity_kwh) FROM utility_readings \
+         WHERE month = (SELECT max(month) FROM utility_readings) GROUP BY room_id",
+    );
+    assert!(plan.contains("DenseGroupsExec: gby=[room_id@"), "{plan}");
     // … and so is one whose aggregate the arrays do not add up.
     let plan = explain(
         fk,

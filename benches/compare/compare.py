@@ -18,7 +18,10 @@ figure (median), the ratio DuckDB / gridlens, and checks that both return the sa
          BIN` (the `gridlens` binary), through a `gridlens serve` of the same folder started here
          (`POST /v1/sql` as an admin token, CSV answers timed to the last byte); DuckDB over its
          in-memory tables. The ratio is DuckDB's time over the API's (in-process's without
-         --serve); every answer of each path is compared with DuckDB's.
+         --serve); every answer of each path is compared with DuckDB's. With --in-turn, the API
+         is that of a server inside the bench's process (started as `gridlens serve` starts,
+         on the city it loaded), and each query's runs alternate in process / API: the two
+         paths are timed on the same memory in the same minutes.
 
 - kpis:  incident KPIs (kpis.md) for the whole city and per grid. gridlens runs
          `gridlens-bench kpis` (SLA clocks of all four stages, then both groupings); DuckDB runs
@@ -606,9 +609,16 @@ def compare_queries(a, me):
     dirs = {k: f"/tmp/{k}-queries-{pid}" for k in ("inproc", "http", "duckdb")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
-    g = run_json([a.bench, "queries", "--data", a.data, "--queries", a.queries,
-                  "--repeat", str(a.repeat), "--results", dirs["inproc"]])
-    h = serve_and_run(a, dirs["http"]) if a.serve else None
+    cmd = [a.bench, "queries", "--data", a.data, "--queries", a.queries,
+           "--repeat", str(a.repeat), "--results", dirs["inproc"]]
+    if a.in_turn:
+        # The API of a server in the bench's process, each query's runs in turn with the
+        # in-process ones: both paths on the same memory in the same minutes.
+        g = run_json(cmd + ["--api-in-turn", "--api-results", dirs["http"]])
+        h = {"queries": [q["api"] for q in g["queries"]]}
+    else:
+        g = run_json(cmd)
+        h = serve_and_run(a, dirs["http"]) if a.serve else None
     d = run_json(me + ["--child", "duckdb-queries"], env=dict(os.environ, QUERIES=a.queries, RESULTS=dirs["duckdb"]))
     ratios, inproc_ratios, api_tax, same_all = [], [], [], True
     for i, dq in enumerate(d["queries"]):
@@ -649,6 +659,9 @@ def main():
     ap.add_argument("--child")
     ap.add_argument("--queries", default=os.path.join(ROOT, "benches", "queries"))
     ap.add_argument("--serve", help="the gridlens binary: also run the queries through its HTTP API")
+    ap.add_argument("--in-turn", action="store_true",
+                    help="time the queries through the API of a server inside the bench's process, "
+                         "in turn with the in-process runs (instead of a `gridlens serve` run after them)")
     a = ap.parse_args()
     if a.child:
         return child(a.child, a.data, a.repeat)

@@ -4,11 +4,13 @@
 //! gridlens-bench generate --scale 1.0 --out /data/city1   # time and peak memory of the generator
 //! gridlens-bench load --data /data/city1                   # load time, store size, peak memory
 //! gridlens-bench sweep --data /data/city1 --repeat 5       # full sweep and each rule, medians
+//! gridlens-bench queries --data /data/city1 --api-in-turn  # analyst SQL in process and API, in turn
 //! benches/runaway.sh /data/city1                            # a runaway beside small queries
 //! ```
 
 mod clients;
 mod runaway;
+mod served;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -68,7 +70,10 @@ enum Cmd {
     /// Load a city, then run each `.sql` file of a folder through the SQL engine `repeat`
     /// times; report medians and write each result as CSV into `--results`. With `--url`, the
     /// queries go to a running `gridlens serve` instead (`POST /v1/sql`, CSV answers), timed
-    /// from the request to the last byte of the answer.
+    /// from the request to the last byte of the answer. With `--api-in-turn`, the loaded city
+    /// is also served in this process as `gridlens serve` serves it, and each run in process is
+    /// followed by the same query through its API: both paths timed on the same memory in the
+    /// same minutes (reported as `api`, answers written into `--api-results`).
     Queries {
         #[arg(long, required_unless_present = "url")]
         data: Option<PathBuf>,
@@ -87,6 +92,12 @@ enum Cmd {
         repeat: usize,
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Also time every query through the API of a server in this process, in turn.
+        #[arg(long, requires = "data", conflicts_with = "url")]
+        api_in_turn: bool,
+        /// Where the answers through the API go (with `--api-in-turn`).
+        #[arg(long)]
+        api_results: Option<PathBuf>,
     },
     /// What a runaway query does to a running `gridlens serve`: when its CPU stops after its
     /// time limit, and the p50 / p99 of small queries from other tokens while it runs.
@@ -261,26 +272,41 @@ fn main() -> Result<()> {
             queries,
             repeat,
             results,
+            api_in_turn,
+            api_results,
         } => {
-            let runner = match (url, data) {
-                (Some(url), _) => Runner::Http {
-                    url,
-                    token: token.ok_or_else(|| anyhow::anyhow!("--url needs --token"))?,
-                    agent: clients::agent(),
-                },
+            let in_process = |store| -> Result<Runner> {
+                Ok(Runner::InProcess {
+                    engine: Box::new(
+                        gridlens_engine::sql::SqlEngine::new(store).on_keys(!on_values),
+                    ),
+                    rt: gridlens_engine::sql::query_runtime(None)?,
+                })
+            };
+            let http = |url: String, token: String| Runner::Http {
+                url,
+                token,
+                agent: clients::agent(),
+            };
+            match (url, data) {
+                (Some(url), _) => {
+                    let token = token.ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
+                    run_queries(&[(http(url, token), results)], &queries, repeat)?
+                }
+                (None, Some(data)) if api_in_turn => {
+                    let served = served::Served::start(&data)?;
+                    let runners = [
+                        (in_process(served.store.clone())?, results),
+                        (http(served.url.clone(), served.token.clone()), api_results),
+                    ];
+                    run_queries(&runners, &queries, repeat)?
+                }
                 (None, Some(data)) => {
-                    use gridlens_engine::sql::SqlEngine;
                     let store = std::sync::Arc::new(load(&data, &LoadOptions::default())?);
-                    Runner::InProcess {
-                        engine: Box::new(SqlEngine::new(store).on_keys(!on_values)),
-                        rt: tokio::runtime::Builder::new_multi_thread()
-                            .enable_all()
-                            .build()?,
-                    }
+                    run_queries(&[(in_process(store)?, results)], &queries, repeat)?
                 }
                 (None, None) => anyhow::bail!("give --data or --url"),
-            };
-            run_queries(&runner, &queries, repeat, results)?
+            }
         }
     }
     Ok(())
@@ -388,7 +414,10 @@ impl Runner {
     fn run(&self, sql: &str) -> Result<(Vec<u8>, usize)> {
         match self {
             Runner::InProcess { engine, rt } => {
-                let r = rt.block_on(engine.query(sql))?;
+                // On the runtime's threads, as `SqlEngine::query_blocking` and the server run
+                // a query (not on this thread beside them).
+                let (engine, sql) = (engine.as_ref().clone(), sql.to_string());
+                let r = rt.block_on(rt.spawn(async move { engine.query(&sql).await }))??;
                 let mut out = Vec::new();
                 {
                     let mut w = arrow::csv::WriterBuilder::new()
@@ -420,19 +449,23 @@ impl Runner {
     }
 }
 
+/// Runs each `.sql` file of `dir` once untimed, then `repeat` times on every runner in turn (a
+/// run on the first, then on the second, …) and prints the times as JSON: the first runner's at the top of each
+/// query, a second's under `api`. Each runner's last answers go into its folder, if it has one.
 fn run_queries(
-    runner: &Runner,
+    runners: &[(Runner, Option<PathBuf>)],
     dir: &std::path::Path,
     repeat: usize,
-    results: Option<PathBuf>,
 ) -> Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
         .collect();
     files.sort();
-    if let Some(r) = &results {
-        std::fs::create_dir_all(r)?;
+    for (_, results) in runners {
+        if let Some(r) = results {
+            std::fs::create_dir_all(r)?;
+        }
     }
     let mut out = Vec::new();
     for f in files {
@@ -441,23 +474,49 @@ fn run_queries(
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut times = Vec::new();
-        let mut last = None;
+        // Once untimed first, on the first runner: what a query builds on first use (an index
+        // of rows per key, a column's bitmap of values) is then in place for every timed run.
+        runners[0]
+            .0
+            .run(&sql)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let mut times = vec![Vec::new(); runners.len()];
+        let mut last = vec![None; runners.len()];
         for _ in 0..repeat.max(1) {
-            let t = Instant::now();
-            let r = runner
-                .run(&sql)
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            times.push(t.elapsed().as_secs_f64());
-            last = Some(r);
+            for (i, (runner, _)) in runners.iter().enumerate() {
+                let t = Instant::now();
+                let r = runner
+                    .run(&sql)
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                times[i].push(t.elapsed().as_secs_f64());
+                last[i] = Some(r);
+            }
         }
-        let (csv, rows) = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
-        if let Some(dir) = &results {
-            std::fs::write(dir.join(format!("{name}.csv")), csv)?;
+        let mut each = Vec::new();
+        for (i, (_, results)) in runners.iter().enumerate() {
+            let (csv, rows) = last[i].take().ok_or_else(|| anyhow::anyhow!("no run"))?;
+            if let Some(dir) = results {
+                std::fs::write(dir.join(format!("{name}.csv")), csv)?;
+            }
+            let m = median(&mut times[i]);
+            each.push(json!({"rows": rows, "median_seconds": m, "times": times[i]}));
         }
-        let m = median(&mut times);
-        eprintln!("{name:<40} {:9.1} ms  {rows:>7} rows", m * 1e3);
-        out.push(json!({"query": name, "rows": rows, "median_seconds": m, "times": times}));
+        let line: Vec<String> = each
+            .iter()
+            .map(|e| {
+                format!(
+                    "{:9.1} ms",
+                    e["median_seconds"].as_f64().unwrap_or(0.0) * 1e3
+                )
+            })
+            .collect();
+        eprintln!("{name:<40} {}  {:>7} rows", line.join(" "), each[0]["rows"]);
+        let mut q = each[0].clone();
+        q["query"] = json!(name);
+        if let Some(api) = each.get(1) {
+            q["api"] = api.clone();
+        }
+        out.push(q);
     }
     println!(
         "{}",

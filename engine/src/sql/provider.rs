@@ -246,6 +246,12 @@ impl StoreTable {
                 let hi = self.compare(col, Operator::LtEq, &literal_of(&b.high)?)?;
                 Some(lo & hi)
             }
+            Expr::IsNotNull(c) => Some(self.present_rows(column_of(c)?)?.as_ref().clone()),
+            Expr::IsNull(c) => {
+                let mut all = RoaringBitmap::new();
+                all.insert_range(0..self.stored().rows as u32);
+                Some(all - self.present_rows(column_of(c)?)?.as_ref())
+            }
             Expr::Like(l) if !l.negated && !l.case_insensitive && l.escape_char.is_none() => {
                 let col = column_of(&l.expr)?;
                 let ScalarValue::Utf8(Some(p)) = literal_of(&l.pattern)? else {
@@ -297,6 +303,34 @@ impl StoreTable {
     fn unmasked(&self, col: &str) -> Option<usize> {
         let i = self.stored().schema.index_of(col).ok()?;
         self.view.mask_of(self.table, i).is_none().then_some(i)
+    }
+
+    /// The rows where a column the caller sees unmasked holds a value.
+    fn present_rows(&self, col: &str) -> Option<Arc<RoaringBitmap>> {
+        let i = self.unmasked(col)?;
+        let stored = self.stored().columns.get(i)?;
+        self.store()
+            .column_indexes
+            .present_rows(self.table, i, stored)
+    }
+
+    /// The columns a filter the indexes do not answer holds a value in wherever it passes a
+    /// row, and which are null in most rows: the rows it may pass are among theirs
+    /// (`care_tags LIKE '%elderly_alone%'` among the 3 % of people with a tag).
+    fn sparse_required(&self, f: &Expr) -> Vec<(String, Arc<RoaringBitmap>)> {
+        let rows = self.stored().rows;
+        let mut out: Vec<(String, Arc<RoaringBitmap>)> = Vec::new();
+        for c in required_columns(f) {
+            if out.iter().any(|(d, _)| *d == c) {
+                continue;
+            }
+            if let Some(p) = self.present_rows(&c)
+                && (p.len() as usize).saturating_mul(SPARSE) <= rows
+            {
+                out.push((c, p));
+            }
+        }
+        out
     }
 
     /// The door events whose time compares with `t` (microseconds) as `op` says. Door events
@@ -469,6 +503,57 @@ fn column_of(e: &Expr) -> Option<&str> {
     }
 }
 
+/// A column is sparse, for [`StoreTable::sparse_required`], when at most one row in this many
+/// holds a value: reading those rows from a bitmap then costs less than reading every row.
+const SPARSE: usize = 4;
+
+/// The columns a filter needs a value in to pass a row: it is null or false wherever one of
+/// them is null. Comparisons, `LIKE`, `IN`, `BETWEEN` of a column (negated or not), `IS NOT
+/// NULL`; both sides of an `AND`; what both sides of an `OR` need.
+fn required_columns(e: &Expr) -> Vec<String> {
+    use Operator::*;
+    let col = |x: &Expr| column_of(x).map(str::to_string).into_iter();
+    match e {
+        Expr::BinaryExpr(b) if b.op == And => {
+            let mut v = required_columns(&b.left);
+            v.extend(required_columns(&b.right));
+            v
+        }
+        Expr::BinaryExpr(b) if b.op == Or => {
+            let right = required_columns(&b.right);
+            required_columns(&b.left)
+                .into_iter()
+                .filter(|c| right.contains(c))
+                .collect()
+        }
+        Expr::BinaryExpr(b)
+            if matches!(
+                b.op,
+                Eq | NotEq
+                    | Lt
+                    | LtEq
+                    | Gt
+                    | GtEq
+                    | LikeMatch
+                    | ILikeMatch
+                    | NotLikeMatch
+                    | NotILikeMatch
+                    | RegexMatch
+                    | RegexIMatch
+                    | RegexNotMatch
+                    | RegexNotIMatch
+            ) =>
+        {
+            col(&b.left).chain(col(&b.right)).collect()
+        }
+        Expr::Like(l) | Expr::SimilarTo(l) => col(&l.expr).collect(),
+        Expr::InList(l) => col(&l.expr).collect(),
+        Expr::Between(b) => col(&b.expr).collect(),
+        Expr::IsNotNull(x) => col(x).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The bounds a comparison of a column with `v` sets on the column's values.
 fn bounds<T: Copy>(op: Operator, v: T) -> Option<(std::ops::Bound<T>, std::ops::Bound<T>)> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -540,6 +625,10 @@ impl TableProvider for StoreTable {
             .map(|f| {
                 if self.index_filter(f).is_some() {
                     TableProviderFilterPushDown::Exact
+                } else if !self.sparse_required(f).is_empty() {
+                    // The scan reads only the rows holding the values the filter needs; the
+                    // filter itself is still applied above it.
+                    TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
                 }
@@ -602,15 +691,29 @@ impl StoreTable {
     fn select(&self, filters: &[Expr]) -> (Selection, Vec<String>) {
         let mut answered = Vec::new();
         let mut rows: Option<RoaringBitmap> = None;
+        let mut and = |b: RoaringBitmap| {
+            rows = Some(match rows.take() {
+                Some(r) => r & b,
+                None => b,
+            })
+        };
         for f in filters {
             if let Some(b) = self.index_filter(f) {
                 answered.push(f.to_string());
-                rows = Some(match rows {
-                    Some(r) => r & b,
-                    None => b,
-                });
+                and(b);
+            } else {
+                for (c, present) in self.sparse_required(f) {
+                    let text = format!("{c} IS NOT NULL");
+                    if !answered.contains(&text) {
+                        answered.push(text);
+                        and(present.as_ref().clone());
+                    }
+                }
             }
         }
+        // A filter every row passes (`x IS NOT NULL` of a column without nulls, which DataFusion
+        // adds under a join on it) leaves the rows read in runs, as without it.
+        let rows = rows.filter(|r| r.len() < self.stored().rows as u64);
         let selection = match (rows, self.visible()) {
             (Some(r), Some(v)) => Selection::Rows(Arc::new(r & v.as_ref())),
             (Some(r), None) => Selection::Rows(Arc::new(r)),

@@ -712,6 +712,7 @@ pub struct ColumnIndexes {
     dates: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<DateIndex>>>,
     dictionaries: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<Dictionary>>>,
     keys: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<Csr>>>,
+    present: std::sync::Mutex<BTreeMap<ColumnKey, std::sync::Arc<RoaringBitmap>>>,
 }
 
 /// The dictionary of a text column: each row's key, the distinct values in order of first
@@ -783,6 +784,7 @@ impl ColumnIndexes {
             dates: keep(&self.dates, changed),
             dictionaries: keep(&self.dictionaries, changed),
             keys: keep(&self.keys, changed),
+            present: keep(&self.present, changed),
         }
     }
 
@@ -827,6 +829,16 @@ impl ColumnIndexes {
         cached(&self.keys, (table, column), build)
     }
 
+    /// The rows where a column holds a value (is not null), built on first use.
+    pub fn present_rows(
+        &self,
+        table: TableId,
+        column: usize,
+        stored: &super::StoredColumn,
+    ) -> Option<std::sync::Arc<RoaringBitmap>> {
+        cached(&self.present, (table, column), || present_rows(stored))
+    }
+
     /// A date column in date order.
     pub fn date_rows(
         &self,
@@ -836,6 +848,35 @@ impl ColumnIndexes {
     ) -> Option<std::sync::Arc<DateIndex>> {
         cached(&self.dates, (table, column), || DateIndex::build(values))
     }
+}
+
+/// The rows of a stored column that hold a value (in runs where it has long ones: a column
+/// without nulls takes a few bytes).
+fn present_rows(column: &super::StoredColumn) -> RoaringBitmap {
+    use super::StoredColumn;
+    let valid = |a: &dyn Array| match a.logical_nulls() {
+        None => {
+            let mut all = RoaringBitmap::new();
+            all.insert_range(0..a.len() as u32);
+            all
+        }
+        Some(n) => {
+            RoaringBitmap::from_sorted_iter(n.valid_indices().map(|i| i as u32)).unwrap_or_default()
+        }
+    };
+    let mut rows = match column {
+        StoredColumn::Array(a) => valid(a.as_ref()),
+        StoredColumn::Codes { codes, .. } => valid(codes),
+        StoredColumn::Keys { keys, .. } => RoaringBitmap::from_sorted_iter(
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| k.is_some_and(|k| k != NONE))
+                .map(|(i, _)| i as u32),
+        )
+        .unwrap_or_default(),
+    };
+    rows.optimize();
+    rows
 }
 
 /// A column's index from a cache, built on first use (`None`: the cache is poisoned).

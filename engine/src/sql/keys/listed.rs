@@ -69,14 +69,16 @@ pub fn key_list(e: &Arc<dyn PhysicalExpr>) -> Option<(usize, Vec<u32>)> {
         return None;
     }
     let column = list.expr().downcast_ref::<Column>()?;
-    let keys = list
-        .list()
-        .iter()
-        .map(|x| match x.downcast_ref::<Literal>()?.value() {
-            ScalarValue::UInt32(Some(k)) => Some(*k),
-            _ => None,
-        })
-        .collect::<Option<Vec<u32>>>()?;
+    // A null in the list passes no row (`k IN (…, NULL)` is null where `k` is not listed, and
+    // the filter keeps only rows it holds true): a nullable join column's side lists its nulls.
+    let mut keys = Vec::with_capacity(list.list().len());
+    for x in list.list() {
+        match x.downcast_ref::<Literal>()?.value() {
+            ScalarValue::UInt32(Some(k)) => keys.push(*k),
+            ScalarValue::UInt32(None) | ScalarValue::Null => {}
+            _ => return None,
+        }
+    }
     Some((column.index(), keys))
 }
 
@@ -141,6 +143,7 @@ mod tests {
         let schema = Schema::new(vec![
             Field::new("a", DataType::UInt32, true),
             Field::new("b", DataType::UInt32, true),
+            Field::new("c", DataType::Utf8, true),
         ]);
         let a = col("a", &schema).unwrap();
         let b = col("b", &schema).unwrap();
@@ -167,7 +170,7 @@ mod tests {
         // Under an OR, or negated, a list does not bound the rows.
         assert_eq!(key_list(&or(range.clone(), list(&a, &[4], false))), None);
         assert_eq!(key_list(&list(&a, &[4], true)), None);
-        // A list holding a null, or values that are not keys, is not taken.
+        // A null in a list passes no row: the keys are the others.
         let nulls = Arc::new(
             InListExpr::try_new(
                 a.clone(),
@@ -180,7 +183,18 @@ mod tests {
             )
             .unwrap(),
         ) as Arc<dyn PhysicalExpr>;
-        assert_eq!(key_list(&nulls), None);
+        assert_eq!(key_list(&nulls), Some((0, vec![1])));
+        // Values that are not keys: no list.
+        let texts = Arc::new(
+            InListExpr::try_new(
+                col("c", &schema).unwrap(),
+                vec![lit(ScalarValue::Utf8(Some("1".into())))],
+                false,
+                &schema,
+            )
+            .unwrap(),
+        ) as Arc<dyn PhysicalExpr>;
+        assert_eq!(key_list(&texts), None);
         // A join hashed into partitions: every partition's list, if each lists the column and
         // the rest passes nothing.
         let when = |i: i64| lit(ScalarValue::Int64(Some(i)));

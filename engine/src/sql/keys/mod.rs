@@ -646,7 +646,10 @@ fn works_on_keys(plan: &LogicalPlan) -> bool {
     .unwrap_or(false)
 }
 
-/// Whether a plan still holds subqueries (or nodes) the rewrite does not follow.
+/// Whether a plan still holds subqueries (or nodes) the rewrite does not follow. A scalar
+/// subquery that reads nothing of the query around it (`month = (SELECT max(month) FROM …)`)
+/// is followed: it is run on its own, as DataFusion runs it, and the expressions around it read
+/// the columns it is compared with as values (it is never worked out per key).
 fn follows_subqueries(plan: &LogicalPlan) -> bool {
     plan.exists(|n| {
         Ok(matches!(
@@ -654,18 +657,35 @@ fn follows_subqueries(plan: &LogicalPlan) -> bool {
             LogicalPlan::Subquery(_) | LogicalPlan::RecursiveQuery(_) | LogicalPlan::Extension(_)
         ) || n.expressions().iter().any(|e| {
             e.exists(|x| {
-                Ok(matches!(
-                    x,
-                    Expr::ScalarSubquery(_)
-                        | Expr::Exists(_)
-                        | Expr::InSubquery(_)
-                        | Expr::OuterReferenceColumn(..)
-                ))
+                Ok(match x {
+                    Expr::ScalarSubquery(s) => {
+                        !s.outer_ref_columns.is_empty() || !uncorrelated(&s.subquery)
+                    }
+                    Expr::Exists(_) | Expr::InSubquery(_) | Expr::OuterReferenceColumn(..) => true,
+                    _ => false,
+                })
             })
             .unwrap_or(true)
         }))
     })
     .unwrap_or(true)
+}
+
+/// Whether a subquery's plan reads nothing of an outer query (at any depth).
+fn uncorrelated(plan: &LogicalPlan) -> bool {
+    let mut outer = false;
+    let walked = plan.apply_with_subqueries(|n| {
+        outer |= n.expressions().iter().any(|e| {
+            e.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..))))
+                .unwrap_or(true)
+        });
+        Ok(if outer {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    walked.is_ok() && !outer
 }
 
 /// Whether two schemas have the same qualified names and types.
