@@ -6,7 +6,9 @@
 //! zero page by page. On a virtual machine that cost about a third of a load's CPU time.
 //! [`keep_freed_memory`] tells glibc to serve large blocks from its heap and keep what is freed,
 //! for the next block to reuse; [`release_freed_memory`] hands what is free back to the system
-//! once a load is done, so that a served city holds only its own memory.
+//! once a load is done, so that a served city holds only its own memory (and within a load, after
+//! its largest transients: the door events' sort, the identity numbers' hash table, so that the
+//! next steps' memory does not come on top of what they freed).
 //!
 //! Two calls into the C library here, which have no preconditions, are one of the two places
 //! with `unsafe` code (the other maps snapshot files: [`crate::store`]'s `mapped`). Other
