@@ -367,6 +367,26 @@ fn dates_truncated_on_day_numbers() {
 }
 
 /// The scan of a table among those [`scans_after_run`] found.
+/// The generated city loaded, its engine, the engine of a caller scoped to its first street
+/// (without `pii`), and that street's code.
+fn city_and_street() -> (
+    Arc<gridlens_engine::store::Store>,
+    SqlEngine,
+    SqlEngine,
+    String,
+) {
+    use gridlens_engine::scope::Scope;
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let engine = SqlEngine::new(store.clone());
+    let street = text(&engine, "SELECT min(street_code) FROM grids");
+    let scoped = engine
+        .clone()
+        .scoped(Scope::parse(&street, false).unwrap())
+        .unwrap();
+    (store, engine, scoped, street)
+}
+
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()
 }
@@ -382,9 +402,7 @@ type Keep = Box<dyn Fn(i64) -> bool>;
 fn door_event_time_ranges_from_the_index() {
     use arrow::array::Array;
     use gridlens_engine::contract::TableId;
-    use gridlens_engine::scope::Scope;
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let (store, engine, scoped, street) = city_and_street();
     let ts = store
         .table(TableId::AccessEvents)
         .timestamps("ts")
@@ -394,12 +412,6 @@ fn door_event_time_ranges_from_the_index() {
     let mut sorted: Vec<i64> = ts.values().to_vec();
     sorted.sort_unstable();
     let pick = |q: usize| sorted[(sorted.len() - 1) * q / 100];
-    let engine = SqlEngine::new(store.clone());
-    let street = text(&engine, "SELECT min(street_code) FROM grids");
-    let scoped = engine
-        .clone()
-        .scoped(Scope::parse(&street, false).unwrap())
-        .unwrap();
     let lit = |v: i64| {
         let t = chrono::DateTime::from_timestamp_micros(v)
             .unwrap()
@@ -468,15 +480,7 @@ fn door_event_time_ranges_from_the_index() {
 fn sparse_columns_read_only_rows_holding_values() {
     use arrow::array::Array;
     use gridlens_engine::contract::TableId;
-    use gridlens_engine::scope::Scope;
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
-    let engine = SqlEngine::new(store.clone());
-    let street = text(&engine, "SELECT min(street_code) FROM grids");
-    let scoped = engine
-        .clone()
-        .scoped(Scope::parse(&street, false).unwrap())
-        .unwrap();
+    let (store, engine, scoped, _) = city_and_street();
     let people = store.table(TableId::People);
     let care = people.strings("care_tags").unwrap();
     let tagged = care.len() - care.null_count();

@@ -691,22 +691,22 @@ impl StoreTable {
     fn select(&self, filters: &[Expr]) -> (Selection, Vec<String>) {
         let mut answered = Vec::new();
         let mut rows: Option<RoaringBitmap> = None;
-        let mut and = |b: RoaringBitmap| {
-            rows = Some(match rows.take() {
-                Some(r) => r & b,
-                None => b,
-            })
-        };
         for f in filters {
             if let Some(b) = self.index_filter(f) {
                 answered.push(f.to_string());
-                and(b);
+                rows = Some(match rows {
+                    Some(r) => r & b,
+                    None => b,
+                });
             } else {
                 for (c, present) in self.sparse_required(f) {
                     let text = format!("{c} IS NOT NULL");
                     if !answered.contains(&text) {
                         answered.push(text);
-                        and(present.as_ref().clone());
+                        rows = Some(match rows {
+                            Some(r) => r & present.as_ref(),
+                            None => present.as_ref().clone(),
+                        });
                     }
                 }
             }
