@@ -276,6 +276,95 @@ fn dynamic_filters_narrow_the_scans() {
     assert!(joined > 0 && joined <= active);
 }
 
+/// A scan gives its thread back once a [`SLICE`] has gone by since it last did: polled then,
+/// it wakes its own task and returns `Pending`, and the next poll goes on where it stopped (so
+/// that a query's other partition, woken meanwhile on the same thread, can be taken by an idle
+/// one). Polled that way to the end, every partition gives exactly the rows it gives unpolled.
+#[test]
+fn scans_give_their_thread_back() {
+    use datafusion::physical_plan::displayable;
+    use futures::StreamExt;
+    use gridlens_engine::sql::control::SLICE;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    struct Wakes(AtomicUsize);
+    impl futures::task::ArcWake for Wakes {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let store =
+        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
+    let engine = SqlEngine::new(store);
+    let sql = "SELECT room_id, id_number FROM people WHERE status = 'active'";
+    let want = count(
+        &engine,
+        "SELECT count(*) FROM people WHERE status = 'active'",
+    ) as usize;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = engine.context().unwrap();
+    let plan = rt.block_on(async {
+        ctx.sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
+    });
+    let mut scan = plan.clone();
+    while scan.name() != "StoreScan" {
+        scan = scan.children()[0].clone();
+    }
+    let shown = displayable(plan.as_ref()).indent(false).to_string();
+    let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = futures::task::waker(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    let (mut rows, mut batches, mut pending, mut after_slice) = (0, 0, 0, 0);
+    let partitions = scan.properties().partitioning.partition_count();
+    assert!(partitions >= 2, "{shown}");
+    for p in 0..partitions {
+        let mut stream = scan.execute(p, ctx.task_ctx()).unwrap();
+        let mut woken = false;
+        loop {
+            if !woken {
+                // A slice of other work between two reads: the next poll gives the thread back.
+                std::thread::sleep(SLICE * 2);
+                after_slice += 1;
+            }
+            match stream.poll_next_unpin(&mut cx) {
+                Poll::Pending => {
+                    if !woken {
+                        pending += 1;
+                    }
+                    woken = true;
+                }
+                Poll::Ready(Some(b)) => {
+                    assert!(
+                        woken,
+                        "a poll a slice after the last gave no thread back: {shown}"
+                    );
+                    rows += b.unwrap().num_rows();
+                    batches += 1;
+                    woken = false;
+                }
+                Poll::Ready(None) => {
+                    assert!(woken, "{shown}");
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(rows, want, "{shown}");
+    assert!(batches >= 2, "{shown}");
+    assert_eq!(pending, after_slice, "{shown}");
+    assert!(wakes.0.load(Ordering::SeqCst) >= pending);
+}
+
 /// A join's dynamic filter that keeps most of the rows it tests (people joined to themselves
 /// on their identity numbers) is given up after its first rows, and the answer is the same as
 /// counted another way; one that drops most rows (a street's) is kept to the end.
@@ -366,7 +455,6 @@ fn dates_truncated_on_day_numbers() {
     }
 }
 
-/// The scan of a table among those [`scans_after_run`] found.
 /// The generated city loaded, its engine, the engine of a caller scoped to its first street
 /// (without `pii`), and that street's code.
 fn city_and_street() -> (
@@ -387,6 +475,7 @@ fn city_and_street() -> (
     (store, engine, scoped, street)
 }
 
+/// The scan of a table among those [`scans_after_run`] found.
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()
 }

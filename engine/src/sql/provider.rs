@@ -10,7 +10,7 @@
 //! through its references. `EXPLAIN` shows the scan as `StoreScan` with the filters it answered
 //! and the rows it will read.
 
-use super::control::{QueryControl, control_of};
+use super::control::{QueryControl, SLICE, control_of};
 use super::keys::listed;
 use super::keys::space::{KEY_META, KeySpace};
 use crate::contract::{ColumnType, TableId};
@@ -53,6 +53,7 @@ use datafusion::physical_plan::{
 use roaring::RoaringBitmap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The name of the derived grid column.
 pub const GRID_CODE: &str = "grid_code";
@@ -950,6 +951,7 @@ impl ExecutionPlan for StoreScan {
             picked,
             kept: None,
             decided: false,
+            since_yield: Instant::now(),
             pos: 0,
             size,
             baseline: BaselineMetrics::new(&self.metrics, partition),
@@ -960,10 +962,7 @@ impl ExecutionPlan for StoreScan {
                 .counter("dynamic_filters_given_up", partition),
             from_keys: MetricBuilder::new(&self.metrics).counter("rows_from_keys", partition),
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::iter(batches),
-        )))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }
 
@@ -1036,6 +1035,8 @@ struct PartitionReader {
     /// The partition's rows that pass, when decided by value.
     kept: Option<Vec<u32>>,
     decided: bool,
+    /// When the partition last gave its thread back (see [`Read::Yield`]).
+    since_yield: Instant,
     pos: usize,
     size: usize,
     baseline: BaselineMetrics,
@@ -1252,7 +1253,7 @@ impl PartitionReader {
         }
     }
 
-    fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+    fn next_batch(&mut self) -> DfResult<Read> {
         if let Some(c) = &self.control {
             c.check()?;
         }
@@ -1282,22 +1283,55 @@ impl PartitionReader {
                 if let Some(c) = &self.control {
                     c.check()?;
                 }
+                if self.since_yield.elapsed() >= SLICE {
+                    return Ok(Read::Yield);
+                }
                 continue;
             }
             let batch = self
                 .table
                 .batch(&self.schema, &self.projection, &rows, None)?;
             self.baseline.record_output(batch.num_rows());
-            return Ok(Some(batch));
+            return Ok(Read::Batch(batch));
         }
-        Ok(None)
+        Ok(Read::End)
     }
 }
 
-impl Iterator for PartitionReader {
+/// What a partition's next read gives.
+enum Read {
+    /// Rows that passed.
+    Batch(RecordBatch),
+    /// Nothing yet: a [`SLICE`] went by reading rows that no filter kept.
+    Yield,
+    /// The partition is read.
+    End,
+}
+
+/// The partition's batches, giving the thread back at least every [`SLICE`]. A scan whose
+/// dynamic filter keeps few rows (a join's other side of a few thousand keys) would otherwise
+/// read its whole partition in one poll, and the query's other partition, woken meanwhile on
+/// the same thread, could not be taken by an idle one: the work of two threads done by one.
+impl futures::Stream for PartitionReader {
     type Item = DfResult<RecordBatch>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_batch().transpose()
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.since_yield.elapsed() < SLICE {
+            match self.next_batch() {
+                Ok(Read::Batch(b)) => return Poll::Ready(Some(Ok(b))),
+                Ok(Read::End) => return Poll::Ready(None),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+                Ok(Read::Yield) => {}
+            }
+        }
+        // Woken at once: the scheduler puts the task behind the others, where an idle thread
+        // may take it.
+        self.since_yield = Instant::now();
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
