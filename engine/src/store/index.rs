@@ -796,16 +796,7 @@ impl ColumnIndexes {
         n_codes: usize,
         codes: impl Iterator<Item = Option<i8>>,
     ) -> Option<EnumRows> {
-        cached(&self.enums, (table, column), || {
-            let mut by = vec![RoaringBitmap::new(); n_codes];
-            for (i, c) in codes.enumerate() {
-                if let Some(b) = c.and_then(|c| by.get_mut(c as usize)) {
-                    // Rows come in order: appending is constant time.
-                    let _ = b.try_push(i as u32);
-                }
-            }
-            by
-        })
+        cached(&self.enums, (table, column), || enum_rows(n_codes, codes))
     }
 
     /// The dictionary of a text column, built on first use.
@@ -848,6 +839,32 @@ impl ColumnIndexes {
     ) -> Option<std::sync::Arc<DateIndex>> {
         cached(&self.dates, (table, column), || DateIndex::build(values))
     }
+}
+
+/// Rows per code, from the codes of every row in order. The rows of each code are gathered
+/// for a stretch of rows and appended together: pushing rows one at a time into a dense bitmap
+/// container looks for its greatest value each time (a scan of up to 1,024 words), which made
+/// the first `direction = 'in'` over 150 M door events take 19 s.
+fn enum_rows(n_codes: usize, codes: impl Iterator<Item = Option<i8>>) -> Vec<RoaringBitmap> {
+    const STRETCH: usize = 1 << 16;
+    let mut by = vec![RoaringBitmap::new(); n_codes];
+    let mut gathered: Vec<Vec<u32>> = vec![Vec::new(); n_codes];
+    let flush = |by: &mut [RoaringBitmap], gathered: &mut [Vec<u32>]| {
+        for (b, rows) in by.iter_mut().zip(gathered.iter_mut()) {
+            // Rows come in order, above every row appended before.
+            let _ = b.append(rows.drain(..));
+        }
+    };
+    for (i, c) in codes.enumerate() {
+        if let Some(rows) = c.and_then(|c| gathered.get_mut(c as usize)) {
+            rows.push(i as u32);
+        }
+        if (i + 1) % STRETCH == 0 {
+            flush(&mut by, &mut gathered);
+        }
+    }
+    flush(&mut by, &mut gathered);
+    by
 }
 
 /// The rows of a stored column that hold a value (in runs where it has long ones: a column
@@ -899,6 +916,32 @@ mod tests {
     use super::*;
     use arrow::array::Date32Array;
     use std::ops::Bound::{self, Excluded, Included, Unbounded};
+
+    /// Rows per code over several stretches (dense codes, a sparse one, nulls and codes outside
+    /// the enum), against the rows picked one by one.
+    #[test]
+    fn enum_rows_agree_with_the_codes() {
+        let n = 3 * (1 << 16) + 12_345;
+        let code = |i: usize| -> Option<i8> {
+            match i % 7 {
+                0 => None,
+                1 => Some(9),
+                2 if i % 1000 == 2 => Some(2),
+                3 => Some(-1),
+                _ => Some((i % 2) as i8),
+            }
+        };
+        let by = enum_rows(3, (0..n).map(code));
+        assert_eq!(by.len(), 3);
+        for (c, rows) in by.iter().enumerate() {
+            let want: Vec<u32> = (0..n)
+                .filter(|&i| code(i) == Some(c as i8))
+                .map(|i| i as u32)
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(rows.iter().collect::<Vec<_>>(), want, "code {c}");
+        }
+    }
 
     /// Date ranges, narrow (the index's sorted run) and wide (the column compared), with nulls
     /// and a length that does not fill its last byte, against a plain filter of the column.
