@@ -559,6 +559,58 @@ fn door_event_time_ranges_from_the_index() {
     assert!(plan.contains("index=[ts >="), "{plan}");
 }
 
+/// A timestamp without time zone written with an offset means the city's wall-clock time of
+/// the instant it names (as in DuckDB, and as PostgreSQL reads `+08:00`): every way of writing
+/// one instant counts the same door events as the raw column, in `WHERE` and in the select list.
+#[test]
+fn timestamps_written_with_an_offset_mean_that_instant() {
+    use gridlens_engine::contract::TableId;
+    let (store, engine, _, _) = city_and_street();
+    let ts = store
+        .table(TableId::AccessEvents)
+        .timestamps("ts")
+        .unwrap()
+        .clone();
+    let mut sorted: Vec<i64> = ts.values().to_vec();
+    sorted.sort_unstable();
+    for q in [10, 50, 90] {
+        let a = sorted[(sorted.len() - 1) * q / 100];
+        let want = ts.values().iter().filter(|&&v| v >= a).count() as i64;
+        let at = chrono::DateTime::from_timestamp_micros(a).unwrap();
+        let city = at.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+        let forms = [
+            format!("'{}'", city.format("%Y-%m-%d %H:%M:%S%.6f%:z")),
+            format!("TIMESTAMP '{}'", city.format("%Y-%m-%d %H:%M:%S%.6f%:z")),
+            format!("TIMESTAMP '{}'", city.format("%Y-%m-%dT%H:%M:%S%.6f%:z")),
+            format!("TIMESTAMP '{}'", city.format("%Y-%m-%d %H:%M:%S%.6f")),
+            format!("TIMESTAMP '{}'", at.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+            format!(
+                "CAST('{}' AS TIMESTAMP)",
+                at.format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+            ),
+            format!(
+                "'{}'::timestamp",
+                city.format("%Y-%m-%d %H:%M:%S%.6f+08:00")
+            ),
+        ];
+        for f in &forms {
+            let sql = format!("SELECT count(*) FROM access_events WHERE ts >= {f}");
+            assert_eq!(count(&engine, &sql), want, "{sql}");
+            let sql =
+                format!("SELECT sum(CASE WHEN ts >= {f} THEN 1 ELSE 0 END) FROM access_events");
+            assert_eq!(count(&engine, &sql), want, "{sql}");
+        }
+    }
+    // The literal itself shows the city's wall clock, under the name the query gave it.
+    assert_eq!(
+        text(
+            &engine,
+            "SELECT CAST(TIMESTAMP '2026-10-01 00:00:00+08:00' AS VARCHAR) AS t"
+        ),
+        "2026-10-01T00:00:00"
+    );
+}
+
 /// A filter that needs a value in a column mostly null reads only the rows holding one: the
 /// scan narrows to them (`care_tags IS NOT NULL` among its index filters) and the filter is
 /// applied above it. Every filter counts what the same condition counts when worked out on

@@ -19,6 +19,7 @@ pub mod date_trunc;
 pub mod distinct;
 pub mod join_order;
 pub mod keys;
+pub mod local_time;
 pub mod memory;
 pub mod postgres;
 pub mod provider;
@@ -246,6 +247,7 @@ impl SqlEngine {
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_analyzer_rule(Arc::new(local_time::LocalTimestamps))
             .with_optimizer_rule(Arc::new(join_order::JoinOrder))
             .with_optimizer_rule(Arc::new(distinct::SplitDistinct))
             .with_optimizer_rule(Arc::new(date_trunc::DatesTruncated));
