@@ -172,6 +172,16 @@ const EDGES: &[&str] = &[
     "SELECT count(*) FROM people WHERE room_id = (SELECT room_id FROM rooms WHERE room_id > 'R4' ORDER BY room_id LIMIT 1)",
     "SELECT count(*) FROM people WHERE household_id = (SELECT household_id FROM households WHERE household_id = 'no-such-household')",
     "SELECT r.building_id, (SELECT count(*) FROM people p WHERE p.room_id = r.room_id) AS n FROM rooms r ORDER BY 2 DESC, 1 LIMIT 5",
+    // Unions: a column that is a key of one space in every input (cast by type coercion or
+    // not), joined and grouped on keys; columns of different spaces, of keys beside values,
+    // and literals beside keys, as values; `UNION` without `ALL`.
+    "SELECT g.street_code, t.kind, count(*) FROM (SELECT room_id, 'household' AS kind FROM households UNION ALL SELECT room_id, 'lease' FROM leases UNION ALL SELECT room_id, 'visit' FROM visits) t JOIN rooms r ON t.room_id = r.room_id JOIN buildings b ON r.building_id = b.building_id JOIN grids g ON b.grid_code = g.grid_code GROUP BY 1, 2 ORDER BY 1, 2",
+    "SELECT count(*), count(DISTINCT id_number) FROM (SELECT id_number FROM people UNION SELECT id_number FROM deaths) t",
+    "SELECT t.id, count(*) FROM (SELECT room_id AS id FROM households UNION ALL SELECT id_number FROM deaths) t GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 7",
+    "SELECT t.r, count(*) FROM (SELECT room_id AS r FROM leases UNION ALL SELECT 'no-such-room' UNION ALL SELECT CAST(NULL AS VARCHAR)) t GROUP BY 1 ORDER BY 2 DESC, 1 NULLS FIRST LIMIT 5",
+    "SELECT r.usage, count(*) FROM (SELECT CAST(room_id AS VARCHAR) AS room_id FROM households UNION ALL SELECT room_id FROM people WHERE status = 'active') t JOIN rooms r ON r.room_id = t.room_id GROUP BY 1 ORDER BY 1",
+    "SELECT k, count(*) FROM (SELECT status AS k FROM people UNION ALL SELECT residence_kind FROM people) t GROUP BY 1 ORDER BY 1",
+    "SELECT b.grid_code, count(*) FROM (SELECT building_id FROM rooms WHERE floor > 20 UNION SELECT building_id FROM access_events) t JOIN buildings b ON b.building_id = t.building_id GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 9",
     // Filters on a column null in most rows, which the scan reads only where it holds values.
     "SELECT room_id, care_tags FROM people WHERE care_tags LIKE '%elderly_alone%' ORDER BY 1, 2 LIMIT 20",
     "SELECT b.grid_code, count(*) FROM people p JOIN rooms r ON p.room_id = r.room_id JOIN buildings b ON r.building_id = b.building_id WHERE p.care_tags IS NOT NULL AND p.care_tags <> 'housebound' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 9",
@@ -365,6 +375,18 @@ fn explain_shows_keys() {
     );
     assert!(!plan.contains("DenseGroupsExec"), "{plan}");
     assert!(plan.contains("AggregateExec"), "{plan}");
+    // A union of one key space's columns is joined on keys: no key is turned into text below
+    // the join, and its rows are counted by street in arrays.
+    let plan = explain(
+        fk,
+        "EXPLAIN SELECT g.street_code, count(*) FROM (SELECT room_id FROM households \
+         UNION ALL SELECT room_id FROM leases) t JOIN rooms r ON t.room_id = r.room_id \
+         JOIN buildings b ON r.building_id = b.building_id JOIN grids g ON b.grid_code = g.grid_code \
+         GROUP BY 1",
+    );
+    assert!(plan.contains("UnionExec"), "{plan}");
+    assert!(!plan.contains("key_text(room_id"), "{plan}");
+    assert!(plan.contains("DenseGroupsExec"), "{plan}");
     // A join's side of few keys gives the other side's scan the rows holding them: by an
     // index of identity numbers, and by a table's own key.
     let found = |engine: &SqlEngine, sql: &str| -> u64 {

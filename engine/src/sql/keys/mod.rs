@@ -12,7 +12,8 @@
 //!   same space (a reference and the key it points to, two identity columns); a group-by
 //!   column; `PARTITION BY`; the argument of `count` and `count(DISTINCT …)`; `=`, `<>` and
 //!   `IN` against literals (each literal looked up once) or against a key of the same space;
-//!   `IS NULL`;
+//!   `IS NULL`; a column of a `UNION` that is a key of one space in every input (a cast of a
+//!   key to the type its keys decode to, as type coercion puts on a union's inputs, is the key);
 //! - a part of an expression that reads one key column alone and whose space is small
 //!   (`substr(month, 1, 4)`, `CASE WHEN district_code = … END`, `name LIKE '%x%'` over a
 //!   column's own pool) is worked out once per key and looked up by key ([`per_key`]);
@@ -20,7 +21,7 @@
 //!   by key, not hashed ([`dense`]: `count` and `sum`);
 //! - a join's side of few keys is pushed to the other side's scan as a list, and the rows
 //!   holding them are found from the keys, not by testing every row ([`listed`]);
-//! - anywhere else (a sort, `min`, `LIKE`, a function, a `UNION`) the key column is first
+//! - anywhere else (a sort, `min`, `LIKE`, a function) the key column is first
 //!   turned back into its values by `key_text(column)`, in a projection placed just below the
 //!   node that needs them, and so are the key columns the query returns, at its top.
 //!
@@ -142,6 +143,7 @@ impl KeyPlanner {
             | LogicalPlan::Distinct(Distinct::All(_)) => {
                 plan.with_new_exprs(plan.expressions(), inputs)
             }
+            LogicalPlan::Union(_) => self.union(inputs),
             LogicalPlan::Join(j) => {
                 let mut inputs = inputs.into_iter();
                 let (Some(l), Some(r)) = (inputs.next(), inputs.next()) else {
@@ -176,6 +178,14 @@ impl KeyPlanner {
         };
         let all = encoded(input.schema());
         let named = matches!(plan, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+        let original: Vec<Expr> = match plan {
+            LogicalPlan::Projection(_) => plan
+                .expressions()
+                .into_iter()
+                .map(|e| self.uncast(e, &all))
+                .collect(),
+            _ => plan.expressions(),
+        };
         // Columns some expression needs as values are decoded below the node; a function of
         // one key column is worked out per key only over a column that stays a key.
         let mut values_only = BTreeSet::new();
@@ -187,11 +197,10 @@ impl KeyPlanner {
                 .collect();
             let exprs = match plan {
                 // A window's expressions keep their own names: left as they are.
-                LogicalPlan::Window(_) => plan.expressions(),
-                _ => plan
-                    .expressions()
-                    .into_iter()
-                    .map(|e| self.per_key(e, &per_key_over, named))
+                LogicalPlan::Window(_) => original.clone(),
+                _ => original
+                    .iter()
+                    .map(|e| self.per_key(e.clone(), &per_key_over, named))
                     .collect::<DfResult<Vec<_>>>()?,
             };
             let (enc, decoded) = self.needed_values(&exprs, pass, all.clone());
@@ -207,6 +216,58 @@ impl KeyPlanner {
             .map(|e| self.keyed(e, &enc))
             .collect::<DfResult<Vec<_>>>()?;
         plan.with_new_exprs(exprs, vec![input])
+    }
+
+    /// A projection's cast of a key column to the type its keys decode to (as type coercion
+    /// puts on the inputs of a `UNION`) is the column itself: it stays a key, under the
+    /// expression's name.
+    fn uncast(&self, e: Expr, enc: &Enc) -> Expr {
+        let (inner, name) = match &e {
+            Expr::Alias(a) => (a.expr.as_ref(), a.name.clone()),
+            _ => (&e, e.schema_name().to_string()),
+        };
+        if let Expr::Cast(c) = inner
+            && let Expr::Column(col) = c.expr.as_ref()
+            && enc
+                .get(col)
+                .is_some_and(|s| &s.value_type(&self.store) == c.field.data_type())
+        {
+            return Expr::Column(col.clone()).alias(name);
+        }
+        e
+    }
+
+    /// A union: a column that is a key of one space in every input stays a key; the other key
+    /// columns are turned into values in each input.
+    fn union(&self, inputs: Vec<LogicalPlan>) -> DfResult<LogicalPlan> {
+        let column = |p: &LogicalPlan, i: usize| {
+            let (q, f) = p.schema().qualified_field(i);
+            Column::new(q.cloned(), f.name())
+        };
+        let encs: Vec<Enc> = inputs.iter().map(|p| encoded(p.schema())).collect();
+        let width = inputs.first().map_or(0, |p| p.schema().fields().len());
+        let keep: Vec<bool> = (0..width)
+            .map(|i| {
+                let mut spaces = inputs.iter().zip(&encs).map(|(p, e)| e.get(&column(p, i)));
+                let first = spaces.next().flatten();
+                first.is_some() && spaces.all(|s| s == first)
+            })
+            .collect();
+        let inputs = inputs
+            .into_iter()
+            .zip(&encs)
+            .map(|(p, e)| {
+                let values: BTreeSet<Column> = (0..width)
+                    .filter(|&i| !keep[i])
+                    .map(|i| column(&p, i))
+                    .filter(|c| e.contains_key(c))
+                    .collect();
+                self.decode(p, &values).map(Arc::new)
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(LogicalPlan::Union(
+            datafusion::logical_expr::Union::try_new(inputs)?,
+        ))
     }
 
     /// The key columns that a node's expressions need as values (`pass[i]`: expression `i`
