@@ -200,9 +200,7 @@ fn scans_after_run(engine: &SqlEngine, sql: &str) -> (Vec<(String, usize, usize)
 /// as they read. The join order puts the street's buildings first (the smallest input).
 #[test]
 fn dynamic_filters_narrow_the_scans() {
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
-    let engine = SqlEngine::new(store);
+    let engine = city_engine();
     let street = "440104012";
     let rooms_in_street = count(
         &engine,
@@ -295,9 +293,7 @@ fn scans_give_their_thread_back() {
         }
     }
 
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
-    let engine = SqlEngine::new(store);
+    let engine = city_engine();
     let sql = "SELECT room_id, id_number FROM people WHERE status = 'active'";
     let want = count(
         &engine,
@@ -370,9 +366,7 @@ fn scans_give_their_thread_back() {
 /// counted another way; one that drops most rows (a street's) is kept to the end.
 #[test]
 fn dynamic_filters_keeping_most_rows_are_given_up() {
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
-    let engine = SqlEngine::new(store);
+    let engine = city_engine();
     let sql = "SELECT count(*) FROM people a JOIN people b ON a.id_number = b.id_number";
     let want = count(
         &engine,
@@ -411,9 +405,7 @@ fn dynamic_filters_keeping_most_rows_are_given_up() {
 /// nulls stay null, and the names and types are the query's own.
 #[test]
 fn dates_truncated_on_day_numbers() {
-    let store =
-        Arc::new(load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap());
-    let engine = SqlEngine::new(store);
+    let engine = city_engine();
     for (unit, step) in [("month", "1 month"), ("week", "7 days"), ("year", "1 year")] {
         let sql = format!(
             "SELECT CAST(date_trunc('{unit}', registered_on) AS DATE) AS start, count(*) AS n \
@@ -455,6 +447,13 @@ fn dates_truncated_on_day_numbers() {
     }
 }
 
+/// The generated city loaded, and its engine.
+fn city_engine() -> SqlEngine {
+    SqlEngine::new(Arc::new(
+        load(&city(OutputFormat::Parquet, false), &LoadOptions::default()).unwrap(),
+    ))
+}
+
 /// The generated city loaded, its engine, the engine of a caller scoped to its first street
 /// (without `pii`), and that street's code.
 fn city_and_street() -> (
@@ -475,6 +474,20 @@ fn city_and_street() -> (
     (store, engine, scoped, street)
 }
 
+/// The door events' times as loaded, and the same sorted.
+fn event_times(
+    store: &gridlens_engine::store::Store,
+) -> (arrow::array::TimestampMicrosecondArray, Vec<i64>) {
+    let ts = store
+        .table(gridlens_engine::contract::TableId::AccessEvents)
+        .timestamps("ts")
+        .unwrap()
+        .clone();
+    let mut sorted: Vec<i64> = ts.values().to_vec();
+    sorted.sort_unstable();
+    (ts, sorted)
+}
+
 /// The scan of a table among those [`scans_after_run`] found.
 fn find_in(scans: &[(String, usize, usize)], t: &str) -> (String, usize, usize) {
     scans.iter().find(|s| s.0 == t).unwrap().clone()
@@ -490,16 +503,9 @@ type Keep = Box<dyn Fn(i64) -> bool>;
 #[test]
 fn door_event_time_ranges_from_the_index() {
     use arrow::array::Array;
-    use gridlens_engine::contract::TableId;
     let (store, engine, scoped, street) = city_and_street();
-    let ts = store
-        .table(TableId::AccessEvents)
-        .timestamps("ts")
-        .unwrap()
-        .clone();
+    let (ts, sorted) = event_times(&store);
     assert!(ts.len() > 1000 && ts.null_count() == 0);
-    let mut sorted: Vec<i64> = ts.values().to_vec();
-    sorted.sort_unstable();
     let pick = |q: usize| sorted[(sorted.len() - 1) * q / 100];
     let lit = |v: i64| {
         let t = chrono::DateTime::from_timestamp_micros(v)
@@ -564,15 +570,8 @@ fn door_event_time_ranges_from_the_index() {
 /// one instant counts the same door events as the raw column, in `WHERE` and in the select list.
 #[test]
 fn timestamps_written_with_an_offset_mean_that_instant() {
-    use gridlens_engine::contract::TableId;
     let (store, engine, _, _) = city_and_street();
-    let ts = store
-        .table(TableId::AccessEvents)
-        .timestamps("ts")
-        .unwrap()
-        .clone();
-    let mut sorted: Vec<i64> = ts.values().to_vec();
-    sorted.sort_unstable();
+    let (ts, sorted) = event_times(&store);
     for q in [10, 50, 90] {
         let a = sorted[(sorted.len() - 1) * q / 100];
         let want = ts.values().iter().filter(|&&v| v >= a).count() as i64;

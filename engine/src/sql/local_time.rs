@@ -10,15 +10,14 @@
 //! read as an instant (its own offset, or the city's when it has none) and taken as the city's
 //! wall-clock time of that instant. Text without an offset is unchanged.
 
+use super::date_trunc::replace_keeping_names;
 use crate::contract::TZ;
 use arrow::array::timezone::Tz;
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
 
@@ -30,20 +29,8 @@ pub struct LocalTimestamps;
 impl AnalyzerRule for LocalTimestamps {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         let tz: Tz = TZ.parse()?;
-        plan.transform_up_with_subqueries(|p| {
-            let names = NamePreserver::new(&p);
-            p.map_expressions(|e| {
-                let saved = names.save(&e);
-                let t = e.transform_up(|x| {
-                    Ok(match local(&x, &tz) {
-                        Some(y) => Transformed::yes(y),
-                        None => Transformed::no(x),
-                    })
-                })?;
-                Ok(t.update_data(|e| saved.restore(e)))
-            })
-        })
-        .map(|t| t.data)
+        plan.transform_up_with_subqueries(|p| replace_keeping_names(p, |x| local(x, &tz)))
+            .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
