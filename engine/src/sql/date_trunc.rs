@@ -352,29 +352,8 @@ impl datafusion::optimizer::OptimizerRule for DatesTruncated {
             [input] => input.schema().clone(),
             _ => return Ok(Transformed::no(plan)),
         };
-        replace_keeping_names(plan, |x| as_days(x, &schema))
+        super::replace_keeping_names(plan, |x| as_days(x, &schema))
     }
-}
-
-/// A plan node with every part of its expressions that `replace` gives a replacement for
-/// replaced (bottom-up), each expression under its own name.
-pub fn replace_keeping_names(
-    plan: datafusion::logical_expr::LogicalPlan,
-    replace: impl Fn(&datafusion::logical_expr::Expr) -> Option<datafusion::logical_expr::Expr>,
-) -> DfResult<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::expr_rewriter::NamePreserver;
-    let names = NamePreserver::new(&plan);
-    plan.map_expressions(|e| {
-        let saved = names.save(&e);
-        let t = e.transform_up(|x| {
-            Ok(match replace(&x) {
-                Some(y) => Transformed::yes(y),
-                None => Transformed::no(x),
-            })
-        })?;
-        Ok(t.update_data(|e| saved.restore(e)))
-    })
 }
 
 /// `date_trunc_days(unit, d)` for `CAST(date_trunc(unit, CAST(d AS TIMESTAMP)) AS DATE)` over a

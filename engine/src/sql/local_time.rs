@@ -10,7 +10,7 @@
 //! read as an instant (its own offset, or the city's when it has none) and taken as the city's
 //! wall-clock time of that instant. Text without an offset is unchanged.
 
-use super::date_trunc::replace_keeping_names;
+use super::replace_keeping_names;
 use crate::contract::TZ;
 use arrow::array::timezone::Tz;
 use arrow::compute::kernels::cast_utils::string_to_datetime;

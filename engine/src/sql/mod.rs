@@ -35,13 +35,14 @@ use arrow::datatypes::{DataType, SchemaRef};
 use control::{QueryControl, SqlBounds, StopRule, Stopped};
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::Transformed;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::VisitMut;
@@ -436,6 +437,27 @@ pub fn query_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::
         .thread_stack_size(control::QUERY_STACK)
         .enable_all()
         .build()
+}
+
+/// A plan node with every part of its expressions that `replace` gives a replacement for
+/// replaced (bottom-up), each expression under its own name.
+pub(crate) fn replace_keeping_names(
+    plan: LogicalPlan,
+    replace: impl Fn(&Expr) -> Option<Expr>,
+) -> std::result::Result<Transformed<LogicalPlan>, DataFusionError> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::expr_rewriter::NamePreserver;
+    let names = NamePreserver::new(&plan);
+    plan.map_expressions(|e| {
+        let saved = names.save(&e);
+        let t = e.transform_up(|x| {
+            Ok(match replace(&x) {
+                Some(y) => Transformed::yes(y),
+                None => Transformed::no(x),
+            })
+        })?;
+        Ok(t.update_data(|e| saved.restore(e)))
+    })
 }
 
 /// A parse error as one sentence.

@@ -222,9 +222,9 @@ impl KeyPlanner {
     /// puts on the inputs of a `UNION`) is the column itself: it stays a key, under the
     /// expression's name.
     fn uncast(&self, e: Expr, enc: &Enc) -> Expr {
-        let (inner, name) = match &e {
-            Expr::Alias(a) => (a.expr.as_ref(), a.name.clone()),
-            _ => (&e, e.schema_name().to_string()),
+        let (inner, relation, name) = match &e {
+            Expr::Alias(a) => (a.expr.as_ref(), a.relation.clone(), a.name.clone()),
+            _ => (&e, None, e.schema_name().to_string()),
         };
         if let Expr::Cast(c) = inner
             && let Expr::Column(col) = c.expr.as_ref()
@@ -232,7 +232,7 @@ impl KeyPlanner {
                 .get(col)
                 .is_some_and(|s| &s.value_type(&self.store) == c.field.data_type())
         {
-            return Expr::Column(col.clone()).alias(name);
+            return Expr::Column(col.clone()).alias_qualified(relation, name);
         }
         e
     }
